@@ -1,0 +1,215 @@
+"""Course plumbing: quick mode, paths to the course data, headline results, and the runner.
+
+Notebooks import this to know whether they run in quick mode (``FTKIT_QUICK=1``: smaller data
+and fewer steps so CI stays short -- same code path, smaller numbers), to find ``data/``, and to
+report their headline results, which ``make course`` prints in its summary.
+
+``python -m ftkit.course run`` executes every notebook top to bottom, writes the executed copies
+and an HTML site under ``build/course/``, and prints a one-screen summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["QUICK", "data_path", "environment", "headline", "repo_root", "run"]
+
+#: True when notebooks should use small settings (CI, a first try). Set FTKIT_QUICK=1.
+QUICK = os.environ.get("FTKIT_QUICK", "").strip().lower() not in ("", "0", "false", "no")
+
+HEADLINES_ENV = "FTKIT_HEADLINES_FILE"
+
+
+def repo_root() -> Path:
+    """The course checkout: the folder holding ``notebooks/`` and ``data/``.
+
+    Found from the working directory upwards (notebooks run in ``notebooks/``), then from the
+    package's own location (an editable install).
+    """
+    starts = [Path.cwd(), Path(__file__).resolve().parent]
+    for start in starts:
+        for d in (start, *start.parents):
+            if (d / "notebooks").is_dir() and (d / "data").is_dir():
+                return d
+    raise FileNotFoundError("cannot find the course folder (with notebooks/ and data/); run from inside it")
+
+
+def data_path(*parts: str) -> Path:
+    """A path inside the course's ``data/`` folder."""
+    return repo_root().joinpath("data", *parts)
+
+
+def headline(name: str, value, note: str = "") -> None:
+    """Report a headline result (shown in the notebook and in make course's summary)."""
+    print(f"{name}: {value}{f'  ({note})' if note else ''}")
+    target = os.environ.get(HEADLINES_ENV)
+    if target:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({"name": name, "value": str(value), "note": note}) + "\n")
+
+
+_PACKAGES = (
+    "ftkit", "openai", "tiktoken", "pandas", "numpy", "matplotlib", "ipywidgets", "tqdm",
+    "torch", "transformers", "peft", "gguf", "fastapi", "uvicorn", "jupyterlab",
+)
+
+
+def environment():
+    """Versions of Python and the course's libraries, as a DataFrame (for bug reports)."""
+    import pandas as pd
+
+    rows = [("python", platform.python_version(), sys.executable)]
+    for pkg in _PACKAGES:
+        try:
+            version = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        rows.append((pkg, version, ""))
+    rows.append(("platform", platform.platform(), f"{os.cpu_count()} CPU cores"))
+    return pd.DataFrame(rows, columns=["component", "version", "detail"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The runner behind `make course`
+
+
+def _notebooks(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    nb = nbformat.read(path, as_version=4)
+    headlines_file = out_dir / f".{path.stem}.headlines.jsonl"
+    headlines_file.unlink(missing_ok=True)
+    os.environ[HEADLINES_ENV] = str(headlines_file)
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
+    start = time.monotonic()
+    error = None
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError) as e:
+        error = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+    except Exception as e:  # the kernel died, or similar
+        error = f"{type(e).__name__}: {e}"[:300]
+    finally:
+        os.environ.pop(HEADLINES_ENV, None)
+    seconds = time.monotonic() - start
+    executed = out_dir / path.name
+    nbformat.write(nb, executed)
+    headlines = []
+    if headlines_file.exists():
+        headlines = [json.loads(line) for line in headlines_file.read_text(encoding="utf-8").splitlines() if line]
+        headlines_file.unlink()
+    return {"notebook": path.name, "ok": error is None, "seconds": round(seconds, 1), "error": error,
+            "headlines": headlines, "executed": executed}
+
+
+def _to_html(executed: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = executed.with_suffix(".html")
+    target.write_text(body, encoding="utf-8")
+    return target
+
+
+def _index(results: list[dict], out_dir: Path, quick: bool) -> Path:
+    import html
+
+    rows = []
+    for r in results:
+        status = "ok" if r["ok"] else f"FAILED: {html.escape(r['error'] or '')}"
+        heads = "<br>".join(html.escape(f"{h['name']}: {h['value']}") for h in r["headlines"])
+        name = Path(r["notebook"]).stem
+        rows.append(f"<tr><td><a href='{name}.html'>{html.escape(name)}</a></td><td>{status}</td>"
+                    f"<td>{r['seconds']} s</td><td>{heads}</td></tr>")
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>ftkit course</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "td,th{padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}</style>"
+        f"<h1>ftkit: fine-tuning chat models, hands on</h1><p>Executed {time.strftime('%Y-%m-%d %H:%M')}"
+        f"{' in quick mode' if quick else ''}.</p>"
+        "<table><tr><th>notebook</th><th>status</th><th>time</th><th>headline results</th></tr>"
+        + "".join(rows) + "</table>"
+    )
+    target = out_dir / "index.html"
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def run(
+    notebooks: list[Path] | None = None,
+    out: str | Path = "build/course",
+    *,
+    quick: bool | None = None,
+    timeout: int = 1800,
+    html: bool = True,
+) -> list[dict]:
+    """Execute notebooks top to bottom; write executed copies, HTML and an index to ``out``."""
+    root = repo_root()
+    notebooks = notebooks or _notebooks(root / "notebooks")
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if quick is not None:
+        os.environ["FTKIT_QUICK"] = "1" if quick else "0"
+    quick = os.environ.get("FTKIT_QUICK", "") not in ("", "0")
+    results = []
+    print(f"Running {len(notebooks)} notebooks{' in quick mode' if quick else ''} -> {out_dir}/", flush=True)
+    for path in notebooks:
+        print(f"  {path.name} ...", end=" ", flush=True)
+        result = _execute(Path(path), out_dir, timeout)
+        if html:
+            _to_html(result["executed"])
+        print("ok" if result["ok"] else "FAILED", f"({result['seconds']} s)", flush=True)
+        results.append(result)
+    if html:
+        _index(results, out_dir, quick)
+    _print_summary(results, out_dir)
+    return results
+
+
+def _print_summary(results: list[dict], out_dir: Path) -> None:
+    total = sum(r["seconds"] for r in results)
+    print("\n" + "=" * 72)
+    print(f"{'notebook':32} {'status':8} {'time':>8}")
+    for r in results:
+        print(f"{r['notebook']:32} {'ok' if r['ok'] else 'FAILED':8} {r['seconds']:>7.0f}s")
+        for h in r["headlines"]:
+            print(f"    {h['name']}: {h['value']}")
+        if r["error"]:
+            print(f"    error: {r['error']}")
+    failed = [r for r in results if not r["ok"]]
+    print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.0f} s; "
+          f"open {out_dir / 'index.html'}")
+    print("=" * 72)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftkit.course")
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="execute the notebooks and build the HTML course")
+    r.add_argument("notebooks", nargs="*", type=Path, help="notebooks to run (default: all, in order)")
+    r.add_argument("--out", default="build/course")
+    r.add_argument("--quick", action="store_true", help="quick mode (same as FTKIT_QUICK=1)")
+    r.add_argument("--no-html", action="store_true")
+    args = parser.parse_args(argv)
+    results = run(args.notebooks or None, args.out, quick=True if args.quick else None, html=not args.no_html)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,735 @@
+"""Validation of fine-tuning files: every problem, with its line, code and field.
+
+Taught in notebooks/02_data_formatting.ipynb; exposed as :func:`ftkit.data.validate` and as
+``python -m ftkit validate FILE``. The local server validates uploaded training files with it.
+
+Design: one streaming pass over the file in binary. Each line is decoded, parsed and checked;
+the texts of a chunk of examples are then token-counted in one batch. Memory holds a few
+integers per example, never the file. Nothing is ever written to the input.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import os
+from array import array
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .tokens import ExampleTokens, TokenCounter, describe
+
+__all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
+
+ERROR, WARNING = "error", "warning"
+
+#: Every code the validator reports: severity and what it means. The first seven are the
+#: OpenAI cookbook's; the rest cover what its recipe misses.
+CODES: dict[str, tuple[str, str]] = {
+    "data_type": (ERROR, "the example (or a message) is not a JSON object"),
+    "missing_messages_list": (ERROR, "no non-empty 'messages' list"),
+    "message_missing_key": (ERROR, "a message lacks a required key ('role', 'content', 'tool_call_id')"),
+    "message_unrecognized_key": (ERROR, "a message has a key the API does not accept"),
+    "unrecognized_role": (ERROR, "a message role other than system, developer, user, assistant, tool, function"),
+    "missing_content": (ERROR, "content is null, empty or not text where text is required"),
+    "example_missing_assistant_message": (ERROR, "no assistant message to learn from"),
+    "invalid_json": (ERROR, "the line is not valid JSON"),
+    "invalid_utf8": (ERROR, "the line is not valid UTF-8 text"),
+    "utf8_bom": (ERROR, "the file starts with a byte-order mark (BOM)"),
+    "empty_file": (ERROR, "the file has no examples"),
+    "too_few_examples": (ERROR, "fewer than the API's minimum of 10 examples"),
+    "invalid_weight": (ERROR, "'weight' must be 0 or 1"),
+    "weight_not_on_assistant": (ERROR, "'weight' is only allowed on assistant messages"),
+    "invalid_content": (ERROR, "a content part is malformed (only text, and images from users)"),
+    "invalid_tool_calls": (ERROR, "malformed tool_calls / function_call on an assistant message"),
+    "invalid_tools": (ERROR, "malformed 'tools', 'functions' or 'parallel_tool_calls'"),
+    "invalid_field": (ERROR, "an optional field has the wrong type (name, refusal, tool_call_id)"),
+    "legacy_prompt_completion": (ERROR, "a legacy prompt/completion example; convert it to chat"),
+    "preference_missing_key": (ERROR, "a DPO example lacks input, preferred_output or non_preferred_output"),
+    "preference_invalid_input": (ERROR, "a DPO input must be an object with messages ending in a user turn"),
+    "preference_invalid_output": (ERROR, "a DPO output must be a list of exactly one assistant message"),
+    "mixed_example_types": (ERROR, "chat (SFT) and preference (DPO) examples in one file"),
+    "example_unrecognized_key": (WARNING, "the example has a top-level key the API ignores or rejects"),
+    "blank_line": (WARNING, "a blank line (skipped)"),
+    "example_too_long": (WARNING, "longer than the model's per-example limit: it will be truncated"),
+    "duplicate_example": (WARNING, "the same example appears earlier in the file"),
+    "missing_system_message": (WARNING, "no system message"),
+    "empty_assistant_message": (WARNING, "an assistant answer is empty"),
+    "no_trained_messages": (WARNING, "every assistant message has weight 0: nothing is learned"),
+    "assistant_message_too_long": (WARNING, "assistant answer far longer than the others in the file"),
+    "preference_identical_outputs": (WARNING, "preferred and non-preferred outputs are identical"),
+    "unknown_tool_call_id": (WARNING, "a tool message answers a tool call id not seen before it"),
+}
+
+ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
+MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_call", "tool_call_id", "refusal"}
+CHAT_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
+PREFERENCE_KEYS = {"input", "preferred_output", "non_preferred_output"}
+MIN_EXAMPLES = 10
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a training file. ``line`` is 1-based (``None`` for the whole file)."""
+
+    line: int | None
+    code: str
+    field: str | None
+    message: str
+    severity: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}" if self.line is not None else "file"
+        at = f" {self.field}:" if self.field else ""
+        return f"{where}: {self.severity} {self.code}:{at} {self.message}"
+
+
+class UnusableInputError(OSError):
+    """The input cannot be read at all (missing, a directory, no permission)."""
+
+
+@dataclass
+class ValidationReport:
+    """What :func:`validate` found. ``ok`` is true when there are no errors (warnings allowed)."""
+
+    source: str
+    model: str | None
+    encoding: str | None
+    max_example_tokens: int | None
+    n_lines: int = 0
+    n_examples: int = 0
+    kind: str | None = None  # "chat", "preference", or "mixed"
+    problems: list[Problem] = field(default_factory=list)
+    example_lines: array = field(default_factory=lambda: array("q"))
+    total_tokens: array = field(default_factory=lambda: array("q"))
+    trained_tokens: array = field(default_factory=lambda: array("q"))
+    messages_per_example: array = field(default_factory=lambda: array("q"))
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def codes(self) -> Counter:
+        """How many times each code occurs."""
+        return Counter(p.code for p in self.problems)
+
+    def to_dataframe(self):
+        """Every problem as a row: line, severity, code, field, message."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            [(p.line, p.severity, p.code, p.field, p.message) for p in self.problems],
+            columns=["line", "severity", "code", "field", "message"],
+        )
+
+    def summary_table(self):
+        """One row per code: severity, count, first lines, meaning (errors first)."""
+        import pandas as pd
+
+        lines: dict[str, list[int]] = {}
+        for p in self.problems:
+            lines.setdefault(p.code, [])
+            if p.line is not None and len(lines[p.code]) < 5:
+                lines[p.code].append(p.line)
+        counts = self.codes()
+        rows = [
+            (code, CODES[code][0], counts[code], lines[code], CODES[code][1])
+            for code in sorted(counts, key=lambda c: (CODES[c][0] != ERROR, -counts[c], c))
+        ]
+        return pd.DataFrame(rows, columns=["code", "severity", "count", "first_lines", "meaning"])
+
+    def token_counts(self):
+        """Per-example token counts (estimates): line, total, trained, messages."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "line": np.frombuffer(self.example_lines, dtype=np.int64) if self.example_lines else [],
+                "total": np.frombuffer(self.total_tokens, dtype=np.int64) if self.total_tokens else [],
+                "trained": np.frombuffer(self.trained_tokens, dtype=np.int64) if self.trained_tokens else [],
+                "messages": np.frombuffer(self.messages_per_example, dtype=np.int64)
+                if self.messages_per_example
+                else [],
+            }
+        )
+
+    def token_stats(self) -> dict[str, dict[str, float]]:
+        """Distribution statistics (p10 … p90) of total and trained tokens per example."""
+        return {
+            "total_tokens": describe(self.total_tokens),
+            "trained_tokens": describe(self.trained_tokens),
+            "messages": describe(self.messages_per_example),
+        }
+
+    @property
+    def total_token_count(self) -> int:
+        """Tokens in the whole file: what one training epoch is billed for (an estimate)."""
+        return int(sum(self.total_tokens))
+
+    def billed_tokens(self, n_epochs: int = 1) -> int:
+        """Tokens billed for ``n_epochs``: Σ min(limit, tokens per example) × epochs."""
+        limit = self.max_example_tokens
+        per_example = (min(t, limit) if limit else t for t in self.total_tokens)
+        return int(sum(per_example)) * n_epochs
+
+    def summary(self, max_lines: int = 5) -> str:
+        """A readable summary: verdict, counts per code with first lines, token statistics."""
+        out = io.StringIO()
+        verdict = "OK" if self.ok else "INVALID"
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        out.write(
+            f"{self.source}: {verdict} -- {self.n_examples} examples"
+            f"{f' ({self.kind})' if self.kind else ''}, {n_err} errors, {n_warn} warnings\n"
+        )
+        if self.encoding:
+            model = f"model {self.model}, " if self.model else "no model given, "
+            limit = (
+                f"limit {self.max_example_tokens:,} tokens per example"
+                if self.max_example_tokens
+                else "no per-example limit checked (pass --model)"
+            )
+            out.write(f"  tokens counted with {self.encoding} ({model}{limit})\n")
+        if self.problems:
+            out.write("\n")
+            by_code: dict[str, list[Problem]] = {}
+            for p in self.problems:
+                by_code.setdefault(p.code, []).append(p)
+            order = sorted(by_code, key=lambda c: (CODES[c][0] != ERROR, -len(by_code[c]), c))
+            for code in order:
+                probs = by_code[code]
+                out.write(f"  {CODES[code][0]:7} {code} x{len(probs)}: {CODES[code][1]}\n")
+                for p in probs[:max_lines]:
+                    where = f"line {p.line}" if p.line is not None else "file"
+                    at = f" [{p.field}]" if p.field else ""
+                    out.write(f"      {where}{at}: {p.message}\n")
+                if len(probs) > max_lines:
+                    out.write(f"      ... and {len(probs) - max_lines} more\n")
+        if self.total_tokens:
+            stats = describe(self.total_tokens)
+            trained = describe(self.trained_tokens)
+            out.write(
+                f"\n  tokens per example (estimate): mean {stats['mean']:.0f}, p10 {stats['p10']:.0f}, "
+                f"median {stats['p50']:.0f}, p90 {stats['p90']:.0f}, max {stats['max']:.0f}\n"
+                f"  trained (assistant) tokens per example: mean {trained['mean']:.0f}, "
+                f"max {trained['max']:.0f}\n"
+                f"  tokens in file: {self.total_token_count:,} (billed once per epoch)\n"
+            )
+        return out.getvalue()
+
+    def raise_for_errors(self) -> ValidationReport:
+        """Raise :class:`InvalidTrainingFile` with the summary if there are errors."""
+        if not self.ok:
+            raise InvalidTrainingFile(self)
+        return self
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def _repr_html_(self) -> str:
+        import html
+
+        head = html.escape(self.summary(max_lines=0).split("\n\n")[0])
+        table = self.summary_table().to_html(index=False) if self.problems else "<p>No problems.</p>"
+        return f"<pre>{head}</pre>{table}"
+
+
+class InvalidTrainingFile(ValueError):
+    """A training file has errors; ``.report`` holds every problem."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        first = report.errors[0]
+        super().__init__(f"{report.source} is invalid ({len(report.errors)} errors); first: {first}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on one parsed example. They append problems and return the example's kind.
+
+
+class _Checker:
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        self.line = 0
+
+    def add(self, code: str, field: str | None, message: str) -> None:
+        self.problems.append(Problem(self.line, code, field, message, CODES[code][0]))
+
+    def example(self, ex) -> str | None:
+        if not isinstance(ex, dict):
+            self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
+            return None
+        if "messages" in ex:
+            self.chat(ex)
+            return "chat"
+        if PREFERENCE_KEYS & ex.keys():
+            self.preference(ex)
+            return "preference"
+        if "prompt" in ex or "completion" in ex:
+            self.add(
+                "legacy_prompt_completion",
+                None,
+                "this is the legacy prompt/completion format; chat models need {'messages': [...]}"
+                " -- convert with ftkit.data.from_prompt_completion",
+            )
+            return None
+        keys = ", ".join(sorted(ex)) or "none"
+        self.add("missing_messages_list", "messages", f"no 'messages' key (keys present: {keys})")
+        return None
+
+    def chat(self, ex: dict) -> None:
+        for key in ex.keys() - CHAT_KEYS:
+            self.add("example_unrecognized_key", key, f"unexpected top-level key {key!r}")
+        tools_ok = self.tools(ex, "")
+        messages = ex.get("messages")
+        if not isinstance(messages, list) or not messages:
+            what = "an empty list" if messages == [] else _type_name(messages)
+            self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
+            return
+        self.messages(messages, "messages", tools_ok)
+        roles = [m.get("role") for m in messages if isinstance(m, dict)]
+        assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+        if not assistants:
+            self.add("example_missing_assistant_message", "messages", "no message has role 'assistant'")
+        elif all(m.get("weight", 1) == 0 for m in assistants):
+            self.add("no_trained_messages", "messages", "every assistant message has weight 0")
+        if roles and not ({"system", "developer"} & set(roles)):
+            self.add("missing_system_message", "messages", "no system message")
+
+    def messages(self, messages: list, path: str, tools_ok: bool = True) -> None:
+        seen_call_ids: set[str] = set()
+        for i, m in enumerate(messages):
+            p = f"{path}[{i}]"
+            if not isinstance(m, dict):
+                self.add("data_type", p, f"a message must be an object, got {_type_name(m)}")
+                continue
+            for key in sorted(m.keys() - MESSAGE_KEYS):
+                self.add("message_unrecognized_key", f"{p}.{key}", f"unrecognized key {key!r}{_did_you_mean(key, MESSAGE_KEYS)}")
+            role = m.get("role")
+            if "role" not in m:
+                self.add("message_missing_key", f"{p}.role", "message has no 'role'")
+            elif role not in ROLES:
+                self.add("unrecognized_role", f"{p}.role", f"unrecognized role {role!r}{_did_you_mean(role, ROLES)}")
+            self.content(m, p, role)
+            if "weight" in m:
+                w = m["weight"]
+                if role not in ROLES:
+                    pass  # the role is already reported; a second error about it is noise
+                elif role != "assistant":
+                    self.add("weight_not_on_assistant", f"{p}.weight", f"'weight' on a {role!r} message")
+                elif isinstance(w, bool) or w not in (0, 1):
+                    self.add("invalid_weight", f"{p}.weight", f"weight must be 0 or 1, got {w!r}")
+            if "name" in m and not isinstance(m["name"], str):
+                self.add("invalid_field", f"{p}.name", f"'name' must be a string, got {_type_name(m['name'])}")
+            if "refusal" in m and m["refusal"] is not None:
+                if role != "assistant":
+                    self.add("message_unrecognized_key", f"{p}.refusal", "'refusal' is only for assistant messages")
+                elif not isinstance(m["refusal"], str):
+                    self.add("invalid_field", f"{p}.refusal", "'refusal' must be a string")
+            if role == "assistant":
+                seen_call_ids |= self.tool_calls(m, p)
+            elif "tool_calls" in m or "function_call" in m:
+                key = "tool_calls" if "tool_calls" in m else "function_call"
+                self.add("invalid_tool_calls", f"{p}.{key}", f"'{key}' is only for assistant messages")
+            if role == "tool":
+                tid = m.get("tool_call_id")
+                if "tool_call_id" not in m:
+                    self.add("message_missing_key", f"{p}.tool_call_id", "a tool message needs 'tool_call_id'")
+                elif not isinstance(tid, str) or not tid:
+                    self.add("invalid_field", f"{p}.tool_call_id", "'tool_call_id' must be a non-empty string")
+                elif tid not in seen_call_ids:
+                    self.add("unknown_tool_call_id", f"{p}.tool_call_id", f"no earlier tool call has id {tid!r}")
+            elif "tool_call_id" in m:
+                self.add("message_unrecognized_key", f"{p}.tool_call_id", "'tool_call_id' is only for tool messages")
+
+    def content(self, m: dict, p: str, role) -> None:
+        has_calls = bool(m.get("tool_calls")) or bool(m.get("function_call"))
+        if "content" not in m:
+            if role == "assistant" and (has_calls or m.get("refusal")):
+                return  # an assistant message that only calls tools (or refuses) needs no content
+            self.add("message_missing_key", f"{p}.content", "message has no 'content'")
+            return
+        c = m["content"]
+        if c is None:
+            if role == "assistant" and (has_calls or m.get("refusal")):
+                return
+            self.add("missing_content", f"{p}.content", "content is null")
+        elif isinstance(c, str):
+            if role == "assistant" and not c.strip() and not has_calls:
+                self.add("empty_assistant_message", f"{p}.content", "the assistant answer is empty")
+            elif role != "assistant" and not c:
+                self.add("missing_content", f"{p}.content", "content is an empty string")
+        elif isinstance(c, list):
+            if not c:
+                self.add("missing_content", f"{p}.content", "content is an empty list")
+            for j, part in enumerate(c):
+                self.content_part(part, f"{p}.content[{j}]", role)
+        else:
+            self.add("missing_content", f"{p}.content", f"content must be a string, got {_type_name(c)}")
+
+    def content_part(self, part, p: str, role) -> None:
+        if not isinstance(part, dict):
+            self.add("invalid_content", p, f"a content part must be an object, got {_type_name(part)}")
+            return
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                self.add("invalid_content", f"{p}.text", "a text part needs a string 'text'")
+        elif kind == "image_url":
+            if role != "user":
+                self.add("invalid_content", p, "images are only allowed in user messages")
+            url = part.get("image_url")
+            if not isinstance(url, dict) or not isinstance(url.get("url"), str):
+                self.add("invalid_content", f"{p}.image_url", "an image part needs image_url.url")
+        else:
+            self.add("invalid_content", f"{p}.type", f"unsupported content part type {kind!r}")
+
+    def tool_calls(self, m: dict, p: str) -> set[str]:
+        ids: set[str] = set()
+        calls = m.get("tool_calls")
+        if "tool_calls" in m and calls is not None:
+            if not isinstance(calls, list) or not calls:
+                self.add("invalid_tool_calls", f"{p}.tool_calls", "'tool_calls' must be a non-empty list")
+                calls = []
+            for j, call in enumerate(calls):
+                q = f"{p}.tool_calls[{j}]"
+                if not isinstance(call, dict):
+                    self.add("invalid_tool_calls", q, "a tool call must be an object")
+                    continue
+                cid = call.get("id")
+                if not isinstance(cid, str) or not cid:
+                    self.add("invalid_tool_calls", f"{q}.id", "a tool call needs a string 'id'")
+                else:
+                    ids.add(cid)
+                if call.get("type", "function") != "function":
+                    self.add("invalid_tool_calls", f"{q}.type", f"type must be 'function', got {call.get('type')!r}")
+                self.function_call(call.get("function"), f"{q}.function")
+        if "function_call" in m and m["function_call"] is not None:
+            self.function_call(m["function_call"], f"{p}.function_call")
+        return ids
+
+    def function_call(self, fn, q: str) -> None:
+        if not isinstance(fn, dict):
+            self.add("invalid_tool_calls", q, "needs an object with 'name' and 'arguments'")
+            return
+        if not isinstance(fn.get("name"), str) or not fn.get("name"):
+            self.add("invalid_tool_calls", f"{q}.name", "needs a string 'name'")
+        args = fn.get("arguments")
+        if not isinstance(args, str):
+            self.add(
+                "invalid_tool_calls",
+                f"{q}.arguments",
+                f"'arguments' must be a JSON-encoded string, got {_type_name(args)} (use json.dumps)",
+            )
+        else:
+            try:
+                json.loads(args)
+            except ValueError as e:
+                self.add("invalid_tool_calls", f"{q}.arguments", f"'arguments' is not valid JSON ({e.msg})")
+
+    def tools(self, container: dict, prefix: str) -> bool:
+        ok = True
+        tools = container.get("tools")
+        if "tools" in container and tools is not None:
+            if not isinstance(tools, list):
+                self.add("invalid_tools", f"{prefix}tools", "'tools' must be a list")
+                return False
+            for i, tool in enumerate(tools):
+                q = f"{prefix}tools[{i}]"
+                if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                    self.add("invalid_tools", q, "each tool must be {'type': 'function', 'function': {...}}")
+                    ok = False
+                    continue
+                ok &= self.function_schema(tool.get("function"), f"{q}.function")
+        functions = container.get("functions")
+        if "functions" in container and functions is not None:
+            if not isinstance(functions, list):
+                self.add("invalid_tools", f"{prefix}functions", "'functions' must be a list")
+                return False
+            for i, fn in enumerate(functions):
+                ok &= self.function_schema(fn, f"{prefix}functions[{i}]")
+        ptc = container.get("parallel_tool_calls")
+        if "parallel_tool_calls" in container and not isinstance(ptc, bool):
+            self.add("invalid_tools", f"{prefix}parallel_tool_calls", "'parallel_tool_calls' must be true or false")
+        return ok
+
+    def function_schema(self, fn, q: str) -> bool:
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn.get("name"):
+            self.add("invalid_tools", q, "a function needs a string 'name'")
+            return False
+        params = fn.get("parameters")
+        if params is not None and not isinstance(params, dict):
+            self.add("invalid_tools", f"{q}.parameters", "'parameters' must be a JSON schema object")
+            return False
+        return True
+
+    def preference(self, ex: dict) -> None:
+        for key in sorted(ex.keys() - PREFERENCE_KEYS):
+            self.add("example_unrecognized_key", key, f"unexpected top-level key {key!r}")
+        for key in ("input", "preferred_output", "non_preferred_output"):
+            if key not in ex:
+                self.add("preference_missing_key", key, f"a preference (DPO) example needs {key!r}")
+        inp = ex.get("input")
+        if "input" in ex:
+            if not isinstance(inp, dict):
+                self.add("preference_invalid_input", "input", f"'input' must be an object, got {_type_name(inp)}")
+            else:
+                self.tools(inp, "input.")
+                msgs = inp.get("messages")
+                if not isinstance(msgs, list) or not msgs:
+                    self.add("preference_invalid_input", "input.messages", "'input.messages' must be a non-empty list")
+                else:
+                    self.messages(msgs, "input.messages")
+                    last = msgs[-1]
+                    if isinstance(last, dict) and last.get("role") not in ("user", "tool"):
+                        self.add(
+                            "preference_invalid_input",
+                            f"input.messages[{len(msgs) - 1}].role",
+                            "the input must end with a user (or tool) message; the outputs answer it",
+                        )
+        outputs = []
+        for key in ("preferred_output", "non_preferred_output"):
+            out = ex.get(key)
+            if key not in ex:
+                continue
+            if not isinstance(out, list) or len(out) != 1:
+                got = f"a list of {len(out)}" if isinstance(out, list) else _type_name(out)
+                self.add("preference_invalid_output", key, f"must be a list of exactly one assistant message, got {got}")
+                continue
+            msg = out[0]
+            if not isinstance(msg, dict) or msg.get("role") != "assistant":
+                self.add("preference_invalid_output", f"{key}[0].role", "the output message must have role 'assistant'")
+                continue
+            self.messages(out, key)
+            outputs.append(msg)
+        if len(outputs) == 2 and outputs[0] == outputs[1]:
+            self.add("preference_identical_outputs", "non_preferred_output", "same as preferred_output")
+
+
+def _did_you_mean(value, choices) -> str:
+    if not isinstance(value, str):
+        return ""
+    close = difflib.get_close_matches(value.lower(), sorted(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(value) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _lines_of(source) -> tuple[str, Iterable[tuple[int, object]]]:
+    """(label, iterator of (line number, bytes or already-parsed record))."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            raise UnusableInputError(f"{path} is a directory, not a JSONL file")
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 -- closed by the generator below
+        except FileNotFoundError:
+            raise UnusableInputError(f"{path}: no such file") from None
+        except PermissionError:
+            raise UnusableInputError(f"{path}: permission denied") from None
+
+        def gen():
+            with fh:
+                yield from enumerate(fh, start=1)
+
+        return str(path), gen()
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a DataFrame of examples
+        records = source.to_dict("records")
+        return "<DataFrame>", enumerate(records, start=1)
+    return "<records>", enumerate(source, start=1)
+
+
+def validate(
+    source,
+    model: str | None = None,
+    *,
+    encoding: str | None = None,
+    max_example_tokens: int | None = None,
+    token_counter=None,
+    min_examples: int = MIN_EXAMPLES,
+    chunk_size: int = 2048,
+) -> ValidationReport:
+    """Check a fine-tuning file (path) or examples (list of dicts) and report every problem.
+
+    ``model`` picks the tokenizer and the per-example token limit from ftkit's catalog; without
+    it, tokens are counted with ``o200k_base`` and no limit is checked. ``token_counter`` (any
+    object with ``count_examples(list[dict]) -> list[ExampleTokens]``) replaces tiktoken, e.g.
+    with a local model's own tokenizer.
+
+    Raises :class:`UnusableInputError` only when the input cannot be read at all; everything
+    else -- bad bytes, bad JSON, bad fields -- becomes a :class:`Problem` in the report.
+
+    Taught in notebooks/02_data_formatting.ipynb.
+    """
+    if token_counter is None:
+        if encoding is None and model is None:
+            encoding = "o200k_base"
+        token_counter = TokenCounter(model, encoding=encoding, fallback=None)
+        encoding = token_counter.encoding_name
+    if max_example_tokens is None and model is not None:
+        from . import catalog
+
+        try:
+            max_example_tokens = catalog.lookup(model).max_example_tokens
+        except catalog.UnknownCatalogModel:
+            max_example_tokens = None
+
+    label, lines = _lines_of(source)
+    report = ValidationReport(label, model, encoding, max_example_tokens)
+    problems = report.problems
+    check = _Checker(problems)
+    seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
+    kinds: Counter = Counter()
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": []}
+    chunk: list[tuple[int, dict]] = []
+    n_lines = 0
+
+    def flush() -> None:
+        counts: list[ExampleTokens] = token_counter.count_examples([ex for _, ex in chunk])
+        for (line_no, ex), c in zip(chunk, counts):
+            report.example_lines.append(line_no)
+            report.total_tokens.append(c.total)
+            report.trained_tokens.append(c.trained)
+            msgs = ex.get("messages") if "messages" in ex else (ex.get("input") or {}).get("messages")
+            report.messages_per_example.append(len(msgs) if isinstance(msgs, list) else 0)
+            if max_example_tokens and c.total > max_example_tokens:
+                problems.append(
+                    Problem(
+                        line_no,
+                        "example_too_long",
+                        None,
+                        f"{c.total:,} tokens > limit {max_example_tokens:,}; "
+                        f"it will be truncated to the first {max_example_tokens:,}",
+                        WARNING,
+                    )
+                )
+        chunk.clear()
+
+    for line_no, raw in lines:
+        n_lines = line_no
+        check.line = line_no
+        if isinstance(raw, bytes):
+            if line_no == 1 and raw.startswith(BOM):
+                check.add("utf8_bom", None, "the file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
+                raw = raw[len(BOM) :]
+            stripped = raw.strip()
+            if not stripped:
+                check.add("blank_line", None, "blank line")
+                continue
+            report.n_examples += 1
+            try:
+                text = stripped.decode("utf-8")
+            except UnicodeDecodeError as e:
+                check.add(
+                    "invalid_utf8",
+                    None,
+                    f"byte 0x{stripped[e.start]:02x} at column {e.start + 1} is not UTF-8 "
+                    "(save the file as UTF-8)",
+                )
+                continue
+            try:
+                ex = json.loads(text)
+            except json.JSONDecodeError as e:
+                check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
+                continue
+            key = hash(stripped)
+        else:
+            report.n_examples += 1
+            ex = raw
+            try:
+                key = hash(json.dumps(ex, sort_keys=True, ensure_ascii=False))
+            except (TypeError, ValueError):
+                key = None
+        kind = check.example(ex)
+        if kind is None:
+            continue
+        kinds[kind] += 1
+        if len(kind_lines[kind]) < 20:
+            kind_lines[kind].append(line_no)
+        if key is not None:
+            first = seen.setdefault(key, line_no)
+            if first != line_no:
+                check.add("duplicate_example", None, f"same as line {first}")
+        chunk.append((line_no, ex))
+        if len(chunk) >= chunk_size:
+            flush()
+    if chunk:
+        flush()
+
+    report.n_lines = n_lines
+    check.line = None
+    if report.n_examples == 0:
+        check.add("empty_file", None, "the file has no examples" + (" (only blank lines)" if n_lines else ""))
+    elif report.n_examples < min_examples:
+        check.add(
+            "too_few_examples",
+            None,
+            f"{report.n_examples} examples; the fine-tuning API needs at least {min_examples}",
+        )
+    if kinds["chat"] and kinds["preference"]:
+        report.kind = "mixed"
+        minority = "preference" if kinds["preference"] < kinds["chat"] else "chat"
+        for line_no in kind_lines[minority]:
+            problems.append(
+                Problem(
+                    line_no,
+                    "mixed_example_types",
+                    None,
+                    f"a {minority} example in a file of mostly "
+                    f"{'chat' if minority == 'preference' else 'preference'} examples",
+                    ERROR,
+                )
+            )
+    elif kinds:
+        report.kind = next(iter(kinds))
+    _flag_long_answers(report)
+    problems.sort(key=lambda p: (p.line if p.line is not None else 0))
+    return report
+
+
+def _flag_long_answers(report: ValidationReport, factor: float = 4.0) -> None:
+    """Warn about assistant answers far longer than the rest (likely pasted by mistake)."""
+    trained = np.frombuffer(report.trained_tokens, dtype=np.int64) if report.trained_tokens else None
+    if trained is None or trained.size < MIN_EXAMPLES:
+        return
+    q1, median, q3 = np.percentile(trained, [25, 50, 75])
+    threshold = max(factor * median, q3 + 3 * (q3 - q1), 32)
+    lines = np.frombuffer(report.example_lines, dtype=np.int64)
+    for line_no, n in zip(lines[trained > threshold], trained[trained > threshold]):
+        report.problems.append(
+            Problem(
+                int(line_no),
+                "assistant_message_too_long",
+                None,
+                f"{int(n):,} assistant tokens vs a median of {median:.0f} in this file",
+                WARNING,
+            )
+        )
+
+
+def _excerpt(text: str, pos: int, width: int = 30) -> str:
+    start = max(0, pos - width)
+    snippet = text[start : pos + width].replace("\n", " ")
+    return f"...{snippet}..." if start or pos + width < len(text) else snippet
