@@ -1,0 +1,105 @@
+"""``python -m ftkit.local``: run and manage the local OpenAI-compatible fine-tuning server.
+
+    python -m ftkit.local serve [--host 127.0.0.1] [--port 8765] [--home ~/.ftkit]
+    python -m ftkit.local status | stop
+    python -m ftkit.local register-model NAME PATH   # a Hugging Face directory or a .gguf file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .control import DEFAULT_PORT, home_dir, running_server, stop_server
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as e:
+        print(f"the local server needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
+        return 2
+    home = home_dir(args.home)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}, reachable from other machines; anyone with the key "
+              f"in {home / 'api_key'} can use it", file=sys.stderr)
+    app = create_app(home, max_upload_mb=args.max_upload_mb, trainer_threads=args.trainer_threads,
+                     log=lambda m: print(m, flush=True))
+    info = home / "server.json"
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets)
+            info.write_text(json.dumps({"pid": os.getpid(), "host": args.host, "port": args.port}))
+            print(f"ftkit local server on http://{args.host}:{args.port}/v1 (home {home})", flush=True)
+
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    try:
+        Server(config).run()
+    finally:
+        try:
+            if json.loads(info.read_text()).get("pid") == os.getpid():
+                info.unlink()
+        except (OSError, ValueError):
+            pass
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    home = home_dir(args.home)
+    info = running_server(home)
+    if info is None:
+        print(f"no server running for {home}")
+        return 1
+    print(f"running: pid {info.pid}, {info.base_url} (home {home})")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    stopped = stop_server(home_dir(args.home))
+    print("stopped" if stopped else "no server was running")
+    return 0
+
+
+def register(args: argparse.Namespace) -> int:
+    from .service import APIError, Platform
+    from .store import Store
+
+    try:
+        row = Platform(Store(home_dir(args.home)), max_upload_bytes=0).register_base_model(args.name, args.path)
+    except APIError as e:
+        print(e.message, file=sys.stderr)
+        return 2
+    print(f"registered base model {row['id']} from {row['source']} (restart the server if it is running)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ftkit.local", description="ftkit's local fine-tuning server")
+    parser.add_argument("--home", type=Path, default=None, help="data directory (default $FTKIT_HOME or ~/.ftkit)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="run the server in the foreground")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT)
+    s.add_argument("--home", type=Path, default=argparse.SUPPRESS)
+    s.add_argument("--max-upload-mb", type=float, default=float(os.environ.get("FTKIT_MAX_UPLOAD_MB", 512)))
+    s.add_argument("--trainer-threads", type=int, default=None, help="torch threads for training (default: all)")
+    s.add_argument("--log-level", default="warning")
+    s.set_defaults(run=serve)
+    sub.add_parser("status", help="is a server running for this home?").set_defaults(run=status)
+    sub.add_parser("stop", help="stop the server of this home").set_defaults(run=stop)
+    r = sub.add_parser("register-model", help="add a base model from a local HF directory or GGUF file")
+    r.add_argument("name")
+    r.add_argument("path")
+    r.set_defaults(run=register)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

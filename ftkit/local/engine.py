@@ -1,0 +1,339 @@
+"""The inference engine: one thread owns the models and answers chat requests in batches.
+
+Requests from many HTTP calls queue up; the engine takes everything waiting, groups it by
+model (base, fine-tuned, checkpoint), and decodes each group as one batch: the prompts are
+left-padded and prefilled together, then one token per row per step with a shared KV cache.
+Each row keeps its own ``max_tokens``, ``temperature``, ``top_p``, ``stop`` and ``seed``; rows that
+finish leave the batch so the rest run faster. Streaming rows get their text as it is decoded.
+
+Fine-tuned models and checkpoints are LoRA adapters over their base model (peft), loaded on
+first use and kept (least recently used first out) up to ``max_adapters``.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from .models import DEFAULT_BASE_MODEL
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class Choice:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    completion_tokens: int
+
+
+@dataclass
+class GenerationRequest:
+    model: str
+    messages: list[dict]
+    max_tokens: int = 512
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+    n: int = 1
+    tools: list | None = None
+    functions: list | None = None
+    on_delta: Callable[[int, str], None] | None = None  # (choice index, new text) while decoding
+    future: Future = field(default_factory=Future)
+    prompt_tokens: int = 0
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    index: int  # choice index within its request
+    prompt_ids: list[int]
+    generator: object | None
+    generated: list[int] = field(default_factory=list)
+    sent: int = 0  # characters already streamed
+    text: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class _Slot:
+    """A loaded base model with the adapters loaded on top of it."""
+
+    model: object
+    tokenizer: object
+    adapters: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # adapter name -> path
+    peft: object | None = None
+
+
+class Engine:
+    def __init__(self, store, *, max_batch: int = 64, max_batch_tokens: int = 24_000, max_adapters: int = 8,
+                 log=print) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.max_batch_tokens = max_batch_tokens
+        self.max_adapters = max_adapters
+        self.log = log
+        self._queue: queue.Queue[GenerationRequest | None] = queue.Queue()
+        self._slots: dict[str, _Slot] = {}
+        self._lock = threading.Lock()  # loading models (tokenizer access from HTTP threads)
+        self._thread: threading.Thread | None = None
+        self.batches_run = 0
+        self.rows_run = 0
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="ftkit-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread:
+            self._thread.join(timeout=30)
+
+    def submit(self, request: GenerationRequest) -> Future:
+        self._queue.put(request)
+        return request.future
+
+    def resolve(self, model_id: str) -> tuple[str, str | None, str | None]:
+        """(base model id, base source, adapter path or None) for a servable model id."""
+        row = self.store.get_model(model_id)
+        if row is None:
+            raise ModelNotFound(model_id)
+        if row["kind"] == "base":
+            return row["id"], row["source"], None
+        base = self.store.get_model(row["base"])
+        return row["base"], (base or {}).get("source") or DEFAULT_BASE_MODEL, row["adapter_path"]
+
+    def tokenizer_for(self, model_id: str):
+        base, source, _ = self.resolve(model_id)
+        return self._slot(base, source).tokenizer
+
+    def count_prompt(self, model_id: str, messages: list[dict], tools=None, functions=None) -> int:
+        from .render import render_prompt
+
+        tok = self.tokenizer_for(model_id)
+        return len(tok(render_prompt(tok, messages, tools, functions), add_special_tokens=False)["input_ids"])
+
+    def context_length(self, model_id: str) -> int:
+        base, source, _ = self.resolve(model_id)
+        return int(getattr(self._slot(base, source).model.config, "max_position_embeddings", 2048))
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def _slot(self, base: str, source: str | None) -> _Slot:
+        with self._lock:
+            slot = self._slots.get(base)
+            if slot is None:
+                import torch  # noqa: F401 -- loaded lazily: the HTTP layer never imports torch
+
+                from .models import load_base_model
+
+                model, tokenizer = load_base_model(source or base, progress=self.log)
+                slot = self._slots[base] = _Slot(model, tokenizer)
+            return slot
+
+    def _activate(self, slot: _Slot, adapter_path: str | None):
+        """The module to run for this group: the base (adapters off) or one adapter."""
+        import contextlib
+
+        if adapter_path is None:
+            if slot.peft is None:
+                return slot.model, contextlib.nullcontext()
+            return slot.peft, slot.peft.disable_adapter()
+        from peft import PeftModel
+
+        name = "a" + hashlib.sha1(adapter_path.encode()).hexdigest()[:12]
+        if name not in slot.adapters:
+            if slot.peft is None:
+                slot.peft = PeftModel.from_pretrained(slot.model, adapter_path, adapter_name=name)
+                slot.peft.eval()
+            else:
+                slot.peft.load_adapter(adapter_path, adapter_name=name)
+            slot.adapters[name] = adapter_path
+            while len(slot.adapters) > self.max_adapters:
+                old, _ = slot.adapters.popitem(last=False)
+                if old != slot.peft.active_adapter:
+                    slot.peft.delete_adapter(old)
+        slot.adapters.move_to_end(name)
+        slot.peft.set_adapter(name)
+        return slot.peft, contextlib.nullcontext()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        import torch
+
+        torch.set_grad_enabled(False)
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            pending = [first]
+            deadline = time.monotonic() + 0.01  # let concurrent requests arrive and join the batch
+            while True:
+                try:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                pending.append(item)
+                if len(pending) >= self.max_batch:
+                    break
+            groups: dict[str, list[GenerationRequest]] = collections.defaultdict(list)
+            for req in pending:
+                groups[req.model].append(req)
+            for model_id, requests in groups.items():
+                try:
+                    self._run_group(model_id, requests)
+                except Exception as e:  # fail these requests, keep serving
+                    for req in requests:
+                        if not req.future.done():
+                            req.future.set_exception(e)
+
+    def _run_group(self, model_id: str, requests: list[GenerationRequest]) -> None:
+        import torch
+
+        from .render import render_prompt
+
+        base, source, adapter = self.resolve(model_id)
+        slot = self._slot(base, source)
+        tok = slot.tokenizer
+        rows: list[_Row] = []
+        for req in requests:
+            ids = tok(render_prompt(tok, req.messages, req.tools, req.functions), add_special_tokens=False)["input_ids"]
+            req.prompt_tokens = len(ids)
+            for i in range(req.n):
+                gen = None
+                if req.temperature > 0 and req.seed is not None:
+                    gen = torch.Generator().manual_seed(int(req.seed) + i)
+                rows.append(_Row(req, i, ids, gen))
+        module, context = self._activate(slot, adapter)
+        rows.sort(key=lambda r: len(r.prompt_ids))
+        with context:
+            start = 0
+            while start < len(rows):  # sub-batches within the token budget
+                end = start + 1
+                while end < len(rows) and end - start < self.max_batch:
+                    width = len(rows[end].prompt_ids) + max(r.request.max_tokens for r in rows[start : end + 1])
+                    if (end + 1 - start) * width > self.max_batch_tokens:
+                        break
+                    end += 1
+                self._decode(module, tok, rows[start:end])
+                start = end
+        by_request: dict[int, list[_Row]] = collections.defaultdict(list)
+        for row in rows:
+            by_request[id(row.request)].append(row)
+        for req in requests:
+            choices = sorted(by_request[id(req)], key=lambda r: r.index)
+            req.future.set_result([Choice(r.text, r.finish_reason or "length", len(r.generated)) for r in choices])
+
+    def _decode(self, model, tok, rows: list[_Row]) -> None:
+        import torch
+        from transformers import DynamicCache
+
+        self.batches_run += 1
+        self.rows_run += len(rows)
+        configured = getattr(model.generation_config, "eos_token_id", None)
+        eos = {tok.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+        eos.discard(None)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos))
+        width = max(len(r.prompt_ids) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding: every prompt ends at the same position
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache()
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        active = list(range(len(rows)))  # row index for each batch position
+        max_steps = max(r.request.max_tokens for r in rows)
+        for _ in range(max_steps):
+            next_tokens = self._choose(logits, [rows[i] for i in active])
+            keep = []
+            for pos, i in enumerate(active):
+                row = rows[i]
+                token = int(next_tokens[pos])
+                if token in eos:
+                    row.finish_reason = "stop"
+                else:
+                    row.generated.append(token)
+                    self._update_text(tok, row)
+                    if row.finish_reason is None and len(row.generated) >= row.request.max_tokens:
+                        row.finish_reason = "length"
+                if row.finish_reason is None:
+                    keep.append(pos)
+                else:
+                    self._flush(row)
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch
+                index = torch.tensor(keep)
+                cache.batch_select_indices(index)
+                mask, positions, next_tokens = mask[index], positions[index], next_tokens[index]
+                active = [active[p] for p in keep]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
+            positions = positions[:, -1:] + 1
+            out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=positions,
+                        past_key_values=cache, use_cache=True)
+            cache, logits = out.past_key_values, out.logits[:, -1, :]
+        for i in active:
+            rows[i].finish_reason = rows[i].finish_reason or "length"
+            self._flush(rows[i])
+
+    @staticmethod
+    def _choose(logits, rows: list[_Row]):
+        """Next token per row: greedy at temperature 0, else temperature + nucleus (top_p) sampling."""
+        import torch
+
+        chosen = logits.argmax(-1)
+        for pos, row in enumerate(rows):
+            t, p = row.request.temperature, row.request.top_p
+            if t <= 0:
+                continue
+            probs = torch.softmax(logits[pos].float() / t, dim=-1)
+            if p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                cut = (sorted_probs.cumsum(0) - sorted_probs) >= p  # keep the smallest set reaching p
+                sorted_probs[cut] = 0
+                probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+            chosen[pos] = torch.multinomial(probs / probs.sum(), 1, generator=row.generator)[0]
+        return chosen
+
+    @staticmethod
+    def _update_text(tok, row: _Row) -> None:
+        text = tok.decode(row.generated, skip_special_tokens=True)
+        for stop in row.request.stop:
+            cut = text.find(stop)
+            if stop and cut >= 0:
+                text = text[:cut]
+                row.finish_reason = "stop"
+        row.text = text
+        if row.request.on_delta and row.finish_reason is None:
+            # hold back an incomplete character and anything that may be the start of a stop
+            hold = max((len(s) - 1 for s in row.request.stop), default=0)
+            ready = len(text) - hold
+            while ready > row.sent and text[ready - 1] == "\ufffd":
+                ready -= 1
+            if ready > row.sent:
+                row.request.on_delta(row.index, text[row.sent : ready])
+                row.sent = ready
+
+    @staticmethod
+    def _flush(row: _Row) -> None:
+        if row.request.on_delta and len(row.text) > row.sent:
+            row.request.on_delta(row.index, row.text[row.sent :])
+            row.sent = len(row.text)

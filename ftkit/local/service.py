@@ -1,0 +1,296 @@
+"""What the local platform does, independent of HTTP: files, jobs, models, chat.
+
+Routes (``ftkit.local.app``) parse requests, call these methods and serialise the results.
+Errors are :class:`APIError` with the status, type, param and code OpenAI would return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .models import DEFAULT_BASE_MODEL
+from .store import Store, new_id, valid_id
+from .trainer import validate_hyperparameters
+
+FILE_PURPOSES = ("fine-tune", "batch")
+ORGANIZATION = "org-local"
+
+
+@dataclass
+class APIError(Exception):
+    status: int
+    message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str | None = None
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def not_found(kind: str, value: str, param: str | None = None) -> APIError:
+    return APIError(404, f"No such {kind}: {value}", param=param, code=f"{kind.replace(' ', '_')}_not_found")
+
+
+class Platform:
+    def __init__(self, store: Store, *, max_upload_bytes: int) -> None:
+        self.store = store
+        self.max_upload_bytes = max_upload_bytes
+        self.worker = None  # set by the app
+        if self.store.get_model(DEFAULT_BASE_MODEL) is None:
+            self.store.add_model(DEFAULT_BASE_MODEL, kind="base", owned_by="system", source=DEFAULT_BASE_MODEL)
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def create_file(self, stream: BinaryIO, filename: str, purpose: str) -> dict:
+        if purpose not in FILE_PURPOSES:
+            raise APIError(400, f"Invalid purpose {purpose!r}: the local backend accepts {', '.join(FILE_PURPOSES)}",
+                           param="purpose", code="invalid_purpose")
+        file_id = new_id("file")
+        path = self.store.file_path(file_id)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with open(path, "wb") as out:
+                while block := stream.read(1 << 20):
+                    size += len(block)
+                    if size > self.max_upload_bytes:
+                        raise self.too_large()
+                    digest.update(block)
+                    out.write(block)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        if size == 0:
+            path.unlink(missing_ok=True)
+            raise APIError(400, "The uploaded file is empty", param="file", code="empty_file")
+        return self.store.add_file(file_id, filename=Path(filename or "upload").name, purpose=purpose, size=size,
+                                   sha256=digest.hexdigest())
+
+    def too_large(self) -> APIError:
+        mb = self.max_upload_bytes / 1e6
+        return APIError(413, f"File too large: the local backend accepts uploads up to {mb:g} MB",
+                        param="file", code="file_too_large")
+
+    def get_file(self, file_id: str) -> dict:
+        row = self.store.get_file(file_id) if valid_id("file", file_id) else None
+        if row is None:
+            raise not_found("file", file_id, "file_id")
+        return row
+
+    def delete_file(self, file_id: str) -> dict:
+        self.get_file(file_id)
+        self.store.delete_file(file_id)
+        return {"id": file_id, "object": "file", "deleted": True}
+
+    # -- fine-tuning jobs -----------------------------------------------------------------------
+
+    def create_job(self, body: dict) -> dict:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise APIError(400, "Missing required parameter: 'model'", param="model", code="missing_required_parameter")
+        base = self.store.get_model(model)
+        if base is None or base["kind"] != "base":
+            known = ", ".join(m["id"] for m in self.store.list_models() if m["kind"] == "base")
+            what = "fine-tuning a fine-tuned model is not supported by the local backend" if base else "unknown model"
+            raise APIError(400, f"Model {model} is not available for fine-tuning ({what}). Base models: {known}",
+                           param="model", code="model_not_available")
+        training = self._job_file(body.get("training_file"), "training_file", required=True)
+        validation = self._job_file(body.get("validation_file"), "validation_file", required=False)
+        method = body.get("method") or {"type": "supervised"}
+        if not isinstance(method, dict) or method.get("type", "supervised") != "supervised":
+            kind = method.get("type") if isinstance(method, dict) else method
+            raise APIError(400, f"Method {kind!r} is not supported by the local backend; use 'supervised'",
+                           param="method.type", code="unsupported_method")
+        hp = (method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters") or {}
+        if not isinstance(hp, dict):
+            raise APIError(400, "hyperparameters must be an object", param="hyperparameters")
+        problem = validate_hyperparameters(hp)
+        if problem:
+            raise APIError(400, f"Invalid hyperparameter: {problem}", param="hyperparameters", code="invalid_hyperparameter")
+        hp = {k: hp.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+        suffix = body.get("suffix")
+        if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64 or ":" in suffix):
+            raise APIError(400, "suffix must be a string of at most 64 characters without ':'", param="suffix")
+        seed = body.get("seed")
+        if seed is None:
+            seed = secrets.randbelow(2**31)
+        elif isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise APIError(400, "seed must be an integer between 0 and 2147483647", param="seed")
+        metadata = body.get("metadata")
+        if metadata is not None and (
+            not isinstance(metadata, dict) or len(metadata) > 16
+            or any(not isinstance(k, str) or len(k) > 64 or not isinstance(v, str) or len(v) > 512
+                   for k, v in metadata.items())
+        ):
+            raise APIError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
+                           param="metadata")
+        integrations = body.get("integrations") or []
+        job = self.store.create_job({
+            "id": new_id("ftjob"), "model": model, "training_file": training, "validation_file": validation,
+            "suffix": suffix, "seed": seed, "status": "validating_files",
+            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
+            "metadata": metadata, "integrations": integrations,
+        })
+        self.store.add_event(job["id"], f"Validating training file: {training}"
+                             + (f" and validation file: {validation}" if validation else ""))
+        for integration in integrations:
+            kind = integration.get("type") if isinstance(integration, dict) else integration
+            self.store.add_event(job["id"], f"Integration {kind!r} recorded; the local backend does not send data to it",
+                                 level="warn")
+        self._wake()
+        return job
+
+    def _job_file(self, file_id, param: str, *, required: bool) -> str | None:
+        if file_id is None:
+            if required:
+                raise APIError(400, f"Missing required parameter: '{param}'", param=param, code="missing_required_parameter")
+            return None
+        row = self.store.get_file(file_id) if isinstance(file_id, str) and valid_id("file", file_id) else None
+        if row is None:
+            raise APIError(400, f"invalid {param}: no such file {file_id}", param=param, code=f"invalid_{param}")
+        if row["purpose"] != "fine-tune":
+            raise APIError(400, f"File {file_id} has purpose '{row['purpose']}'; fine-tuning needs purpose 'fine-tune'",
+                           param=param, code=f"invalid_{param}")
+        return file_id
+
+    def get_job(self, job_id: str) -> dict:
+        row = self.store.get_job(job_id) if valid_id("ftjob", job_id) else None
+        if row is None:
+            raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
+        return row
+
+    def list_jobs(self, *, after: str | None, limit: int, metadata: dict[str, str]) -> tuple[list[dict], bool]:
+        jobs = self.store.list_jobs()  # newest first
+        if metadata:
+            jobs = [j for j in jobs if all((j["metadata"] or {}).get(k) == v for k, v in metadata.items())]
+        if after:
+            ids = [j["id"] for j in jobs]
+            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
+        return jobs[:limit], len(jobs) > limit
+
+    def cancel_job(self, job_id: str) -> dict:
+        job = self.get_job(job_id)
+        if not self.store.update_job(job_id, only_if_status=("validating_files", "queued", "running", "paused"),
+                                     status="cancelled", finished_at=int(time.time()), estimated_finish=None):
+            raise APIError(400, f"Job {job_id} has already {job['status']}; it cannot be cancelled",
+                           param="fine_tuning_job_id", code="job_not_cancellable")
+        self.store.add_event(job_id, "Fine-tuning job cancelled")
+        self._wake()
+        return self.get_job(job_id)
+
+    def pause_job(self, job_id: str) -> dict:
+        job = self.get_job(job_id)
+        if not self.store.update_job(job_id, only_if_status=("running", "queued"), status="paused", estimated_finish=None):
+            raise APIError(400, f"Job {job_id} is {job['status']}; only running or queued jobs can be paused",
+                           param="fine_tuning_job_id", code="job_not_pausable")
+        self.store.add_event(job_id, "Fine-tuning job paused")
+        self._wake()
+        return self.get_job(job_id)
+
+    def resume_job(self, job_id: str) -> dict:
+        job = self.get_job(job_id)
+        if not self.store.update_job(job_id, only_if_status=("paused",), status="queued"):
+            raise APIError(400, f"Job {job_id} is {job['status']}; only paused jobs can be resumed",
+                           param="fine_tuning_job_id", code="job_not_resumable")
+        self.store.add_event(job_id, "Fine-tuning job resumed")
+        self._wake()
+        return self.get_job(job_id)
+
+    def list_events(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        self.get_job(job_id)
+        return self.store.list_events(job_id, after=after, limit=limit)
+
+    def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        self.get_job(job_id)
+        rows = self.store.list_checkpoints(job_id)
+        if after:
+            ids = [r["id"] for r in rows]
+            rows = rows[ids.index(after) + 1 :] if after in ids else []
+        return rows[:limit], len(rows) > limit
+
+    def _wake(self) -> None:
+        if self.worker is not None:
+            self.worker.wake()
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict]:
+        return [m for m in self.store.list_models() if m["kind"] in ("base", "fine-tuned")]
+
+    def get_model(self, model_id: str) -> dict:
+        row = self.store.get_model(model_id)
+        if row is None:
+            raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
+                           param="model", code="model_not_found")
+        return row
+
+    def delete_model(self, model_id: str) -> dict:
+        row = self.get_model(model_id)
+        if row["kind"] == "base":
+            raise APIError(403, f"Base model {model_id} cannot be deleted; only fine-tuned models can",
+                           param="model", code="model_not_deletable")
+        self.store.delete_model(model_id)
+        if row["kind"] == "fine-tuned" and row.get("adapter_path"):
+            shutil.rmtree(row["adapter_path"], ignore_errors=True)
+        return {"id": model_id, "object": "model", "deleted": True}
+
+    def register_base_model(self, name: str, source: str) -> dict:
+        """Add a base model from a Hugging Face directory or a GGUF file (used by the CLI)."""
+        path = Path(source).expanduser().resolve()
+        if not (path.is_file() and path.suffix == ".gguf") and not (path / "config.json").is_file():
+            raise APIError(400, f"{source} is neither a .gguf file nor a Hugging Face model directory")
+        return self.store.add_model(name, kind="base", owned_by="system", source=str(path))
+
+
+# -- serialisers: rows -> the OpenAI objects ------------------------------------------------------
+
+
+def file_object(row: dict) -> dict:
+    return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
+            "filename": row["filename"], "purpose": row["purpose"], "status": "processed",
+            "status_details": None, "expires_at": None}
+
+
+def job_object(row: dict) -> dict:
+    hp = row["method"].get("supervised", {}).get("hyperparameters", {})
+    return {
+        "object": "fine_tuning.job", "id": row["id"], "model": row["model"], "created_at": row["created_at"],
+        "finished_at": row["finished_at"], "fine_tuned_model": row["fine_tuned_model"],
+        "organization_id": ORGANIZATION, "result_files": row["result_files"] or [], "status": row["status"],
+        "validation_file": row["validation_file"], "training_file": row["training_file"],
+        "hyperparameters": {"n_epochs": hp.get("n_epochs", "auto"), "batch_size": hp.get("batch_size", "auto"),
+                            "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto")},
+        "trained_tokens": row["trained_tokens"], "error": row["error"], "user_provided_suffix": row["suffix"],
+        "seed": row["seed"], "estimated_finish": row["estimated_finish"], "integrations": row["integrations"] or [],
+        "metadata": row["metadata"], "method": row["method"],
+    }
+
+
+def event_object(row: dict) -> dict:
+    return {"object": "fine_tuning.job.event", "id": row["id"], "created_at": row["created_at"],
+            "level": row["level"], "message": row["message"], "data": row["data"] or {}, "type": row["type"]}
+
+
+def checkpoint_object(row: dict) -> dict:
+    return {"object": "fine_tuning.job.checkpoint", "id": row["id"], "created_at": row["created_at"],
+            "fine_tuned_model_checkpoint": row["model_id"], "fine_tuning_job_id": row["job_id"],
+            "metrics": row["metrics"], "step_number": row["step"]}
+
+
+def model_object(row: dict) -> dict:
+    return {"id": row["id"], "object": "model", "created": row["created_at"], "owned_by": row["owned_by"]}
+
+
+def page(data: list[dict], has_more: bool, *, ids: bool = False) -> dict[str, Any]:
+    body: dict[str, Any] = {"object": "list", "data": data, "has_more": has_more}
+    if ids:
+        body["first_id"] = data[0]["id"] if data else None
+        body["last_id"] = data[-1]["id"] if data else None
+    return body

@@ -1,0 +1,184 @@
+"""The job worker: moves jobs through the hosted lifecycle, one training at a time.
+
+``validating_files`` → ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, plus
+``paused``. Validation runs here (ftkit's validator with the model's own tokenizer); training runs
+in a child process (``ftkit.local.trainer``) so the API keeps answering and a cancel can stop it.
+The child reports through the store; the worker watches it and makes sure no job is ever left
+``running`` without a trainer: on start-up, jobs cut off by a crash or kill are queued again and
+resume from their last saved state.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .models import MAX_EXAMPLE_TOKENS
+from .store import Store
+
+MAX_INTERRUPTIONS = 3
+ACTIVE = ("validating_files", "queued", "running", "paused")
+
+
+class Worker:
+    def __init__(self, store: Store, engine, *, log=print, poll: float = 0.3, trainer_threads: int | None = None):
+        self.store = store
+        self.engine = engine
+        self.log = log
+        self.poll = poll
+        self.trainer_threads = trainer_threads
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._child: subprocess.Popen | None = None
+        self._child_job: str | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="ftkit-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the worker; a training child is asked to save its state and exit."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=60)
+        self._terminate_child(grace=60)
+
+    def recover(self) -> None:
+        """Jobs left ``running`` by a crash or kill: queue them again to resume (or fail them)."""
+        for job in self.store.jobs_with_status("running"):
+            n = job["interruptions"] + 1
+            if n > MAX_INTERRUPTIONS:
+                self._fail(job["id"], "training_interrupted",
+                           f"The job was interrupted {n} times (server stopped or crashed) and was not restarted again.")
+                continue
+            resume = self.store.job_dir(job["id"]) / "resume" / "state.pt"
+            where = "its last saved state" if resume.exists() else "the beginning"
+            self.store.update_job(job["id"], only_if_status=["running"], status="queued", interruptions=n,
+                                  estimated_finish=None)
+            self.store.add_event(job["id"], f"The server stopped while this job was running; it will resume from {where}",
+                                 level="warn")
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._tick()
+            except Exception as e:  # keep the worker alive; the log says what happened
+                self.log(f"worker error: {type(e).__name__}: {e}")
+            self._wake.wait(self.poll)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for job in self.store.jobs_with_status("validating_files"):
+            self._validate(job)
+        if self._child is not None:
+            self._watch_child()
+        if self._child is None and not self._stop.is_set():
+            queued = self.store.jobs_with_status("queued")
+            if queued:
+                self._start(queued[0])
+
+    def _validate(self, job: dict) -> None:
+        from ..validation import validate
+        from .render import HFTokenCounter
+
+        try:
+            tokenizer = self.engine.tokenizer_for(job["model"])
+        except Exception as e:
+            self._fail(job["id"], "model_unavailable", f"The base model {job['model']} could not be loaded: {e}")
+            return
+        counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
+        for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
+            if not file_id:
+                continue
+            report = validate(self.store.file_path(file_id), token_counter=counter, encoding=job["model"] + " tokenizer",
+                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1)
+            report.source = file_id
+            if report.kind == "preference":
+                report.problems.insert(0, _problem("preference_missing_key",
+                                                   "preference (DPO) examples need method 'dpo', which the local backend does not run"))
+            if not report.ok:
+                shown = "; ".join(str(p) for p in report.errors[:3])
+                more = f" (and {len(report.errors) - 3} more errors)" if len(report.errors) > 3 else ""
+                self._fail(job["id"], f"invalid_{kind}_file",
+                           f"The job failed due to an invalid {kind} file {file_id}: {shown}{more}",
+                           param=f"{kind}_file")
+                return
+            for w in report.warnings[:5]:
+                self.store.add_event(job["id"], f"{kind.capitalize()} file {file_id}: {w}", level="warn")
+        if self.store.update_job(job["id"], only_if_status=["validating_files"], status="queued"):
+            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+
+    def _start(self, job: dict) -> None:
+        if not self.store.update_job(job["id"], only_if_status=["queued"], status="running"):
+            return
+        cmd = [sys.executable, "-m", "ftkit.local.trainer", "--home", str(self.store.home), "--job", job["id"]]
+        if self.trainer_threads:
+            cmd += ["--threads", str(self.trainer_threads)]
+        log_path = self.store.job_dir(job["id"]) / "trainer.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._child_job = job["id"]
+        self.log(f"training {job['id']} (pid {self._child.pid})")
+
+    def _watch_child(self) -> None:
+        job = self.store.get_job(self._child_job)
+        code = self._child.poll()
+        if code is None:
+            if job["status"] in ("cancelled", "paused"):  # the trainer stops at its next step
+                self._terminate_child(grace=60)
+                self._finish_child()
+            return
+        if job["status"] == "running":  # the trainer exited without saying how the job ended
+            tail = _tail(self.store.job_dir(job["id"]) / "trainer.log")
+            self._fail(job["id"], "training_failed",
+                       f"Training stopped unexpectedly (exit code {code}). Last output: {tail}")
+        self._finish_child()
+
+    def _finish_child(self) -> None:
+        self._child = None
+        self._child_job = None
+
+    def _terminate_child(self, grace: float) -> None:
+        child = self._child
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+    def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
+        if self.store.update_job(job_id, only_if_status=ACTIVE, status="failed", finished_at=int(time.time()),
+                                 estimated_finish=None, error={"code": code, "message": message, "param": param}):
+            self.store.add_event(job_id, message, level="error")
+
+
+def _problem(code: str, message: str):
+    from ..validation import CODES, Problem
+
+    return Problem(None, code, None, message, CODES[code][0])
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:])[-500:] or "(empty log)"
