@@ -118,7 +118,7 @@ def encode_for_training(tokenizer, example: dict, max_tokens: int) -> tuple[list
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     labels = [IGNORE_INDEX] * len(ids)
-    for k, (s, e) in enumerate(offsets):
+    for k, (s, _end) in enumerate(offsets):
         for a, b in spans:
             # a token is learned if it starts inside the assistant's text (incl. end-of-turn)
             if a <= s < b:
