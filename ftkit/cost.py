@@ -61,6 +61,8 @@ __all__ = [
     "plot_price_history",
     "plot_training_cost",
     "price_ratio",
+    "request_tokens",
+    "RequestTokens",
     "training_cost",
     "training_tokens",
 ]
@@ -303,7 +305,8 @@ class TrainingCost:
     def __str__(self) -> str:
         if self.usd_per_hour is not None:
             return (
-                f"{self.snapshot} on {self.on} ({self.method}): {self.hours:g} training hours x "
+                f"{self.snapshot} on {self.on} ({self.method}): {self.hours:g} training "
+                f"hour{'' if self.hours == 1 else 's'} x "
                 f"{_price(self.usd_per_hour)}/hour = {_usd(self.usd)}"
             )
         return (
@@ -464,6 +467,74 @@ def inference_cost(
     )
 
 
+@dataclass(frozen=True)
+class RequestTokens:
+    """Mean prompt and output tokens per request, measured on chat examples."""
+
+    model: str
+    n_requests: int
+    prompt_tokens: float
+    output_tokens: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.n_requests:,} requests to {self.model}: {self.prompt_tokens:,.0f} prompt tokens and "
+            f"{self.output_tokens:,.0f} output tokens on average"
+        )
+
+    __repr__ = __str__
+
+
+def request_tokens(
+    examples,
+    model: str,
+    *,
+    system: str | None = None,
+    few_shot=(),
+    encoding: str | None = None,
+) -> RequestTokens:
+    """How many tokens a request would have if each chat example were sent to ``model``.
+
+    The prompt is the example's messages before its last assistant message -- with the system
+    message replaced by ``system`` (if given) and the ``few_shot`` messages inserted after it --
+    and the output is that last assistant message. Counted with :class:`ftkit.tokens.TokenCounter`
+    (message framing included). ``examples`` is a JSONL path or an iterable of example dicts.
+
+    Taught in notebooks/03_cost_math.ipynb.
+    """
+    from .data import read_jsonl
+    from .tokens import TokenCounter
+
+    entry = catalog.lookup(model)
+    counter = TokenCounter(None if encoding else entry.snapshot, encoding=encoding)
+    if isinstance(examples, (str, bytes)) or hasattr(examples, "__fspath__"):
+        examples = read_jsonl(examples)
+    prompts, answers = [], []
+    for ex in examples:
+        messages = ex.get("messages") if isinstance(ex, dict) else None
+        if not isinstance(messages, list):
+            raise ValueError("request_tokens needs chat examples with a 'messages' list")
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None:
+            raise ValueError("an example has no assistant message to use as the output")
+        prompt = list(messages[:last])
+        if system is not None:
+            prompt = [m for m in prompt if m.get("role") not in ("system", "developer")]
+            prompt = [{"role": "system", "content": system}, *few_shot, *prompt]
+        elif few_shot:
+            head = 1 if prompt and prompt[0].get("role") in ("system", "developer") else 0
+            prompt = [*prompt[:head], *few_shot, *prompt[head:]]
+        prompts.append({"messages": prompt})
+        answers.append(messages[last].get("content") or "")
+    if not prompts:
+        raise ValueError("no examples")
+    prompt_counts = [c.total for c in counter.count_examples(prompts)]
+    output_counts = counter.count_batch(answers)
+    return RequestTokens(
+        entry.snapshot, len(prompts), sum(prompt_counts) / len(prompts), sum(output_counts) / len(prompts)
+    )
+
+
 def price_ratio(model: str, on: dt.date | str | None = None, *, kind: str = "input") -> float:
     """How many times dearer the fine-tuned model's ``kind`` ("input" or "output") tokens are
     than the base model's. At GPT-3.5 Turbo's launch: 12.00 / 1.50 = 8.0.
@@ -571,9 +642,13 @@ class BreakEven:
             f"base       {self.base}",
             f"fine-tuned {self.fine_tuned}",
             f"cheaper: {self.cheaper}; monthly saving with fine-tuning: {_usd(self.monthly_saving_usd)}",
-            f"fine-tuned input costs {self.input_price_ratio:.2f}x the base input; parity at a "
-            f"{_tokens(self.parity_prompt_tokens)}-token prompt = {_pct(self.parity_reduction)} shorter "
-            f"(you have {_pct(self.actual_reduction)})",
+            f"fine-tuned input costs {self.input_price_ratio:.2f}x the base input; "
+            + (
+                f"parity at a {_tokens(self.parity_prompt_tokens)}-token prompt = {_pct(self.parity_reduction)} "
+                f"shorter (you have {_pct(self.actual_reduction)})"
+                if self.parity_prompt_tokens is not None
+                else "no fine-tuned prompt length is as cheap: its output alone costs more than the base request"
+            ),
         ]
         if self.training_usd is not None:
             lines.append(f"training {_usd(self.training_usd)} pays back in {_months(self.payback_months)}")
@@ -600,7 +675,9 @@ def _months(x: float | None) -> str:
         return "never"
     if x < 1:
         days = x * 365.25 / 12
-        return "under a day" if days < 1 else f"{x:.2f} months (~{days:.0f} days)"
+        if days < 1:
+            return "under a day"
+        return f"{x:.2f} months (~{days:.0f} day{'' if round(days) == 1 else 's'})"
     return f"{x:.1f} months"
 
 
@@ -1093,8 +1170,10 @@ class Calculator:
         avail, training, be = self.compute()
         rows = [
             ("model (snapshot in force)", be.fine_tuned.snapshot),
-            ("availability", f"{avail.status.replace('_', ' ')}: {avail.reason}"),
-            ("training cost", f"{_usd(training.usd)}  ({training})"),
+            ("availability", avail.status.replace("_", " ")
+             + (f" (next change {avail.upcoming[0][0]})" if avail.upcoming else "")),
+            ("training cost", _usd(training.usd)),
+            ("training", str(training).split(": ", 1)[-1]),
             ("base model cost per month", _usd(be.base.per_month_usd)),
             ("fine-tuned cost per month", _usd(be.fine_tuned.per_month_usd)),
             ("cheaper", be.cheaper),
