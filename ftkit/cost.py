@@ -1090,15 +1090,16 @@ class Calculator:
         entry = catalog.lookup(model)
         if entry.model not in options:
             raise NoPriceError(f"{entry.snapshot} has no price: the calculator covers {', '.join(options)}")
-        style = {"description_width": "150px"}
-        wide = w.Layout(width="560px")
+        style = {"description_width": "190px"}
+        wide = w.Layout(width="600px")
 
         def slider(cls, value, lo, hi, step, description):
             return cls(value=value, min=lo, max=hi, step=step, description=description,
                        continuous_update=False, style=style, layout=wide)
 
         self.model = w.Dropdown(options=options, value=entry.model, description="Model", style=style, layout=wide)
-        self.on = w.DatePicker(value=catalog._as_date(on), description="Prices of date", style=style)
+        self.on = w.DatePicker(value=catalog._as_date(on), description="Prices of date", style=style,
+                               layout=w.Layout(width="400px"))
         self.dataset_tokens = w.BoundedIntText(
             value=_count("dataset_tokens", dataset_tokens), min=0, max=10**10, step=1_000,
             description="Dataset tokens (1 epoch)", style=style, layout=wide,
@@ -1203,7 +1204,7 @@ class Calculator:
             return f"<div style='color:#cf222e'><b>Cannot compute:</b> {html.escape(str(e))}</div>"
         colour = {"available": "#1a7f37", "restricted": "#9a6700"}.get(avail.status, "#cf222e")
         head = f"<div style='color:{colour}'><b>{html.escape(str(avail).splitlines()[0])}</b></div>"
-        return head + table.to_html(header=False, escape=True)
+        return head + table.rename_axis(None).to_html(header=False, escape=True)
 
     def update(self, change=None) -> None:
         """Recompute the numbers and redraw the plot (called when any control changes)."""

@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python notebooks/solutions/03_cost_math_solutions.py
+    .venv/bin/python notebooks/solutions/03_cost_math.py
 
 Exercise 6 needs the numbers of your own local run (the notebook's section 7); pass them with
 ``--cpu-seconds`` and ``--trained-tokens`` (and ``--examples``). Without them it uses a run
