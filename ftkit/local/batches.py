@@ -23,6 +23,11 @@ ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOWS = ("24h",)
 
 
+def batch_object(batch: dict) -> dict:
+    """The Batch object as the API returns it: optional fields that are not set are left out."""
+    return {k: v for k, v in batch.items() if v is not None}
+
+
 class BatchRunner:
     def __init__(self, store: Store, engine, *, log=print) -> None:
         self.store = store

@@ -254,8 +254,7 @@ class Platform:
 
 def file_object(row: dict) -> dict:
     return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
-            "filename": row["filename"], "purpose": row["purpose"], "status": "processed",
-            "status_details": None, "expires_at": None}
+            "filename": row["filename"], "purpose": row["purpose"], "status": "processed"}
 
 
 def job_object(row: dict) -> dict:

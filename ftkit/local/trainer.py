@@ -28,6 +28,7 @@ import os
 import random
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -128,8 +129,9 @@ class JobStopped(Exception):
 
 
 class Trainer:
-    def __init__(self, store: Store, job: dict, *, log=print) -> None:
+    def __init__(self, store: Store, job: dict, *, log=print, stop_requested=None) -> None:
         self.store = store
+        self.stop_requested = stop_requested  # a threading.Event set on SIGTERM
         self.job = job
         self.job_id = job["id"]
         self.log = log
@@ -147,7 +149,7 @@ class Trainer:
             raise JobStopped("cancelled")
         if status == "paused":
             raise JobStopped("paused")
-        if os.getppid() != self.parent:
+        if os.getppid() != self.parent or (self.stop_requested is not None and self.stop_requested.is_set()):
             raise JobStopped("server gone")
 
     # -- data -----------------------------------------------------------------------------------
@@ -430,11 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no job {args.job}", file=sys.stderr)
         return 2
 
-    def on_term(signum, frame):  # the server died or cancelled us: stop at the next step
-        raise JobStopped("server gone")
-
-    signal.signal(signal.SIGTERM, on_term)
-    trainer = Trainer(store, job, log=lambda m: print(m, flush=True))
+    # SIGTERM (the server stopping, or dying: see _die_with_parent) only raises a flag; the loop
+    # checks it between steps, so a resumable state is never written half-way.
+    stop_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_requested.set())
+    (store.job_dir(args.job)).mkdir(parents=True, exist_ok=True)
+    (store.job_dir(args.job) / "trainer.pid").write_text(str(os.getpid()))
+    trainer = Trainer(store, job, log=lambda m: print(m, flush=True), stop_requested=stop_requested)
     try:
         trainer.run()
     except JobStopped:

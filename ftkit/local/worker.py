@@ -10,6 +10,7 @@ resume from their last saved state.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         self._child: subprocess.Popen | None = None
         self._child_job: str | None = None
+        self._stop_seen_at: float | None = None  # when the running job was cancelled or paused
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -58,6 +60,7 @@ class Worker:
     def recover(self) -> None:
         """Jobs left ``running`` by a crash or kill: queue them again to resume (or fail them)."""
         for job in self.store.jobs_with_status("running"):
+            _wait_for_previous_trainer(self.store.job_dir(job["id"]) / "trainer.pid")
             n = job["interruptions"] + 1
             if n > MAX_INTERRUPTIONS:
                 self._fail(job["id"], "training_interrupted",
@@ -139,9 +142,13 @@ class Worker:
         job = self.store.get_job(self._child_job)
         code = self._child.poll()
         if code is None:
-            if job["status"] in ("cancelled", "paused"):  # the trainer stops at its next step
-                self._terminate_child(grace=60)
-                self._finish_child()
+            if job["status"] in ("cancelled", "paused"):
+                # the trainer sees the status at its next step and stops by itself (saving its
+                # state when paused); only a trainer that does not stop is signalled
+                self._stop_seen_at = self._stop_seen_at or time.monotonic()
+                if time.monotonic() - self._stop_seen_at > 60:
+                    self._terminate_child(grace=30)
+                    self._finish_child()
             return
         if job["status"] == "running":  # the trainer exited without saying how the job ended
             tail = _tail(self.store.job_dir(job["id"]) / "trainer.log")
@@ -152,6 +159,7 @@ class Worker:
     def _finish_child(self) -> None:
         self._child = None
         self._child_job = None
+        self._stop_seen_at = None
 
     def _terminate_child(self, grace: float) -> None:
         child = self._child
@@ -174,6 +182,27 @@ def _problem(code: str, message: str):
     from ..validation import CODES, Problem
 
     return Problem(None, code, None, message, CODES[code][0])
+
+
+def _wait_for_previous_trainer(pid_file: Path, timeout: float = 60) -> None:
+    """A trainer of a server that died gets SIGTERM and saves its state: let it finish first."""
+    try:
+        pid = int(pid_file.read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            return
+        time.sleep(0.2)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def _tail(path: Path, lines: int = 3) -> str:
