@@ -19,6 +19,7 @@ reply priming -- the accounting OpenAI's cookbook documents. The exact framing i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Iterable, Sequence
@@ -136,6 +137,12 @@ def _load_encoding(name: str):
     from tiktoken_ext import openai_public
 
     path = resources.files("ftkit") / "encodings" / f"{name}.tiktoken"
+    # tiktoken checks the hash only on its caching path (not when TIKTOKEN_CACHE_DIR=""), so
+    # verify the shipped file here too before handing it over.
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != ENCODING_SHA256[name]:
+        raise ValueError(f"hash mismatch for the shipped {name} file {path}: {digest} != {ENCODING_SHA256[name]}; "
+                         "reinstall ftkit")
     real_loader = tiktoken.load.load_tiktoken_bpe
 
     def load_shipped_file(_url: str, expected_hash: str | None = None) -> dict[bytes, int]:

@@ -1,0 +1,172 @@
+"""ftkit.validation: every code on a crafted file, the CLI's exit codes, and what must be accepted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftkit import data
+from ftkit.validation import CODES, InvalidTrainingFile, validate
+
+BAD = Path(__file__).parent / "data" / "bad"
+EXPECTED = json.loads((BAD / "expected.json").read_text())
+
+
+def test_the_corpus_is_large_and_covers_every_code():
+    assert len(EXPECTED) >= 30
+    covered = {code for case in EXPECTED.values() for code in case["codes"]}
+    assert covered == set(CODES), f"codes without a crafted file: {set(CODES) - covered}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_file_reports_its_codes_on_its_lines(name):
+    case = EXPECTED[name]
+    report = validate(BAD / name, model=case["model"])
+    got: dict[str, set] = {}
+    for p in report.problems:
+        got.setdefault(p.code, set()).add(p.line)
+    for code, lines in case["codes"].items():
+        assert code in got, f"{name}: expected {code}, got {sorted(got)}"
+        assert got[code] == (set(lines) if lines is not None else {None}), (name, code, got[code])
+    unexpected_errors = {p.code for p in report.errors} - set(case["codes"])
+    assert not unexpected_errors, f"{name}: unexpected errors {unexpected_errors}"
+    assert report.ok == (not any(CODES[c][0] == "error" for c in case["codes"]))
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ftkit", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_cli_names_line_and_code_without_traceback(name):
+    case = EXPECTED[name]
+    args = ["validate", str(BAD / name)] + (["--model", case["model"]] if case["model"] else [])
+    result = run_cli(*args)
+    has_errors = any(CODES[c][0] == "error" for c in case["codes"])
+    assert result.returncode == (1 if has_errors else 0), result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for code, lines in case["codes"].items():
+        assert code in result.stdout
+        if lines:
+            assert f"line {lines[0]}" in result.stdout
+
+
+def test_cli_exit_codes_for_valid_and_unusable_input(tmp_path):
+    good = tmp_path / "good.jsonl"
+    data.write_jsonl([_example(i) for i in range(12)], good)
+    ok = run_cli("validate", str(good), "--model", "gpt-4o-mini-2024-07-18")
+    assert ok.returncode == 0 and "OK" in ok.stdout and "o200k_base" in ok.stdout
+    for args in (["validate", str(tmp_path / "missing.jsonl")], ["validate", str(tmp_path)],
+                 ["validate", str(good), "--model", "not-a-model"], ["frobnicate"]):
+        result = run_cli(*args)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stdout + result.stderr
+    as_json = run_cli("validate", str(BAD / "16_misspelled_role.jsonl"), "--json")
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 1 and report["ok"] is False
+    assert any(p["code"] == "unrecognized_role" and p["line"] == 3 for p in report["problems"])
+
+
+def test_misspelled_role_gets_a_suggestion():
+    report = validate(BAD / "16_misspelled_role.jsonl")
+    problem = next(p for p in report.problems if p.code == "unrecognized_role")
+    assert problem.field == "messages[1].role" and "did you mean 'assistant'" in problem.message
+
+
+def test_validation_never_changes_the_input():
+    for name in ("02_latin1_byte.jsonl", "03_bom.jsonl", "01_truncated_json.jsonl"):
+        before = hashlib.sha256((BAD / name).read_bytes()).hexdigest()
+        validate(BAD / name)
+        assert hashlib.sha256((BAD / name).read_bytes()).hexdigest() == before
+
+
+def test_lines_after_a_bad_line_are_still_checked():
+    report = validate(BAD / "02_latin1_byte.jsonl")
+    assert report.n_examples == 11 and len(report.token_counts()) == 10  # every good line counted
+
+
+def _example(i, **assistant_extra):
+    return data.chat_example([data.system("Triage."), data.user(f"ticket {i}"),
+                              {"role": "assistant", "content": f'{{"n": {i}}}', **assistant_extra}])
+
+
+# What the cookbook recipe gets wrong must be accepted.
+
+
+def test_valid_tool_calling_data_is_accepted():  # openai-cookbook #812
+    tools = [data.function_tool("get_order", "Look up an order", {"type": "object",
+                                                                   "properties": {"id": {"type": "string"}}})]
+    examples = []
+    for i in range(10):
+        first, second = data.tool_call("get_order", {"id": str(i)}), data.tool_call("get_order", {"id": f"{i}b"})
+        examples.append(data.chat_example([
+            data.system("Support bot."), data.user(f"Where are orders {i} and {i}b?"),
+            data.assistant(None, tool_calls=[first, second]),
+            data.tool({"status": "shipped"}, first["id"]), data.tool({"status": "packed"}, second["id"]),
+            data.assistant(f"Order {i} shipped; {i}b is packed."),
+        ], tools=tools, parallel_tool_calls=True))
+    report = validate(examples, model="gpt-4.1-mini-2025-04-14")
+    assert report.ok and not report.problems, report.summary()
+    assert report.token_counts()["trained"].min() > 0
+
+
+def test_weight_refusal_and_function_call_are_accepted():  # openai-cookbook #1270
+    examples = [data.chat_example([data.system("s"), data.user("draft it"), data.assistant("draft", weight=0),
+                                   data.user("better"), data.assistant("final", weight=1)]) for _ in range(5)]
+    examples += [data.chat_example([data.system("s"), data.user(f"do a bad thing {i}"),
+                                    data.assistant(None, refusal="I can't help with that.")]) for i in range(3)]
+    examples += [{"messages": [data.system("s"), data.user(f"weather {i}"),
+                               {"role": "assistant", "content": None,
+                                "function_call": {"name": "weather", "arguments": "{}"}}],
+                  "functions": [{"name": "weather", "parameters": {"type": "object"}}]} for i in range(2)]
+    report = validate(examples)
+    assert not report.errors, report.summary()
+    weighted = report.token_counts().iloc[0]
+    assert weighted["trained"] == 1  # only "final" is learned; the weight-0 draft is not
+
+
+def test_crlf_line_endings_and_special_token_text(tmp_path):
+    path = tmp_path / "crlf.jsonl"
+    lines = [json.dumps(_example(i)) for i in range(9)]
+    lines.append(json.dumps(data.chat_example([data.system("s"), data.user("text with <|endoftext|> inside"),
+                                               data.assistant("ok <|im_end|>")])))
+    path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    report = validate(path, model="gpt-4o-mini")
+    assert report.ok and report.n_examples == 10 and not report.problems, report.summary()
+
+
+def test_report_as_tables_and_text():
+    report = validate(BAD / "16_misspelled_role.jsonl")
+    frame = report.to_dataframe()
+    assert list(frame.columns) == ["line", "severity", "code", "field", "message"]
+    assert (frame["line"] == 3).any()
+    table = report.summary_table()
+    assert table.iloc[0]["severity"] == "error" and 3 in table.iloc[0]["first_lines"]
+    assert "INVALID" in report.summary() and "line 3" in report.summary()
+    with pytest.raises(InvalidTrainingFile, match="unrecognized_role"):
+        report.raise_for_errors()
+
+
+def test_too_long_uses_the_models_limit_and_billing_caps_it():
+    report = validate(BAD / "37_too_long_for_gpt35_0613.jsonl", model="gpt-3.5-turbo-0613")
+    assert report.max_example_tokens == 4096
+    long_tokens = int(report.token_counts().query("line == 3")["total"].iloc[0])
+    assert long_tokens > 4096
+    assert report.billed_tokens(3) == (report.total_token_count - long_tokens + 4096) * 3
+    # gpt-4o-mini allows 65,536 tokens per example: the same file has no such warning
+    assert "example_too_long" not in validate(BAD / "37_too_long_for_gpt35_0613.jsonl", model="gpt-4o-mini").codes()
+
+
+def test_records_and_dataframes_are_validated_too():
+    import pandas as pd
+
+    records = [_example(i) for i in range(10)] + [{"messages": [{"role": "user", "content": "hi"}]}]
+    report = validate(records)
+    assert report.source == "<records>"
+    assert [(p.line, p.code) for p in report.errors] == [(11, "example_missing_assistant_message")]
+    assert validate(pd.DataFrame(records)).errors[0].line == 11
