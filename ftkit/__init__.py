@@ -4,7 +4,9 @@ Modules, one per lesson:
 
 * :mod:`ftkit.data` -- build, validate, split chat-JSONL training data (02_data_formatting)
 * :mod:`ftkit.tokens` -- offline per-model token counting (02_data_formatting)
-* :mod:`ftkit.catalog` -- dated models and prices (03_cost_math)
+* :mod:`ftkit.concepts` -- full fine-tuning vs LoRA on the real model (01_concepts)
+* :mod:`ftkit.catalog`, :mod:`ftkit.cost` -- dated models and prices, cost and break-even (03_cost_math)
+* :mod:`ftkit.course` -- quick mode, data paths, the ``make course`` runner
 
 The local OpenAI-compatible fine-tuning server lives in :mod:`ftkit.local` (``pip install
 ftkit[local]``).

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 __all__ = ["Backend", "backend_info", "backend_of", "client", "default_base_model"]
 
-#: The base model each backend fine-tunes by default in the course.
+#: The base model each backend fine-tunes by default in the course. On the hosted platform this
+#: is gpt-4.1-mini: gpt-4.1-nano shut down on 2026-10-23 (see ftkit.catalog.availability).
 DEFAULT_BASE_MODELS = {
     "local": "SmolLM2-135M-Instruct",
-    "openai": "gpt-4.1-nano-2025-04-14",
-    "azure": "gpt-4.1-nano-2025-04-14",
+    "openai": "gpt-4.1-mini-2025-04-14",
+    "azure": "gpt-4.1-mini-2025-04-14",
 }
 
 
