@@ -287,6 +287,9 @@ def run(
     if quick is not None:
         os.environ["FTKIT_QUICK"] = "1" if quick else "0"
     quick = os.environ.get("FTKIT_QUICK", "") not in ("", "0")
+    from .local.control import home_dir, running_server, stop_server
+
+    server_was_running = running_server(home_dir()) is not None
     results = []
     print(f"Running {len(notebooks)} notebooks{' in quick mode' if quick else ''} -> {out_dir}/", flush=True)
     for path in notebooks:
@@ -298,6 +301,8 @@ def run(
         results.append(result)
     if html:
         _index(results, out_dir, quick)
+    if not server_was_running and stop_server(home_dir()):
+        print("(stopped the local server the notebooks started)")
     _print_summary(results, out_dir)
     return results
 
@@ -333,3 +338,137 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# The course's fine-tuning job (ticket triage), shared by notebooks 04 and 05
+
+__all__ += ["TRIAGE_SETTINGS", "TriageSettings", "triage_job", "triage_settings"]
+
+
+@dataclass(frozen=True)
+class TriageSettings:
+    """How the course fine-tunes the ticket-triage model, in one place.
+
+    ``train_examples`` / ``validation_examples``: how many of the first examples of
+    ``data/tickets/train.jsonl`` / ``validation.jsonl`` to use (None: all). Hyperparameters left
+    at None are "auto" (the backend picks them). Notebook 04 walks through the steps with these
+    settings; :func:`triage_job` runs (or reuses) the same job for later notebooks.
+    """
+
+    mode: str  # "quick" or "full"
+    train_examples: int | None
+    validation_examples: int | None
+    n_epochs: int | None
+    batch_size: int | None
+    learning_rate_multiplier: float | None
+    seed: int
+    suffix: str = "ticket-triage"
+    why: str = ""
+
+    def training_examples(self) -> list[dict]:
+        from .data import read_jsonl
+
+        rows = list(read_jsonl(data_path("tickets", "train.jsonl")))
+        return rows if self.train_examples is None else rows[: self.train_examples]
+
+    def validation_set(self) -> list[dict]:
+        from .data import read_jsonl
+
+        rows = list(read_jsonl(data_path("tickets", "validation.jsonl")))
+        return rows if self.validation_examples is None else rows[: self.validation_examples]
+
+    @property
+    def hyperparameters(self) -> dict:
+        """The hyperparameters that are set (the others are "auto")."""
+        hp = {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
+              "learning_rate_multiplier": self.learning_rate_multiplier}
+        return {k: v for k, v in hp.items() if v is not None}
+
+    @property
+    def recipe(self) -> str:
+        """A short hash of these settings and the data: a job is reused only for the same recipe."""
+        import hashlib
+
+        from .jobs import file_sha256
+
+        digest = hashlib.sha256(json.dumps(
+            [self.mode, self.train_examples, self.validation_examples, self.hyperparameters, self.seed, self.suffix,
+             file_sha256(data_path("tickets", "train.jsonl")), file_sha256(data_path("tickets", "validation.jsonl"))],
+            sort_keys=True).encode())
+        return digest.hexdigest()[:12]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The job's metadata: how :func:`triage_job` finds it again."""
+        return {"course": "ftkit", "lesson": "04", "mode": self.mode, "recipe": self.recipe}
+
+    def job_kwargs(self) -> dict:
+        """Keyword arguments for :func:`ftkit.jobs.create_job` (besides the files)."""
+        return {**self.hyperparameters, "suffix": self.suffix, "seed": self.seed, "metadata": self.metadata}
+
+
+#: The course's two recipes. Full: the whole training file, the validation file, hyperparameters
+#: on "auto" (3 epochs for 259 examples). Quick (CI, a first try): a subset small enough to train
+#: in well under a minute, yet enough for the model to learn the JSON answer format.
+TRIAGE_SETTINGS = {
+    "full": TriageSettings("full", None, None, None, None, None, seed=42,
+                           why="all 259 training tickets, 40 validation tickets, auto hyperparameters"),
+    "quick": TriageSettings("quick", 40, 16, 2, 8, 2.0, seed=42,
+                            why="40 training tickets x 2 epochs at twice the learning rate, 16 validation tickets"),
+}
+
+
+def triage_settings(quick: bool | None = None) -> TriageSettings:
+    """The settings for quick mode (``quick=True``) or full mode; default: :data:`QUICK`."""
+    return TRIAGE_SETTINGS["quick" if (QUICK if quick is None else quick) else "full"]
+
+
+def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 * 3600, verbose: bool = True):
+    """A succeeded fine-tuning job for the course's ticket-triage task, on ``client``'s backend.
+
+    Reuses the newest succeeded job whose metadata matches the course's settings
+    (``{"course": "ftkit", "lesson": "04", "mode": "quick"|"full", "recipe": ...}``, the recipe
+    being a hash of :data:`TRIAGE_SETTINGS` and the data) and whose fine-tuned model still exists;
+    waits for a matching job that is still running; otherwise runs one: uploads the training and
+    validation tickets with :func:`ftkit.jobs.upload`, creates the job with
+    :func:`ftkit.jobs.create_job` and follows it with :func:`ftkit.jobs.watch`. Returns the
+    ``FineTuningJob`` (``.fine_tuned_model`` is the model to call).
+
+    Taught in notebooks/04_job_lifecycle.ipynb (which runs the same steps one by one).
+    """
+    import openai
+
+    from . import jobs
+
+    settings = triage_settings(quick)
+    say = print if verbose else (lambda *a, **k: None)
+    running = None
+    for job in client.fine_tuning.jobs.list(metadata=settings.metadata, limit=100):
+        if any((job.metadata or {}).get(k) != v for k, v in settings.metadata.items()):
+            continue
+        if job.status == "succeeded" and job.fine_tuned_model:
+            try:
+                client.models.retrieve(job.fine_tuned_model)
+            except openai.NotFoundError:
+                continue  # its model was deleted (ftkit.jobs.cleanup): look further
+            say(f"Reusing {job.id} ({settings.mode} mode, finished {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.finished_at))}): "
+                f"{job.fine_tuned_model}")
+            return job
+        if running is None and job.status in ("validating_files", "queued", "running"):
+            running = job
+    if running is not None:
+        say(f"A matching job is already under way: {running.id} ({running.status}); waiting for it.")
+        job = jobs.watch(client, running, timeout=timeout, print_events=verbose)
+    else:
+        say(f"Training the ticket-triage model ({settings.mode} mode: {settings.why}).")
+        train = jobs.upload(client, settings.training_examples(), filename=f"tickets-train-{settings.mode}.jsonl",
+                            verbose=verbose)
+        valid = jobs.upload(client, settings.validation_set(), filename=f"tickets-validation-{settings.mode}.jsonl",
+                            min_examples=1, verbose=verbose)
+        job = jobs.create_job(client, train, validation_file=valid, verbose=verbose, **settings.job_kwargs())
+        job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
+    if job.status != "succeeded":
+        error = getattr(job.error, "message", None) or job.error
+        raise RuntimeError(f"the ticket-triage job {job.id} ended {job.status}: {error}")
+    return job

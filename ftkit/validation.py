@@ -15,7 +15,8 @@ import io
 import json
 import os
 from array import array
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -291,27 +292,37 @@ class _Checker:
         return None
 
     def chat(self, ex: dict) -> None:
-        for key in ex.keys() - CHAT_KEYS:
-            self.add("example_unrecognized_key", key, f"unexpected top-level key {key!r}")
-        tools_ok = self.tools(ex, "")
+        if not CHAT_KEYS.issuperset(ex):
+            for key in sorted(ex.keys() - CHAT_KEYS):
+                self.add("example_unrecognized_key", key, f"unexpected top-level key {key!r}")
+        tools_ok = self.tools(ex, "") if ("tools" in ex or "functions" in ex or "parallel_tool_calls" in ex) else True
         messages = ex.get("messages")
         if not isinstance(messages, list) or not messages:
             what = "an empty list" if messages == [] else _type_name(messages)
             self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
             return
         self.messages(messages, "messages", tools_ok)
-        roles = [m.get("role") for m in messages if isinstance(m, dict)]
-        assistants = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
-        if not assistants:
+        has_system = has_assistant = trained = False
+        for m in messages:
+            if isinstance(m, dict):
+                role = m.get("role")
+                if role == "assistant":
+                    has_assistant = True
+                    trained = trained or m.get("weight", 1) != 0
+                elif role == "system" or role == "developer":
+                    has_system = True
+        if not has_assistant:
             self.add("example_missing_assistant_message", "messages", "no message has role 'assistant'")
-        elif all(m.get("weight", 1) == 0 for m in assistants):
+        elif not trained:
             self.add("no_trained_messages", "messages", "every assistant message has weight 0")
-        if roles and not ({"system", "developer"} & set(roles)):
+        if not has_system and any(isinstance(m, dict) for m in messages):
             self.add("missing_system_message", "messages", "no system message")
 
     def messages(self, messages: list, path: str, tools_ok: bool = True) -> None:
         seen_call_ids: set[str] = set()
         for i, m in enumerate(messages):
+            if _plainly_valid(m):
+                continue  # the common case, checked without building field paths
             p = f"{path}[{i}]"
             if not isinstance(m, dict):
                 self.add("data_type", p, f"a message must be an object, got {_type_name(m)}")
@@ -519,6 +530,28 @@ class _Checker:
             self.add("preference_identical_outputs", "non_preferred_output", "same as preferred_output")
 
 
+_PLAIN_KEYS = frozenset({"role", "content"})
+_PLAIN_ROLES = frozenset({"system", "developer", "user"})
+
+
+def _plainly_valid(m) -> bool:
+    """A message that certainly has no problem: role and non-empty text content only (plus a 0/1
+    weight on an assistant). Everything else goes through the full checks."""
+    if type(m) is not dict:
+        return False
+    content = m.get("content")
+    if type(content) is not str or not content:
+        return False
+    role = m.get("role")
+    if role in _PLAIN_ROLES:
+        return _PLAIN_KEYS.issuperset(m)
+    if role == "assistant" and content.strip():
+        if len(m) == 2:
+            return _PLAIN_KEYS.issuperset(m)
+        return len(m) == 3 and "weight" in m and type(m["weight"]) is int and m["weight"] in (0, 1)
+    return False
+
+
 def _did_you_mean(value, choices) -> str:
     if not isinstance(value, str):
         return ""
@@ -606,9 +639,14 @@ def validate(
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 
-    def flush() -> None:
-        counts: list[ExampleTokens] = token_counter.count_examples([ex for _, ex in chunk])
-        for (line_no, ex), c in zip(chunk, counts):
+    # Token counting runs beside parsing: while the tokenizer's threads encode one chunk (tiktoken
+    # releases the GIL), this thread parses and checks the next. At most two chunks are in
+    # flight, so memory stays flat however large the file.
+    counting = ThreadPoolExecutor(1, thread_name_prefix="ftkit-count")
+    in_flight: deque = deque()
+
+    def record(batch: list[tuple[int, dict]], counts: list[ExampleTokens]) -> None:
+        for (line_no, ex), c in zip(batch, counts):
             report.example_lines.append(line_no)
             report.total_tokens.append(c.total)
             report.trained_tokens.append(c.trained)
@@ -625,7 +663,15 @@ def validate(
                         WARNING,
                     )
                 )
-        chunk.clear()
+
+    def flush(wait_all: bool = False) -> None:
+        if chunk:
+            batch = list(chunk)
+            in_flight.append((batch, counting.submit(token_counter.count_examples, [ex for _, ex in batch])))
+            chunk.clear()
+        while in_flight and (wait_all or len(in_flight) > 2):
+            batch, future = in_flight.popleft()
+            record(batch, future.result())
 
     for line_no, raw in lines:
         n_lines = line_no
@@ -675,8 +721,8 @@ def validate(
         chunk.append((line_no, ex))
         if len(chunk) >= chunk_size:
             flush()
-    if chunk:
-        flush()
+    flush(wait_all=True)
+    counting.shutdown()
 
     report.n_lines = n_lines
     check.line = None

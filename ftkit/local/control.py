@@ -104,7 +104,7 @@ def start_server(
     """Start the server in the background and wait until it answers."""
     home.mkdir(parents=True, exist_ok=True)
     api_key(home)
-    port = _free_port(host, port or int(os.environ.get("FTKIT_PORT", DEFAULT_PORT)))
+    port = _free_port(host, port if port is not None else int(os.environ.get("FTKIT_PORT", DEFAULT_PORT)))
     log = open(home / "server.log", "ab")  # noqa: SIM115 -- handed to the child process
     cmd = [sys.executable, "-m", "ftkit.local", "serve", "--home", str(home), "--host", host, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

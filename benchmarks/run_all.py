@@ -1,0 +1,43 @@
+"""Run every benchmark in turn and print a summary of the ratios (``make bench``).
+
+Each benchmark measures ftkit and its baseline side by side in the same run, so the ratios hold
+on whatever machine runs them; results also land in benchmarks/results/*.json.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+BENCHMARKS = [
+    ("validate + count 100k examples", "bench_validate", "speedup_vs_cookbook", ">= 4x the cookbook recipe"),
+    ("LoRA training tokens/s", "bench_train", "speedup", ">= 2x a naive padded loop"),
+    ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
+    ("evaluate 100 held-out tickets", "bench_evaluate", "speedup", "<= 60 s, batched vs one at a time"),
+]
+
+
+def main() -> int:
+    summary = []
+    for title, module, key, goal in BENCHMARKS:
+        print(f"\n=== {title} ({module}) ===", flush=True)
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError:
+            print("not present")
+            continue
+        start = time.perf_counter()
+        result = mod.main([])
+        summary.append((title, result.get(key), goal, time.perf_counter() - start))
+    print("\n=== summary ===")
+    for title, value, goal, seconds in summary:
+        print(f"{title:34} {value!s:>8}x   goal {goal}   ({seconds:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

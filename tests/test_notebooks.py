@@ -1,0 +1,56 @@
+"""Every notebook runs top to bottom in quick mode on the local backend, with no key."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from test_hygiene import NOTEBOOKS, find_keys
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def course_run(tmp_path_factory):
+    pytest.importorskip("nbclient")
+    from ftkit import course
+
+    home = tmp_path_factory.mktemp("ftkit-home")
+    saved = {k: os.environ.get(k) for k in ("FTKIT_HOME", "FTKIT_QUICK", "OPENAI_API_KEY", "FTKIT_BACKEND")}
+    os.environ.update(FTKIT_HOME=str(home), FTKIT_QUICK="1", FTKIT_BACKEND="local")
+    os.environ.pop("OPENAI_API_KEY", None)
+    out = tmp_path_factory.mktemp("course")
+    try:
+        results = course.run(NOTEBOOKS, out, quick=True)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return {r["notebook"]: r for r in results}, out, home
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs_in_quick_mode(course_run, path):
+    results, out, _ = course_run
+    result = results[path.name]
+    assert result["ok"], f"{path.name} failed: {result['error']}"
+    assert result["headlines"], f"{path.name} reported no headline results"
+    executed = json.loads((out / path.name).read_text(encoding="utf-8"))
+    errors = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    assert not errors
+    assert (out / path.with_suffix(".html").name).exists()
+
+
+def test_executed_course_and_logs_hold_no_key(course_run):
+    _, out, home = course_run
+    key = (home / "api_key").read_text().strip() if (home / "api_key").exists() else None
+    for path in [*out.glob("*.ipynb"), *out.glob("*.html"), *home.glob("*.log"), *home.glob("jobs/*/trainer.log")]:
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        assert not find_keys(text), path
+        if key:
+            assert key not in text, path
+    assert (out / "index.html").exists()
