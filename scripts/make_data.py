@@ -18,6 +18,7 @@ What it writes:
 * dpo/train.jsonl              preference pairs for DPO
 * broken/tickets_broken.jsonl  a file with one instance of each common mistake
 * broken/EXPECTED.json, broken/EXPECTED.md  which line has which mistake, and the codes
+* general/ability.jsonl        short general questions with checkable answers (the forgetting check)
 * README.md                    the data card (with the statistics of this run)
 
 The generator checks its own output: no duplicates or near-duplicates among the tickets, no
@@ -1047,6 +1048,69 @@ def broken_file(train_examples: list[dict]) -> tuple[bytes, list[dict]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# General ability: short questions with exact, checkable answers, asked before and after
+# fine-tuning to see whether the model lost what it could do (notebooks/05_evaluation.ipynb).
+
+CAPITALS = [
+    ("France", "Paris"), ("Japan", "Tokyo"), ("Italy", "Rome"), ("Germany", "Berlin"), ("Spain", "Madrid"),
+    ("Egypt", "Cairo"), ("Canada", "Ottawa"), ("Russia", "Moscow"), ("China", "Beijing"),
+    ("Greece", "Athens"), ("Kenya", "Nairobi"), ("Portugal", "Lisbon"), ("Norway", "Oslo"),
+    ("Ireland", "Dublin"), ("Peru", "Lima"), ("Austria", "Vienna"),
+]
+# word -> accepted opposites
+OPPOSITES = [
+    ("hot", ["cold"]), ("big", ["small", "little"]), ("up", ["down"]), ("fast", ["slow"]),
+    ("happy", ["sad", "unhappy"]), ("open", ["closed", "shut"]), ("wet", ["dry"]), ("early", ["late"]),
+    ("full", ["empty"]), ("light", ["dark", "heavy"]), ("old", ["new", "young"]), ("tall", ["short"]),
+    ("day", ["night"]), ("win", ["lose"]), ("first", ["last"]), ("inside", ["outside"]),
+]
+# (correct spelling, a common misspelling)
+SPELLINGS = [
+    ("receive", "recieve"), ("separate", "seperate"), ("definitely", "definately"), ("necessary", "neccessary"),
+    ("tomorrow", "tommorow"), ("beginning", "begining"), ("calendar", "calender"), ("weird", "wierd"),
+    ("believe", "beleive"), ("government", "goverment"),
+]
+ABILITY_COUNTS = {"arithmetic": 10, "capital": 8, "opposite": 8, "spelling": 6}
+
+
+def ability_questions(seed: int = SEED) -> list[dict]:
+    """32 short questions (arithmetic, capitals, opposites, spelling), each a chat example (user
+    question, assistant answer) plus ``accept`` (answers that count as right), ``reject`` (words
+    that make an answer wrong: the misspelling) and ``match`` ("number" or "word").
+
+    Its own random generator, so adding it changed none of the other files."""
+    rng = random.Random(f"{seed}-ability")
+    out: list[dict] = []
+
+    def add(kind: str, question: str, answer: str, accept: list[str], reject=(), match: str = "word") -> None:
+        out.append({"id": f"G{len(out) + 1:02d}", "kind": kind, "match": match, "accept": accept,
+                    "reject": list(reject), "messages": [ftd.user(question), ftd.assistant(answer)]})
+
+    ops = ["+"] * 4 + ["-"] * 3 + ["x"] * 3
+    for op in ops[: ABILITY_COUNTS["arithmetic"]]:
+        if op == "+":
+            a, b = rng.randint(11, 49), rng.randint(11, 49)
+            question, value = f"What is {a} + {b}?", a + b
+        elif op == "-":
+            a = rng.randint(30, 99)
+            b = rng.randint(11, a - 5)
+            question, value = f"What is {a} - {b}?", a - b
+        else:
+            a, b = rng.randint(3, 9), rng.randint(3, 9)
+            question, value = f"What is {a} times {b}?", a * b
+        add("arithmetic", question + " Answer with just the number.", str(value), [str(value)], match="number")
+    for country, city in rng.sample(CAPITALS, ABILITY_COUNTS["capital"]):
+        add("capital", f"What is the capital of {country}? Answer with one word.", city, [city])
+    for word, opposites in rng.sample(OPPOSITES, ABILITY_COUNTS["opposite"]):
+        add("opposite", f"What is the opposite of '{word}'? Answer with one word.", opposites[0], opposites)
+    for right, wrong in rng.sample(SPELLINGS, ABILITY_COUNTS["spelling"]):
+        first, second = (right, wrong) if rng.random() < 0.5 else (wrong, right)
+        add("spelling", f"Which spelling is correct: '{first}' or '{second}'? Answer with the word.", right,
+            [right], reject=[wrong])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Writing
 
 
@@ -1139,10 +1203,13 @@ def generate(out: Path) -> dict:
     md += [f"| {p['line']} | {', '.join(p['codes'])} | {p['mistake']} | {p['fix']} |" for p in planted]
     _write_text(out / "broken" / "EXPECTED.md", "\n".join(md) + "\n")
 
+    ability = ability_questions()
+    ftd.write_jsonl(ability, out / "general" / "ability.jsonl")
+
     # Check everything we wrote.
     reports = {}
     for rel in ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl", "tone/train.jsonl",
-                "tools/train.jsonl", "dpo/train.jsonl"]:
+                "tools/train.jsonl", "dpo/train.jsonl", "general/ability.jsonl"]:
         reports[rel] = _check(out / rel)
     broken_report = _check(out / "broken" / "tickets_broken.jsonl", expect_ok=False)
     found = {}
@@ -1169,6 +1236,8 @@ def generate(out: Path) -> dict:
         n_tools_parallel=sum(1 for e in tools if e.get("parallel_tool_calls")), n_dpo=len(dpo),
         n_broken_lines=broken.count(b"\n"), n_planted=len(planted), seed=SEED, model=CHECK_MODEL,
         tools_warnings=", ".join(sorted(reports["tools/train.jsonl"].codes())) or "none",
+        n_ability=len(ability),
+        ability_kinds=", ".join(f"{n} {kind}" for kind, n in Counter(q["kind"] for q in ability).items()),
     )
     _write_text(out / "README.md", card)
     return {"tickets": len(tickets), "train_tokens_mean": train_stats["mean"], "train_tokens_max": train_stats["max"],
@@ -1242,6 +1311,8 @@ whole training example, with the system prompt, the answer and the chat framing 
 | `tools/train.jsonl` | {n_tools} | tool calling with four tools (`lookup_order`, `get_service_status`, `get_invoice`, `create_return`): assistant `tool_calls` with JSON-string arguments, `tool` results, the final answer; {n_tools_parallel} use parallel calls (`parallel_tool_calls: true`), two need no tool |
 | `dpo/train.jsonl` | {n_dpo} | preference pairs (DPO) on training tickets: preferred = the exact compact JSON; non-preferred = a typical failure (prose, a Markdown code fence, a wrong label, extra chatter, a missing key, capitalised keys) |
 | `broken/tickets_broken.jsonl` | {n_broken_lines} lines | for the validation lesson: good ticket examples plus {n_planted} planted mistakes, one each (BOM, cut-off JSON, blank line, misspelled role, `weight: 2`, weight on a user message, no assistant message, null content, a legacy prompt/completion line, a Latin-1 byte, a duplicate, an object as content, `Content` with a capital C). `broken/EXPECTED.json` (and `.md`) list line → codes |
+
+| `general/ability.jsonl` | {n_ability} | the **general-ability check** (notebook 05): short questions with one checkable answer ({ability_kinds}), asked before and after fine-tuning to see whether the model lost what it could do. Each line is a chat example (question, answer) plus `id`, `kind`, `match` (`number` or `word`), `accept` (answers that count as right) and `reject` (words that make an answer wrong: the misspelling). Scored by `ftkit.evaluate.ability_scorer`. Not for training (`validate` warns about its extra keys) |
 
 Every file except the broken one passes `ftkit.data.validate(path, model="{model}")` with no
 errors (warnings in the tool set: {tools_warnings}).

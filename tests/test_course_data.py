@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -270,3 +271,37 @@ def test_write_jsonl_creates_files_with_normal_permissions(tmp_path):
         assert stat.S_IMODE(target.stat().st_mode) == 0o644
     finally:
         os.umask(umask)
+
+
+# ---------------------------------------------------------------------------------------------
+# The general-ability set (the forgetting check of notebooks/05_evaluation.ipynb)
+
+
+def test_general_ability_set():
+    from ftkit.evaluate import ability_scorer
+
+    examples = list(ftd.read_jsonl(DATA / "general" / "ability.jsonl"))
+    assert 20 <= len(examples) <= 40
+    assert [ex["id"] for ex in examples] == [f"G{i:02d}" for i in range(1, len(examples) + 1)]
+    kinds = {ex["kind"] for ex in examples}
+    assert kinds == {"arithmetic", "capital", "opposite", "spelling"}
+    questions = [ex["messages"][0]["content"] for ex in examples]
+    assert len(set(questions)) == len(questions)
+    for ex in examples:
+        user, answer = ex["messages"]
+        assert user["role"] == "user" and answer["role"] == "assistant"
+        assert answer["content"] in ex["accept"]
+        assert ex["match"] in ("number", "word")
+        # the reference answer scores as right, each rejected word (the misspelling) as wrong
+        assert ability_scorer(answer["content"], answer["content"], ex) == {"correct": True}
+        for wrong in ex["reject"]:
+            assert ability_scorer(wrong, answer["content"], ex) == {"correct": False}
+        if ex["kind"] == "arithmetic":
+            a, op, b = re.match(r"What is (\d+) (\+|-|times) (\d+)\?", user["content"]).groups()
+            value = {"+": int(a) + int(b), "-": int(a) - int(b), "times": int(a) * int(b)}[op]
+            assert answer["content"] == str(value), user["content"]
+    # a valid chat file; its extra keys (id, kind, accept ...) and the missing system message are
+    # only warned about -- it is an evaluation set, not a training file
+    report = ftd.validate(DATA / "general" / "ability.jsonl", model=MODEL)
+    assert report.ok
+    assert {p.code for p in report.problems} == {"example_unrecognized_key", "missing_system_message"}
