@@ -2,6 +2,11 @@
 
 Every ``/v1`` route needs ``Authorization: Bearer <key>`` (the key in ``<home>/api_key``).
 Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.
+
+Fault injection, for testing clients' retry logic (off unless set): ``FTKIT_FAULTS="chat=429:3"``
+makes the first 3 chat-completion requests fail with HTTP 429 (``rate_limit_exceeded``); any
+status works (``chat=503:2``: server errors, ``chat=400:1``: a client error). /health shows how
+many injected faults remain.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     worker = Worker(store, engine, log=log, trainer_threads=trainer_threads)
     batches = BatchRunner(store, engine, log=log)
     platform.worker = worker
+    faults = _faults(os.environ.get("FTKIT_FAULTS", ""))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -61,6 +67,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
             engine.stop()
 
     app = FastAPI(title="ftkit local fine-tuning server", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, max_bytes=platform.max_upload_bytes + 1_000_000, too_large=platform.too_large)
     app.state.platform, app.state.engine, app.state.worker = platform, engine, worker
 
     @app.exception_handler(APIError)
@@ -94,7 +101,9 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     async def health():
         # engine counters let tests and benchmarks see that concurrent requests were batched
         return {"status": "ok", "pid": os.getpid(),
-                "engine": {"batches": engine.batches_run, "rows": engine.rows_run}}
+                "engine": {"batches": engine.batches_run, "rows": engine.rows_run},
+                **({"faults": {route: {"status": status, "remaining": left} for route, (status, left) in faults.items()}}
+                   if faults else {})}
 
     def authorize(request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -111,10 +120,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     # -- files ----------------------------------------------------------------------------------
 
     @v1.post("/files")
-    async def create_file(request: Request, file: UploadFile = File(...), purpose: str = Form(...)):
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > platform.max_upload_bytes + 1_000_000:  # refuse before reading the body
-            raise platform.too_large()
+    async def create_file(file: UploadFile = File(...), purpose: str = Form(...)):
         row = await asyncio.to_thread(platform.create_file, file.file, file.filename or "upload.jsonl", purpose)
         return file_object(row)
 
@@ -199,6 +205,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
 
     @v1.post("/chat/completions")
     async def chat_completions(request: Request):
+        _inject_fault(faults, "chat")
         body = await _json(request)
         req = chat.parse_request(body)
         platform.get_model(req.model)
@@ -277,6 +284,60 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
 
     app.include_router(v1)
     return app
+
+
+def _faults(spec: str) -> dict[str, list[int]]:
+    """``"chat=429:3"`` -> {"chat": [429, 3]} (route -> [HTTP status, failures left])."""
+    faults = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        route, _, rest = part.partition("=")
+        status, _, count = rest.partition(":")
+        if route != "chat" or not status.isdigit() or not 400 <= int(status) <= 599 or not count.isdigit():
+            raise ValueError(f"FTKIT_FAULTS: cannot read {part!r}; expected e.g. chat=429:3")
+        faults[route] = [int(status), int(count)]
+    return faults
+
+
+def _inject_fault(faults: dict[str, list[int]], route: str) -> None:
+    fault = faults.get(route)
+    if not fault or fault[1] <= 0:
+        return
+    fault[1] -= 1  # routes run on the event loop, one at a time: no lock needed
+    status = fault[0]
+    if status == 429:
+        raise APIError(429, "Rate limit reached (injected by FTKIT_FAULTS)", type="requests",
+                       code="rate_limit_exceeded")
+    if status >= 500:
+        raise APIError(status, "The server had an error while processing your request (injected by FTKIT_FAULTS)",
+                       type="server_error")
+    raise APIError(status, "Injected client error (FTKIT_FAULTS)", code="injected_fault")
+
+
+class BodyLimit:
+    """Refuse request bodies over the upload cap while they stream in (413), whether or not the
+    client sent a Content-Length -- nothing larger is ever spooled to disk."""
+
+    def __init__(self, app, max_bytes: int, too_large) -> None:
+        self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or {}).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            err = self.too_large()
+            return await JSONResponse(err.body(), status_code=err.status)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise self.too_large()
+            return message
+
+        await self.app(scope, counted, send)
 
 
 async def _json(request: Request) -> dict:

@@ -1,0 +1,426 @@
+"""ftkit.evaluate: metrics checked against values computed by hand on tiny sets; requests,
+concurrency, retries and the Batch API against the real local server (marked slow)."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import httpx
+import openai
+import pandas as pd
+import pytest
+
+from ftkit import evaluate as ev
+from ftkit.evaluate import Config, Evaluation, RetryPolicy
+
+# ---------------------------------------------------------------------------------------------
+# A tiny hand-made set: five tickets, two fields, five answers with one property each
+
+
+def _example(i, category, urgency, system="Triage."):
+    return {"id": f"t{i}", "messages": [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"ticket {i}"},
+        {"role": "assistant", "content": json.dumps({"category": category, "urgency": urgency})},
+    ]}
+
+
+EXAMPLES = [
+    _example(1, "billing", "high"),
+    _example(2, "billing", "low"),
+    _example(3, "technical", "low"),
+    _example(4, "technical", "high"),
+    _example(5, "account", "low"),
+]
+PREDICTIONS = [
+    '{"urgency": "high", "category": "billing"}',  # right; key order does not matter
+    '{"category": "technical", "urgency": "low"}',  # valid, category wrong
+    'Sure! {"category": "technical", "urgency": "low"}',  # prose around it: not valid JSON
+    '{"category": "technical"}',  # valid, urgency missing
+    '```json\n{"category": "account", "urgency": "low"}\n```',  # a Markdown fence: not valid JSON
+]
+LABELS = {"category": ["billing", "technical", "account"], "urgency": ["low", "medium", "high"]}
+
+
+def _labels(column) -> list:
+    return [None if pd.isna(v) else v for v in column]  # pandas keeps None as NaN in string columns
+
+
+@pytest.fixture()
+def hand():
+    return Evaluation.from_predictions(EXAMPLES, {"model": PREDICTIONS}, labels=LABELS)
+
+
+def test_parse_json_is_strict():
+    assert ev.parse_json(' {"a": 1}\n') == {"a": 1}
+    assert ev.parse_json('{"a": 1} {"b": 2}') is None
+    assert ev.parse_json('```json\n{"a": 1}\n```') is None
+    assert ev.parse_json("[1, 2]") is None  # JSON, but not an object
+    assert ev.parse_json(None) is None
+
+
+def test_exact_match_json_and_text():
+    assert ev.exact_match('{"b": 2, "a": 1}', '{"a": 1, "b": 2}')
+    assert not ev.exact_match('{"a": 1}', '{"a": 1, "b": 2}')
+    assert not ev.exact_match('{"a": "1"}', '{"a": 1}')
+    assert ev.exact_match("  Paris ", "paris")
+    assert not ev.exact_match("Paris.", "Paris")
+    assert not ev.exact_match(None, "Paris")
+
+
+def test_exact_valid_json_and_field_accuracy_by_hand(hand):
+    rows = hand.of("model")
+    assert rows["exact"].tolist() == [True, False, False, False, False]
+    assert rows["valid_json"].tolist() == [True, True, False, True, False]
+    assert _labels(rows["category_pred"]) == ["billing", "technical", None, "technical", None]
+    assert _labels(rows["urgency_pred"]) == ["high", "low", None, None, None]
+    summary = hand.summary().loc["model"]
+    assert summary["exact"] == pytest.approx(1 / 5)
+    assert summary["valid_json"] == pytest.approx(3 / 5)
+    accuracy = hand.field_accuracy().loc["model"]
+    assert accuracy["category"] == pytest.approx(2 / 5)  # t1, t4
+    assert accuracy["urgency"] == pytest.approx(2 / 5)  # t1, t2
+
+
+def test_macro_f1_by_hand(hand):
+    # category: billing P=1 R=1/2 F1=2/3; technical P=1/2 R=1/2 F1=1/2; account P=0 R=0 F1=0
+    table = hand.f1_by_label("category", "model")
+    assert table["f1"].tolist() == pytest.approx([2 / 3, 1 / 2, 0.0])
+    assert table["support"].tolist() == [2, 2, 1]
+    # urgency: medium never occurs in the references, so it does not count; high F1=2/3, low 1/2
+    f1 = hand.macro_f1().loc["model"]
+    assert f1["category"] == pytest.approx((2 / 3 + 1 / 2 + 0) / 3)
+    assert f1["urgency"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+
+
+def test_macro_f1_perfect_and_all_wrong():
+    assert ev.macro_f1(["a", "b", "b"], ["a", "b", "b"]) == 1.0
+    assert ev.macro_f1(["a", "b"], [None, None]) == 0.0
+    with pytest.raises(ValueError):
+        ev.macro_f1(["a"], ["a", "b"])
+
+
+def test_confusion_matrix_by_hand(hand):
+    table = hand.confusion("category", "model")
+    assert list(table.index) == ["billing", "technical", "account"]
+    assert list(table.columns) == ["billing", "technical", "account", ev.INVALID]
+    assert table.loc["billing"].tolist() == [1, 1, 0, 0]
+    assert table.loc["technical"].tolist() == [0, 1, 0, 1]
+    assert table.loc["account"].tolist() == [0, 0, 0, 1]
+    # every answer a label: no "(no valid answer)" column
+    clean = ev.confusion_matrix(["x", "y"], ["y", "y"], ["x", "y"])
+    assert list(clean.columns) == ["x", "y"] and clean.to_numpy().tolist() == [[0, 1], [0, 1]]
+
+
+def test_pluggable_scorers_float_and_dict():
+    def length(prediction, reference, example):
+        return float(len(prediction or ""))
+
+    def mentions_id(prediction, reference, example):
+        return {"mentions": example["id"] in (prediction or ""), "ref_len": len(reference)}
+
+    table = ev.score(["ab", None], ["x", "yy"], [{"id": "a"}, {"id": "b"}], scorers=[length, mentions_id])
+    assert table["length"].tolist() == [2.0, 0.0]
+    assert table["mentions"].tolist() == [True, False]
+    assert table["ref_len"].tolist() == [1, 2]
+    assert table["exact"].tolist() == [False, False]
+    assert "valid_json" not in table  # plain-text references: no JSON columns
+
+
+def test_ability_scorer():
+    arithmetic = {"match": "number", "accept": ["12"],
+                  "messages": [{"role": "user", "content": "What is 7 + 5? Answer with just the number."}]}
+    assert ev.ability_scorer("12", "12", arithmetic)["correct"]
+    assert ev.ability_scorer("7 + 5 = 12.", "12", arithmetic)["correct"]  # operands are allowed
+    assert not ev.ability_scorer("12 or 13", "12", arithmetic)["correct"]
+    assert not ev.ability_scorer("13", "12", arithmetic)["correct"]
+    assert not ev.ability_scorer(None, "12", arithmetic)["correct"]
+    spelling = {"match": "word", "accept": ["receive"], "reject": ["recieve"]}
+    assert ev.ability_scorer("The correct spelling is 'receive'.", "receive", spelling)["correct"]
+    assert not ev.ability_scorer("'recieve' or 'receive'", "receive", spelling)["correct"]
+    opposite = {"match": "word", "accept": ["small", "little"]}
+    assert ev.ability_scorer("Little.", "small", opposite)["correct"]
+    assert not ev.ability_scorer("smaller", "small", opposite)["correct"]  # whole words only
+
+
+def test_side_by_side_and_disagreements():
+    other = list(PREDICTIONS)
+    other[0] = '{"category": "billing", "urgency": "high"}'  # same object, other key order: agrees
+    other[1] = '{"category": "billing", "urgency": "low"}'  # right where "model" was wrong
+    both = Evaluation.from_predictions(EXAMPLES, {"model": PREDICTIONS, "other": other}, labels=LABELS)
+    frame = both.side_by_side()
+    assert list(frame.columns) == ["input", "reference", "model", "other"]
+    assert list(frame.index) == ["t1", "t2", "t3", "t4", "t5"]
+    assert frame.loc["t3", "input"] == "ticket 3"
+    diff = both.disagreements()
+    assert list(diff.index) == ["t2"]
+    assert diff.loc["t2", "right"] == "other"
+    viewer = both.viewer(n_static=3)
+    assert len(viewer) == 1
+    assert "t2" in viewer.card_html() and "other" in viewer.card_html()
+    viewer.show(5)  # wraps around
+    assert viewer.position == 0
+    assert viewer.widget is not None
+    assert len(viewer.static_table()) == 1
+    paired = both.paired("model", "other")
+    assert (paired["gained"], paired["lost"], paired["both right"], paired["both wrong"]) == (1, 0, 1, 3)
+
+
+def test_mcnemar_exact_values():
+    assert ev.mcnemar_p(0, 0) == 1.0
+    assert ev.mcnemar_p(5, 0) == pytest.approx(2 / 32)  # 2 x (1/2)^5
+    assert ev.mcnemar_p(3, 3) == 1.0
+    assert ev.mcnemar_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)
+
+
+def test_prompt_messages_replaces_system_and_inserts_few_shot():
+    ex = EXAMPLES[0]
+    shots = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    assert ev.prompt_messages(ex) == ex["messages"][:2]
+    long = ev.prompt_messages(ex, system="LONG", few_shot=shots)
+    assert [m["content"] for m in long] == ["LONG", "q", "a", "ticket 1"]
+    assert [m["content"] for m in ev.prompt_messages(ex, system="")] == ["ticket 1"]
+    assert [m["content"] for m in ev.prompt_messages(ex, few_shot=shots)] == ["Triage.", "q", "a", "ticket 1"]
+    body = Config("c", "m", max_tokens=7, extra={"seed": 3}).request(ex)
+    assert body == {"model": "m", "messages": ex["messages"][:2], "max_tokens": 7, "temperature": 0.0, "seed": 3}
+
+
+def test_costs_priced_local_and_illustration():
+    examples = EXAMPLES[:2]
+    evaluation = Evaluation.from_predictions(examples, {"base": ["x", "y"], "tuned": ["x", "y"]})
+    evaluation.configs = [Config("base", "gpt-4.1-mini-2025-04-14"),
+                          Config("tuned", "ft:gpt-4.1-mini-2025-04-14:acme::abc")]
+    evaluation.results["prompt_tokens"] = [1000.0, 1000.0, 100.0, 100.0]
+    evaluation.results["completion_tokens"] = [20.0, 20.0, 20.0, 20.0]
+    costs = evaluation.costs(on="2026-11-21")
+    # gpt-4.1-mini: base $0.40 in / $1.60 out per 1M; fine-tuned $0.80 / $3.20
+    assert costs.loc["base", "usd_per_1000"] == pytest.approx(1000 * (1000 * 0.40 + 20 * 1.60) / 1e6)
+    assert costs.loc["tuned", "usd_per_1000"] == pytest.approx(1000 * (100 * 0.80 + 20 * 3.20) / 1e6)
+    assert costs.loc["tuned", "usd_per_1000_batch"] == pytest.approx(costs.loc["tuned", "usd_per_1000"] / 2)
+    assert "fine-tuned prices" in costs.loc["tuned", "priced_as"]
+    # the local model has no price: NaN and a note, never a made-up number
+    evaluation.configs = [Config("base", "SmolLM2-135M-Instruct"), Config("tuned", "ft:SmolLM2-135M-Instruct:local::x")]
+    local = evaluation.costs()
+    assert local["usd_per_1000"].isna().all()
+    assert local["note"].str.contains("CPU time").all()
+    # ... unless asked, clearly labelled, what the same token counts would cost on a hosted model
+    shown = evaluation.costs(priced_as="gpt-4.1-mini", on="2026-11-21")
+    assert shown.loc["tuned", "usd_per_1000"] == pytest.approx(1000 * (100 * 0.80 + 20 * 3.20) / 1e6)
+    assert shown["note"].str.contains("illustration").all()
+
+
+def test_retry_policy_delays_are_bounded_exponential_with_jitter():
+    policy = RetryPolicy(initial=1.0, multiplier=2.0, max_delay=5.0, jitter=0.5)
+    rng = random.Random(0)
+    for attempt, base in enumerate([1, 2, 4, 5, 5]):
+        delays = [policy.delay(attempt, rng=rng) for _ in range(200)]
+        assert base * 0.5 <= min(delays) and max(delays) <= base
+    assert policy.delay(0, retry_after=3.0, rng=rng) == 3.0  # the server's Retry-After wins ...
+    assert policy.delay(0, retry_after=60.0, rng=rng) == 5.0  # ... up to max_delay
+
+
+def _status_error(cls, status, code=None):
+    request = httpx.Request("POST", "http://x/v1/chat/completions")
+    body = {"error": {"message": "m", "type": "t", "param": None, "code": code}}
+    return cls("m", response=httpx.Response(status, request=request, json=body), body=body["error"])
+
+
+def test_which_errors_are_retried():
+    request = httpx.Request("POST", "http://x")
+    assert ev.is_retryable(_status_error(openai.RateLimitError, 429, "rate_limit_exceeded"))
+    assert not ev.is_retryable(_status_error(openai.RateLimitError, 429, "insufficient_quota"))
+    assert ev.is_retryable(_status_error(openai.InternalServerError, 503))
+    assert ev.is_retryable(openai.APIConnectionError(request=request))
+    assert ev.is_retryable(openai.APITimeoutError(request=request))
+    for cls, status in ((openai.BadRequestError, 400), (openai.AuthenticationError, 401),
+                        (openai.NotFoundError, 404), (openai.UnprocessableEntityError, 422)):
+        assert not ev.is_retryable(_status_error(cls, status))
+    assert not ev.is_retryable(ValueError("not an API error"))
+
+
+def test_with_retries_stops_at_the_limit_and_on_client_errors():
+    waits = []
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise _status_error(openai.RateLimitError, 429, "rate_limit_exceeded")
+        return "ok"
+
+    policy = RetryPolicy(max_retries=3, initial=0.1)
+    assert ev._with_retries(flaky, policy, random.Random(0), sleep=waits.append)[:2] == ("ok", 3)
+    assert len(waits) == 2 and waits[1] > waits[0] * 1.0 - 1e-9
+
+    def always_429():
+        raise _status_error(openai.RateLimitError, 429, "rate_limit_exceeded")
+
+    with pytest.raises(openai.RateLimitError) as err:
+        ev._with_retries(always_429, RetryPolicy(max_retries=2), random.Random(0), sleep=lambda s: None)
+    assert err.value.ftkit_attempts == 3
+
+    def bad_request():
+        raise _status_error(openai.BadRequestError, 400)
+
+    with pytest.raises(openai.BadRequestError) as err:
+        ev._with_retries(bad_request, RetryPolicy(), random.Random(0), sleep=lambda s: pytest.fail("slept"))
+    assert err.value.ftkit_attempts == 1
+
+
+def test_load_examples_ids(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    assert [e["id"] for e in ev.load_examples(path)] == ["t1", "t2", "t3", "t4", "t5"]
+    assert [e["id"] for e in ev.load_examples(path, ids=list("abcde"))] == list("abcde")
+    plain = [{"messages": e["messages"]} for e in EXAMPLES[:2]]
+    assert [e["id"] for e in ev.load_examples(plain)] == [0, 1]
+    with pytest.raises(ValueError):
+        ev.load_examples(EXAMPLES + EXAMPLES[:1])
+
+
+def test_plot_has_four_panels(hand):
+    fig = hand.plot()
+    assert len(fig.axes) == 4
+    assert math.isnan(hand.summary().loc["model", "prompt_tokens"])  # given answers: no usage
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the real local server (SmolLM2-135M-Instruct on CPU)
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+def _questions(n):
+    return [{"id": f"q{i}", "messages": [{"role": "user", "content": f"Say the number {i}."},
+                                         {"role": "assistant", "content": str(i)}]} for i in range(n)]
+
+
+class _InFlight:
+    """httpx event hooks counting chat requests in flight (to check the concurrency bound)."""
+
+    def __init__(self):
+        import threading
+
+        self.now = self.peak = 0
+        self.lock = threading.Lock()
+
+    def request(self, request):
+        if request.url.path.endswith("/chat/completions"):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+
+    def response(self, response):
+        if response.request.url.path.endswith("/chat/completions"):
+            with self.lock:
+                self.now -= 1
+
+
+@pytest.mark.slow
+def test_concurrency_is_bounded_and_batched(local_server):
+    counter = _InFlight()
+    http = httpx.Client(event_hooks={"request": [counter.request], "response": [counter.response]})
+    client = openai.OpenAI(base_url=local_server.base_url, api_key=local_server.key, http_client=http)
+    config = Config("base", MODEL, max_tokens=4)
+    before = local_server.health()["engine"]
+    result = ev.evaluate(client, _questions(8), [config], concurrency=4, progress=False)
+    after = local_server.health()["engine"]
+    assert counter.peak == 4  # never more than asked for; all four used
+    assert after["rows"] - before["rows"] == 8
+    assert after["batches"] - before["batches"] < 8  # concurrent requests shared forward passes
+    rows = result.of("base")
+    assert rows["error"].isna().all() and rows["prediction"].map(bool).all()
+    assert (rows["prompt_tokens"] > 0).all() and (rows["completion_tokens"] <= 4).all()
+    assert (rows["latency_s"] > 0).all() and result.summary().loc["base", "wall_s"] > 0
+    assert result.summary().loc["base", "cpu_s"] > 0  # the server's CPU time was measured
+
+    one = ev.evaluate(client, _questions(4), [config], concurrency=1, progress=False)
+    assert counter.peak == 4 and one.of("base")["error"].isna().all()
+    assert local_server.health()["engine"]["batches"] - after["batches"] == 4  # one at a time
+
+
+@pytest.mark.slow
+def test_client_errors_are_recorded_not_retried(client):
+    configs = [Config("missing", "no-such-model"), Config("too-long", MODEL, max_tokens=100_000)]
+    with pytest.warns(UserWarning, match="requests failed"):
+        result = ev.evaluate(client, _questions(2), configs, progress=False,
+                             retry=RetryPolicy(initial=5.0))  # a retry would take 5 s
+    assert result.results["attempts"].tolist() == [1, 1, 1, 1]
+    assert result.of("missing")["error"].str.startswith("NotFoundError").all()
+    assert result.of("too-long")["error"].str.contains("maximum context length").all()
+    assert result.summary()["errors"].tolist() == [2, 2]
+
+
+@pytest.fixture(scope="module")
+def faulty_server(tmp_path_factory):
+    """A second server whose first 3 chat requests answer 429 (FTKIT_FAULTS)."""
+    pytest.importorskip("torch")
+    from conftest import LocalServer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTKIT_FAULTS", "chat=429:3")
+        server = LocalServer(tmp_path_factory.mktemp("ftkit-faults")).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.slow
+def test_rate_limits_are_retried_with_backoff(faulty_server):
+    assert faulty_server.health()["faults"] == {"chat": {"status": 429, "remaining": 3}}
+    raw = faulty_server.client().chat.completions.with_raw_response
+    with pytest.raises(openai.RateLimitError) as err:  # what the API sends: OpenAI's envelope
+        raw.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert err.value.code == "rate_limit_exceeded" and err.value.type == "requests"
+    policy = RetryPolicy(initial=0.05, max_delay=0.5)
+    result = ev.evaluate(faulty_server.client(), _questions(2), [Config("base", MODEL, max_tokens=3)],
+                         concurrency=1, retry=policy, progress=False)
+    rows = result.of("base")
+    assert rows["error"].isna().all()
+    assert rows["attempts"].tolist() == [3, 1]  # q0: two more 429s, then an answer; q1 first time
+    assert result.summary().loc["base", "retries"] == 2
+    assert faulty_server.health()["faults"]["chat"]["remaining"] == 0
+
+
+def test_fault_spec_is_checked():
+    from ftkit.local.app import _faults
+
+    assert _faults("") == {}
+    assert _faults("chat=503:2") == {"chat": [503, 2]}
+    for bad in ("chat=429", "files=429:1", "chat=200:1", "chat=abc:1"):
+        with pytest.raises(ValueError):
+            _faults(bad)
+
+
+@pytest.mark.slow
+def test_batch_api_round_trip_matches_chat(client):
+    questions = _questions(4)
+    configs = [Config("short", MODEL, max_tokens=3), Config("shorter", MODEL, max_tokens=2)]
+    via_batch = ev.evaluate(client, questions, configs, via="batch", poll_interval=0.3, progress=False)
+    via_chat = ev.evaluate(client, questions, configs, progress=False)
+    assert via_batch.via == "batch"
+    for name in ("short", "shorter"):
+        b, c = via_batch.of(name), via_chat.of(name)
+        assert b["error"].isna().all()
+        assert b["prediction"].tolist() == c["prediction"].tolist()  # custom_id mapped back in order
+        assert b["prompt_tokens"].tolist() == c["prompt_tokens"].tolist()
+        assert b["latency_s"].isna().all()  # batches report no per-request latency
+    assert via_batch.runs["batch_id"].str.startswith("batch_").sum() == 2  # one batch per configuration
+    batch = client.batches.retrieve(via_batch.runs["batch_id"].iloc[0])
+    assert batch.metadata == {"ftkit": "evaluate", "config": "short"}
+    lines = client.files.content(batch.input_file_id).text.splitlines()
+    first = json.loads(lines[0])
+    assert first["custom_id"] == "request-0" and first["url"] == "/v1/chat/completions"
+    assert first["body"]["max_tokens"] == 3
+
+
+@pytest.mark.slow
+def test_sample_agreement(client):
+    table = ev.sample_agreement(client, Config("base", MODEL, max_tokens=4), _questions(2), n=4, seed=1)
+    assert list(table.index) == ["q0", "q1"]
+    assert all(len(s) == 4 for s in table["samples"])
+    assert ((table["agreement"] > 0) & (table["agreement"] <= 1)).all()
+    again = ev.sample_agreement(client, Config("base", MODEL, max_tokens=4), _questions(2), n=4, seed=1)
+    assert again["samples"].tolist() == table["samples"].tolist()  # seeded
+    assert isinstance(table, pd.DataFrame)
