@@ -496,3 +496,42 @@ def _wait_for_step(client, job_id, step: int, timeout: float = 240) -> None:
         assert job.status in ("validating_files", "queued", "running"), (job.status, job.error)
         time.sleep(0.3)
     raise TimeoutError(f"job {job_id} did not reach step {step}")
+
+
+def test_chunked_upload_over_the_cap_is_refused_while_streaming(local_server):
+    """No Content-Length: the cap is enforced on the bytes as they arrive."""
+    chunk = b"x" * 1_000_000
+
+    def body():
+        yield (b"--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
+               b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\n")
+        for _ in range(int(local_server.max_upload_mb) + 3):
+            yield chunk
+        yield b"\r\n--b--\r\n"
+
+    stored_before = sorted((local_server.home / "files").iterdir())
+    r = httpx.post(f"{local_server.base_url}/files", content=body(), timeout=60,
+                   headers={"Authorization": f"Bearer {local_server.key}",
+                            "Content-Type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
+    assert sorted((local_server.home / "files").iterdir()) == stored_before
+
+
+def test_register_a_base_model_from_a_local_directory(local_server, client):
+    import subprocess
+    import sys
+
+    from ftkit.local.models import cached_dir
+
+    out = subprocess.run([sys.executable, "-m", "ftkit.local", "--home", str(local_server.home), "register-model",
+                          "my-smol", str(cached_dir())], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "my-smol" in [m.id for m in client.models.list().data]
+    answer = client.chat.completions.create(model="my-smol", messages=[{"role": "user", "content": "Hi"}],
+                                            temperature=0, max_tokens=5)
+    reference = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                               temperature=0, max_tokens=5)
+    assert answer.choices[0].message.content == reference.choices[0].message.content  # same weights
+    bad = subprocess.run([sys.executable, "-m", "ftkit.local", "--home", str(local_server.home), "register-model",
+                          "nothing", "/nonexistent"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr

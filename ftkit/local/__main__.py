@@ -75,7 +75,7 @@ def register(args: argparse.Namespace) -> int:
     except APIError as e:
         print(e.message, file=sys.stderr)
         return 2
-    print(f"registered base model {row['id']} from {row['source']} (restart the server if it is running)")
+    print(f"registered base model {row['id']} from {row['source']}")
     return 0
 
 

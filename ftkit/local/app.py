@@ -313,9 +313,17 @@ def _inject_fault(faults: dict[str, list[int]], route: str) -> None:
     raise APIError(status, "Injected client error (FTKIT_FAULTS)", code="injected_fault")
 
 
+class _TooLarge(Exception):
+    pass
+
+
 class BodyLimit:
     """Refuse request bodies over the upload cap while they stream in (413), whether or not the
-    client sent a Content-Length -- nothing larger is ever spooled to disk."""
+    client sent a Content-Length -- nothing larger is ever spooled to disk.
+
+    Once the cap is crossed the app's own reaction (a body-parsing error) is discarded and the
+    413 in OpenAI's envelope is sent instead.
+    """
 
     def __init__(self, app, max_bytes: int, too_large) -> None:
         self.app, self.max_bytes, self.too_large = app, max_bytes, too_large
@@ -323,21 +331,32 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        err = self.too_large()
+        refuse = JSONResponse(err.body(), status_code=err.status)
         declared = dict(scope.get("headers") or {}).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            err = self.too_large()
-            return await JSONResponse(err.body(), status_code=err.status)(scope, receive, send)
-        seen = 0
+            return await refuse(scope, receive, send)
+        seen, exceeded = 0, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise self.too_large()
+                exceeded = True
+                raise _TooLarge
             return message
 
-        await self.app(scope, counted, send)
+        async def guarded_send(message):
+            if not exceeded:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, guarded_send)
+        except _TooLarge:
+            pass
+        if exceeded:
+            await refuse(scope, receive, send)
 
 
 async def _json(request: Request) -> dict:
