@@ -21,7 +21,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .validation import CODES, InvalidTrainingFile, Problem, UnusableInputError, ValidationReport, validate
+from .validation import (
+    CODES,
+    InvalidTrainingFile,
+    Problem,
+    UnusableInputError,
+    ValidationReport,
+    validate,
+)
 
 __all__ = [
     "CODES",

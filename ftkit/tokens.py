@@ -198,27 +198,33 @@ class TokenCounter:
         self.encoding_name = encoding
         self.encoding = get_encoding(encoding)
         self.num_threads = num_threads
-        self._short: dict[str, int] = {}  # roles, names: few distinct values, counted once
+        self._short: dict[str, int] = {}  # roles: few distinct values, counted once
+        self._pool = None
 
     def count(self, text: str) -> int:
         """Tokens in ``text``; special-token strings such as ``<|endoftext|>`` count as text."""
         return len(self.encoding.encode_ordinary(text))
 
     def count_batch(self, texts: Sequence[str]) -> list[int]:
-        """Token counts of many texts at once (tiktoken encodes them on several threads)."""
-        if not texts:
-            return []
-        if len(texts) < 64 or self.num_threads <= 1:
-            encode = self.encoding.encode_ordinary
-            return [len(encode(t)) for t in texts]
-        encoded = self.encoding.encode_ordinary_batch(list(texts), num_threads=self.num_threads)
-        return [len(tokens) for tokens in encoded]
+        """Token counts of many texts at once, encoded on ``num_threads`` threads.
 
-    def _short_count(self, text: str) -> int:
-        n = self._short.get(text)
-        if n is None:
-            n = self._short[text] = self.count(text)
-        return n
+        tiktoken releases the GIL while encoding. Its own ``encode_ordinary_batch`` submits one
+        thread-pool task per text, which costs more than encoding a short message; here each
+        thread gets one contiguous slice instead.
+        """
+        encode = self.encoding.encode_ordinary
+        if len(texts) < 512 or self.num_threads <= 1:
+            return [len(encode(t)) for t in texts]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="ftkit-tokens")
+        size = -(-len(texts) // self.num_threads)
+        slices = [texts[i : i + size] for i in range(0, len(texts), size)]
+        out: list[int] = []
+        for part in self._pool.map(lambda chunk: [len(encode(t)) for t in chunk], slices):
+            out.extend(part)
+        return out
 
     def count_example(self, example: dict) -> ExampleTokens:
         """Token counts of one chat or preference (DPO) example."""
@@ -227,21 +233,29 @@ class TokenCounter:
     def count_examples(self, examples: Sequence[dict]) -> list[ExampleTokens]:
         """Token counts of many examples, encoding all their texts in one batch."""
         texts: list[str] = []
-        plans = [_plan(ex, texts) for ex in examples]
+        kinds: list[int] = []
+        bounds: list[tuple[int, int]] = []  # (first text, fixed tokens) per example
+        short = self._short
+        for ex in examples:
+            start = len(texts)
+            bounds.append((start, _collect(ex, texts, kinds, short, self.count)))
         counts = self.count_batch(texts)
         out = []
-        for fixed_texts, segments in plans:
-            total = sum(self._short_count(t) for t in fixed_texts)
-            trained = tools = 0
-            for kind, index, overhead in segments:
-                text_tokens = counts[index] if index >= 0 else 0
-                total += text_tokens + overhead
-                if kind == "trained":
-                    trained += text_tokens
-                elif kind == "tools":
-                    tools += text_tokens + overhead
+        ends = [b[0] for b in bounds[1:]] + [len(texts)]
+        for (start, fixed), end in zip(bounds, ends):
+            total, trained, tools = fixed, 0, 0
+            for k in range(start, end):
+                n = counts[k]
+                total += n
+                if kinds[k] == _TRAINED:
+                    trained += n
+                elif kinds[k] == _TOOLS:
+                    tools += n
             out.append(ExampleTokens(total=total, trained=trained, tools=tools))
         return out
+
+
+_OTHER, _TRAINED, _TOOLS = 0, 1, 2
 
 
 def _content_text(content) -> str:
@@ -271,61 +285,67 @@ def _tool_call_text(message: dict) -> str:
     return "".join(pieces)
 
 
-def _plan(example, texts: list[str]):
-    """What to count in one example: short fixed texts (roles, names) and indexed segments.
+def _collect(example, texts: list[str], kinds: list[int], short: dict[str, int], count) -> int:
+    """Append the example's texts (with their kind) to ``texts``/``kinds``; return its fixed tokens.
 
-    Segments are (kind, index into ``texts`` or -1, fixed overhead); kind is "trained",
-    "tools" or "other". Malformed parts are skipped -- validation reports them.
+    Fixed tokens are the framing (per message, per name, reply priming) and the roles, which
+    are few distinct strings counted once. Malformed parts are skipped: validation reports them.
     """
-    fixed: list[str] = []
-    segments: list[tuple[str, int, int]] = []
     if not isinstance(example, dict):
-        return fixed, segments
-
-    def add(kind: str, text: str, overhead: int = 0) -> None:
-        if text:
-            texts.append(text)
-            segments.append((kind, len(texts) - 1, overhead))
-        elif overhead:
-            segments.append((kind, -1, overhead))
-
-    def add_messages(messages, trained_roles_default: bool) -> None:
-        if not isinstance(messages, list):
-            return
-        for m in messages:
-            if not isinstance(m, dict):
-                continue
-            role = m.get("role")
-            segments.append(("other", -1, TOKENS_PER_MESSAGE))
-            if isinstance(role, str):
-                fixed.append(role)
-            name = m.get("name")
-            if isinstance(name, str) and name:
-                fixed.append(name)
-                segments.append(("other", -1, TOKENS_PER_NAME))
-            trained = trained_roles_default and role == "assistant" and m.get("weight", 1) != 0
-            kind = "trained" if trained else "other"
-            add(kind, _content_text(m.get("content")))
-            add(kind, _tool_call_text(m))
-
-    def add_tools(container: dict) -> None:
-        for key in ("tools", "functions"):
-            schema = container.get(key)
-            if schema:
-                add("tools", json.dumps(schema, separators=(",", ":"), ensure_ascii=False))
-
+        return REPLY_PRIMING
+    fixed = REPLY_PRIMING
     if "messages" in example:
-        add_messages(example.get("messages"), True)
-        add_tools(example)
+        fixed += _collect_messages(example.get("messages"), True, texts, kinds, short, count)
+        _collect_tools(example, texts, kinds)
     elif "input" in example:  # preference (DPO) example
         inp = example.get("input")
         if isinstance(inp, dict):
-            add_messages(inp.get("messages"), False)
-            add_tools(inp)
-        add_messages(example.get("preferred_output"), True)
-        add_messages(example.get("non_preferred_output"), True)
-    segments.append(("other", -1, REPLY_PRIMING))
-    return fixed, segments
+            fixed += _collect_messages(inp.get("messages"), False, texts, kinds, short, count)
+            _collect_tools(inp, texts, kinds)
+        fixed += _collect_messages(example.get("preferred_output"), True, texts, kinds, short, count)
+        fixed += _collect_messages(example.get("non_preferred_output"), True, texts, kinds, short, count)
+    return fixed
+
+
+def _collect_messages(messages, learn_assistant: bool, texts, kinds, short, count) -> int:
+    if not isinstance(messages, list):
+        return 0
+    fixed = 0
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        fixed += TOKENS_PER_MESSAGE
+        role = m.get("role")
+        if isinstance(role, str):
+            n = short.get(role)
+            if n is None:
+                n = short[role] = count(role)
+            fixed += n
+        name = m.get("name")
+        if isinstance(name, str) and name:
+            texts.append(name)
+            kinds.append(_OTHER)
+            fixed += TOKENS_PER_NAME
+        kind = _TRAINED if (learn_assistant and role == "assistant" and m.get("weight", 1) != 0) else _OTHER
+        content = m.get("content")
+        text = content if isinstance(content, str) else _content_text(content)
+        if text:
+            texts.append(text)
+            kinds.append(kind)
+        if "tool_calls" in m or "function_call" in m:
+            calls = _tool_call_text(m)
+            if calls:
+                texts.append(calls)
+                kinds.append(kind)
+    return fixed
+
+
+def _collect_tools(container: dict, texts, kinds) -> None:
+    for key in ("tools", "functions"):
+        schema = container.get(key)
+        if schema:
+            texts.append(json.dumps(schema, separators=(",", ":"), ensure_ascii=False))
+            kinds.append(_TOOLS)
 
 
 def count_tokens(text: str, model: str | None = None, *, encoding: str | None = None) -> int:
