@@ -11,11 +11,12 @@ batched >= 5x one at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from _common import save
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,10 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"one at a time: {t_seq:6.1f} s  ({args.requests / t_seq:5.2f} req/s)")
     print(f"batched:       {t_batch:6.1f} s  ({args.requests / t_batch:5.2f} req/s)")
     print(f"speed-up {result['speedup']}x (goal >= 5x); identical answers: {same}/{args.requests}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return result
+    return save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,11 @@ Throughput counts real (non-padding) tokens per second. Goal (issue 3): >= 2x at
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
+
+from _common import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,10 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                for k, v in runs.items()},
               "speedup": round(runs[best][0] / base_tps, 2)}
     print(f"\nftkit ({best}) vs naive: {result['speedup']}x (goal >= 2x at equal loss)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return result
+    return save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from _common import save
+
 MODEL = "gpt-4o-mini-2024-07-18"
 WORDS = ("order refund invoice delivery password account login crash error broken charged twice late parcel "
          "warehouse screen update payment card subscription cancel upgrade device sensor hub camera doorbell").split()
@@ -172,10 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.examples:,} (goal: flat)")
     print(f"token totals agree: ftkit {ours['tokens']:,} vs cookbook {cook['tokens']:,} "
           "(cookbook also encodes the role strings; ftkit counts them too)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    return result
+    return save(result, args.out)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from .engine import Engine, ModelNotFound
 from .service import (
     APIError,
     Platform,
+    after_cursor,
     checkpoint_object,
     event_object,
     file_object,
@@ -129,10 +130,8 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
         rows = store.list_files(purpose)
         if order == "desc":
             rows.reverse()
-        if after:
-            ids = [r["id"] for r in rows]
-            rows = rows[ids.index(after) + 1 :] if after in ids else []
-        return page([file_object(r) for r in rows[:limit]], len(rows) > limit, ids=True)
+        rows, more = after_cursor(rows, after, limit)
+        return page([file_object(r) for r in rows], more, ids=True)
 
     @v1.get("/files/{file_id}")
     async def retrieve_file(file_id: str):

@@ -16,7 +16,7 @@ import threading
 import time
 
 from . import chat
-from .service import APIError, not_found
+from .service import APIError, after_cursor, not_found
 from .store import Store, new_id, valid_id
 
 ENDPOINT = "/v1/chat/completions"
@@ -89,11 +89,7 @@ class BatchRunner:
         return batch
 
     def list(self, *, after: str | None, limit: int) -> tuple[list[dict], bool]:
-        rows = self.store.list_batches()
-        if after:
-            ids = [b["id"] for b in rows]
-            rows = rows[ids.index(after) + 1 :] if after in ids else []
-        return rows[:limit], len(rows) > limit
+        return after_cursor(self.store.list_batches(), after, limit)
 
     def cancel(self, batch_id: str) -> dict:
         batch = self.get(batch_id)

@@ -34,6 +34,15 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def after_cursor(rows: list[dict], after: str | None, limit: int) -> tuple[list[dict], bool]:
+    """The page of ``rows`` that follows the row with id ``after`` (cursor pagination), and
+    whether more rows follow it. An unknown cursor gives an empty page, as on the hosted API."""
+    if after:
+        ids = [r["id"] for r in rows]
+        rows = rows[ids.index(after) + 1 :] if after in ids else []
+    return rows[:limit], len(rows) > limit
+
+
 def not_found(kind: str, value: str, param: str | None = None) -> APIError:
     return APIError(404, f"No such {kind}: {value}", param=param, code=f"{kind.replace(' ', '_')}_not_found")
 
@@ -170,10 +179,7 @@ class Platform:
         jobs = self.store.list_jobs()  # newest first
         if metadata:
             jobs = [j for j in jobs if all((j["metadata"] or {}).get(k) == v for k, v in metadata.items())]
-        if after:
-            ids = [j["id"] for j in jobs]
-            jobs = jobs[ids.index(after) + 1 :] if after in ids else []
-        return jobs[:limit], len(jobs) > limit
+        return after_cursor(jobs, after, limit)
 
     def cancel_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
@@ -209,11 +215,7 @@ class Platform:
 
     def list_checkpoints(self, job_id: str, *, after: str | None, limit: int) -> tuple[list[dict], bool]:
         self.get_job(job_id)
-        rows = self.store.list_checkpoints(job_id)
-        if after:
-            ids = [r["id"] for r in rows]
-            rows = rows[ids.index(after) + 1 :] if after in ids else []
-        return rows[:limit], len(rows) > limit
+        return after_cursor(self.store.list_checkpoints(job_id), after, limit)
 
     def _wake(self) -> None:
         if self.worker is not None:
