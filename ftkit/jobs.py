@@ -1,0 +1,1553 @@
+"""The fine-tuning job lifecycle, one clear call per step: upload, create, watch, read, use, clean up.
+
+Taught in notebooks/04_job_lifecycle.ipynb.
+
+Every function takes an ``openai.OpenAI`` client -- ftkit's local server (``ftkit.client()``),
+the hosted OpenAI API or Azure OpenAI -- and speaks only the public fine-tuning API, so the same
+code runs on all three.
+
+* :func:`upload` validates a file (or a list / DataFrame of examples) with ftkit's validator,
+  refuses bad data with the validator's summary, and reuses an identical file uploaded before
+  (same SHA-256) instead of uploading it twice. The API does not expose file hashes, so ftkit
+  keeps a small local record (``~/.cache/ftkit/uploads.json``, or ``FTKIT_UPLOADS_RECORD``):
+  sha256 -> file id, per API base URL, confirmed with ``files.retrieve`` before each reuse.
+* :func:`estimate` and :func:`create_job`: the billed tokens x epochs x price (ftkit.cost) and
+  whether the model can still be trained (ftkit.catalog) are shown before anything is created;
+  on a paid backend a job above ``max_cost_usd`` is refused unless ``allow_over_budget=True``.
+  The local backend has no price: its cost is CPU time.
+* :func:`watch`: a progress bar over training steps, the status, new events as they arrive and
+  the estimated finish, until the job ends (or is paused). Interrupting it stops the watching,
+  never the job.
+* :func:`events`, :func:`checkpoints`, :func:`results` (plain or base64 CSV) as DataFrames,
+  :func:`plot_metrics`, :func:`best_checkpoint`.
+* :func:`cancel`, :func:`pause`, :func:`resume`, :func:`recent_jobs`, :func:`cleanup` (files and
+  fine-tuned models, never base models; a dry run unless told otherwise).
+* :func:`monitor` / :class:`JobMonitor`: a live ipywidgets dashboard that does not block the
+  kernel, with a static copy of the final state for exported HTML and CI.
+
+Refusals (bad data, over budget, a model that can no longer be trained) raise subclasses of
+:class:`JobsError`, which notebooks show as their message alone, without a traceback.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import io
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import catalog
+from .backend import backend_of
+from .validation import InvalidTrainingFile, ValidationReport
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "JobEstimate",
+    "JobMonitor",
+    "JobsError",
+    "ModelUnavailable",
+    "NotReady",
+    "OverBudget",
+    "StoppedWatching",
+    "UploadRefused",
+    "WatchTimeout",
+    "best_checkpoint",
+    "cancel",
+    "checkpoints",
+    "cleanup",
+    "create_job",
+    "estimate",
+    "events",
+    "file_sha256",
+    "monitor",
+    "parse_results",
+    "pause",
+    "plot_metrics",
+    "recent_jobs",
+    "results",
+    "resume",
+    "upload",
+    "watch",
+]
+
+#: Statuses after which a job never changes again.
+TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
+#: Statuses of a job that is still going (``paused`` waits for :func:`resume`).
+ACTIVE_STATUSES = ("validating_files", "queued", "running", "paused")
+KNOWN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
+
+COMPLETED_MESSAGE = "The job has successfully completed"  # the local server's last event (data: cpu time)
+RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+CHECKPOINT_METRICS = [
+    "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
+    "full_valid_loss", "full_valid_mean_token_accuracy",
+]
+_TRANSIENT = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError")
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors: refusals with a readable message (no traceback in notebooks)
+
+
+class JobsError(Exception):
+    """A refusal or a problem ftkit.jobs explains in its message.
+
+    In IPython/Jupyter only the message is shown (``_render_traceback_``), not a traceback: the
+    problem is in the data or the settings, not in the code that called us.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        lines = str(self).splitlines() or [""]
+        return [f"{type(self).__name__}: {lines[0]}", *lines[1:]]
+
+
+class UploadRefused(JobsError, InvalidTrainingFile):
+    """The file has validation errors: nothing was uploaded. ``.report`` holds every problem."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        self.report = report
+        ValueError.__init__(
+            self,
+            f"nothing was uploaded: {report.source} has {len(report.errors)} error(s). Fix them and upload "
+            f"again.\n{report.summary(max_lines=3).rstrip()}",
+        )
+
+
+class OverBudget(JobsError):
+    """The estimated training cost is above ``max_cost_usd``: no job was created."""
+
+    def __init__(self, message: str, estimate: JobEstimate | None = None) -> None:
+        super().__init__(message)
+        self.estimate = estimate
+
+
+class ModelUnavailable(JobsError):
+    """The hosted platform no longer trains this model (ftkit.catalog.availability): no job was created."""
+
+    def __init__(self, message: str, availability: catalog.Availability | None = None) -> None:
+        super().__init__(message)
+        self.availability = availability
+
+
+class NotReady(JobsError):
+    """Asked for something a job does not have yet (e.g. the results file of a running job)."""
+
+
+class WatchTimeout(JobsError, TimeoutError):
+    """:func:`watch` gave up waiting; the job itself keeps running. ``.job`` is its last state."""
+
+    def __init__(self, message: str, job=None) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class StoppedWatching(KeyboardInterrupt):
+    """Ctrl-C / "interrupt the kernel" during :func:`watch`: watching stopped, the job did not.
+
+    A ``KeyboardInterrupt`` (so "Run all" stops there too), shown in notebooks as its message only.
+    ``.job`` is the job's last known state.
+    """
+
+    def __init__(self, message: str, job=None) -> None:
+        super().__init__(message)
+        self.job = job
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines()
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _job_id(job) -> str:
+    value = job if isinstance(job, str) else getattr(job, "id", None)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a fine-tuning job or its id, got {job!r}")
+    return value
+
+
+def _file_id(f) -> str:
+    value = f if isinstance(f, str) else getattr(f, "id", None)
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a file object or a file id, got {f!r}")
+    return value
+
+
+def _as_dict(obj) -> dict:
+    """SDK objects, dicts and None as a plain dict (extra fields included)."""
+    if obj is None:
+        return {}
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump()
+    return dict(getattr(obj, "__dict__", {}))
+
+
+def _local_time(ts) -> dt.datetime | None:
+    if ts is None:
+        return None
+    return dt.datetime.fromtimestamp(int(ts))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
+
+
+def _usd(x: float | None) -> str:
+    from .cost import _usd as fmt
+
+    return fmt(x)
+
+
+def _is_transient(error: Exception) -> bool:
+    return type(error).__name__ in _TRANSIENT
+
+
+def _api_call(what: str, fn, *args, **kwargs):
+    """Call the API; a 4xx refusal becomes a JobsError with the server's own message."""
+    import openai
+
+    try:
+        return fn(*args, **kwargs)
+    except (openai.BadRequestError, openai.NotFoundError, openai.ConflictError,
+            openai.PermissionDeniedError, openai.UnprocessableEntityError) as e:
+        message = e.body.get("message") if isinstance(e.body, dict) else None
+        raise JobsError(f"{what}: {message or e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Uploads: validate, hash, reuse
+
+
+def _records_of(source) -> list[dict] | None:
+    """Examples as a list of dicts for a list or DataFrame source (None for a path)."""
+    if isinstance(source, (str, os.PathLike)):
+        return None
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a DataFrame of examples
+        out = []
+        for rec in source.to_dict("records"):
+            out.append({k: v for k, v in rec.items() if not _missing(v)})
+        return out
+    if isinstance(source, (bytes, bytearray)):
+        raise TypeError("pass a path, a list of examples or a DataFrame (not raw bytes)")
+    return [dict(r) if isinstance(r, Mapping) else r for r in source]
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _jsonl_bytes(records: Iterable) -> bytes:
+    """The bytes ftkit.data.write_jsonl would write: the same examples give the same hash."""
+    lines = []
+    for n, rec in enumerate(records, start=1):
+        try:
+            lines.append(json.dumps(rec, ensure_ascii=False, separators=(", ", ": ")))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"example {n} cannot be written as JSON: {e}") from None
+    return "".join(line + "\n" for line in lines).encode("utf-8")
+
+
+def file_sha256(source) -> str:
+    """The SHA-256 of what :func:`upload` would send for ``source`` (path, list or DataFrame)."""
+    records = _records_of(source)
+    if records is None:
+        return _sha256_path(Path(source))
+    return hashlib.sha256(_jsonl_bytes(records)).hexdigest()
+
+
+def _sha256_path(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _record_path() -> Path:
+    env = os.environ.get("FTKIT_UPLOADS_RECORD")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ftkit" / "uploads.json"
+
+
+_record_lock = threading.Lock()
+
+
+def _read_record() -> dict:
+    try:
+        data = json.loads(_record_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"version": 1, "backends": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("backends"), dict):
+        return {"version": 1, "backends": {}}
+    return data
+
+
+def _write_record(data: dict) -> None:
+    path = _record_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: reuse is an optimisation, never a reason to fail
+        pass
+
+
+def _backend_key(client) -> str:
+    url = str(getattr(client, "base_url", "") or backend_of(client).base_url or "")
+    return url.rstrip("/")
+
+
+def _remember(client, sha: str, entry: dict) -> None:
+    with _record_lock:
+        data = _read_record()
+        data["backends"].setdefault(_backend_key(client), {})[sha] = entry
+        _write_record(data)
+
+
+def _forget(client, file_ids: Iterable[str]) -> None:
+    ids = set(file_ids)
+    with _record_lock:
+        data = _read_record()
+        entries = data["backends"].get(_backend_key(client), {})
+        for sha in [s for s, e in entries.items() if e.get("file_id") in ids]:
+            del entries[sha]
+        _write_record(data)
+
+
+def _recorded_by_id(client, file_id: str) -> dict | None:
+    for entry in _read_record()["backends"].get(_backend_key(client), {}).values():
+        if entry.get("file_id") == file_id:
+            return entry
+    return None
+
+
+def _validate_for(source, model: str, min_examples: int) -> ValidationReport:
+    """ftkit's validator with ``model``'s tokenizer and per-example limit (an o200k_base estimate
+    for models without a tiktoken encoding, such as the local SmolLM2)."""
+    from .validation import validate
+
+    try:
+        entry = catalog.lookup(model)
+    except catalog.UnknownCatalogModel:
+        return validate(source, min_examples=min_examples)
+    if entry.encoding:
+        return validate(source, entry.snapshot, min_examples=min_examples)
+    return validate(source, None, encoding="o200k_base", max_example_tokens=entry.max_example_tokens,
+                    min_examples=min_examples)
+
+
+def _token_stats(report: ValidationReport) -> dict:
+    totals = list(report.total_tokens)
+    limit = report.max_example_tokens
+    return {
+        "n_examples": len(totals),
+        "raw_tokens_per_epoch": int(sum(totals)),
+        "tokens_per_epoch": report.billed_tokens(1),
+        "max_example_tokens_seen": max(totals, default=0),
+        "limit": limit,
+        "truncated_examples": sum(1 for t in totals if limit and t > limit),
+        "encoding": report.encoding,
+    }
+
+
+def upload(
+    client,
+    source,
+    *,
+    purpose: str = "fine-tune",
+    model: str | None = None,
+    validate: bool = True,
+    min_examples: int = 10,
+    filename: str | None = None,
+    verbose: bool = True,
+):
+    """Upload a fine-tuning file -- validated first, and only once.
+
+    ``source`` is a JSONL path, a list of example dicts or a DataFrame of examples (one column
+    per top-level key, e.g. ``messages``). With ``validate`` (the default for ``purpose
+    "fine-tune"``) ftkit's validator checks it with ``model``'s tokenizer and limits (default:
+    the backend's base model); on errors nothing is uploaded and :class:`UploadRefused` says why
+    (the validator's summary). Pass ``min_examples=1`` for a small validation file.
+
+    If a file with the same content (SHA-256) was uploaded to this API before, and
+    ``files.retrieve`` confirms it still exists with the same size and purpose, that file is
+    returned instead of a new upload. One printed line says which happened; the returned
+    ``FileObject`` also carries ``.reused`` (True/False) and ``.sha256``.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import openai
+
+    records = _records_of(source)
+    if records is None:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such file")
+        content, name = path.read_bytes(), filename or path.name
+    else:
+        content, name = _jsonl_bytes(records), filename or "examples.jsonl"
+    sha = hashlib.sha256(content).hexdigest()
+    model = model or backend_of(client).base_model
+    stats: dict = {}
+    report = None
+    if validate and purpose == "fine-tune":
+        report = _validate_for(path if records is None else records, model, min_examples)
+        if records is not None:
+            report.source = name
+        if not report.ok:
+            raise UploadRefused(report)
+        stats = _token_stats(report)
+        stats["model"] = model
+
+    recorded = _read_record()["backends"].get(_backend_key(client), {}).get(sha)
+    if recorded:
+        try:
+            existing = client.files.retrieve(recorded["file_id"])
+        except openai.NotFoundError:
+            existing = None
+        if (existing is not None and existing.bytes == len(content) and existing.purpose == purpose
+                and getattr(existing, "status", None) not in ("error", "deleted")):
+            existing.reused, existing.sha256 = True, sha
+            if stats and not recorded.get("n_examples"):
+                _remember(client, sha, {**recorded, **stats})
+            if verbose:
+                when = _local_time(recorded.get("uploaded_at"))
+                print(f"{existing.id}: reused -- identical to {name} (sha256 {sha[:12]}...), uploaded "
+                      f"{when:%Y-%m-%d %H:%M} as {recorded.get('filename', existing.filename)}; nothing sent")
+            return existing
+        _forget(client, [recorded["file_id"]])
+
+    created = client.files.create(file=(name, content), purpose=purpose)
+    _remember(client, sha, {"file_id": created.id, "bytes": len(content), "filename": name, "purpose": purpose,
+                            "uploaded_at": int(time.time()), **stats})
+    created.reused, created.sha256 = False, sha
+    if verbose:
+        what = f", {stats['n_examples']:,} examples" if stats else ""
+        warn = f", {len(report.warnings)} validation warning(s)" if report is not None and report.warnings else ""
+        print(f"{created.id}: uploaded {name} ({len(content):,} bytes{what}{warn}; sha256 {sha[:12]}...)")
+    return created
+
+
+# ---------------------------------------------------------------------------------------------
+# Estimates and job creation
+
+
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a job will train and cost, worked out before it is created.
+
+    ``usd`` is None on the local backend (no price: its cost is CPU time) and when the model has
+    no price in ftkit's catalog. ``tokens_per_epoch`` is None when the file's size is unknown.
+    """
+
+    model: str
+    backend: str
+    paid: bool
+    n_examples: int | None
+    tokens_per_epoch: int | None
+    n_epochs: int | None
+    epochs_from: str
+    usd_per_1m: float | None
+    usd: float | None
+    counted_with: str
+    availability: catalog.Availability | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def billed_tokens(self) -> int | None:
+        if self.tokens_per_epoch is None or self.n_epochs is None:
+            return None
+        return self.tokens_per_epoch * self.n_epochs
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.tokens_per_epoch is None:
+            out.append(f"Estimate for {self.model}: unknown size (pass training_data= to count it)")
+        else:
+            sum_line = (f"{self.tokens_per_epoch:,} tokens per epoch x {self.n_epochs} epochs ({self.epochs_from}) "
+                        f"= {self.billed_tokens:,} trained tokens")
+            out.append(f"Estimate for {self.model}: {self.n_examples:,} examples, {sum_line} "
+                       f"(counted with {self.counted_with})")
+        if not self.paid:
+            out.append("Cost: no price on the local backend -- what it costs is CPU time, measured after the run "
+                       "(ftkit.cost.local_run_cost_from_job).")
+        elif self.usd is not None:
+            out.append(f"Cost: {self.billed_tokens:,} x {_usd(self.usd_per_1m)}/1M tokens = {_usd(self.usd)} "
+                       "(validation tokens are not billed)")
+        else:
+            out.append("Cost: unknown (no price or size known for this model)")
+        if self.availability is not None:
+            out.append(f"Availability: {str(self.availability).splitlines()[0]}")
+        out.extend(self.notes)
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    __repr__ = __str__
+
+
+def _stats_for(client, data, model: str) -> tuple[dict | None, str]:
+    """Token statistics of the training data: from the data itself, from the upload record, or by
+    downloading the file (a GET; never for a paid backend's budget check unless nothing else works)."""
+    if data is None:
+        return None, ""
+    if isinstance(data, ValidationReport):
+        return _token_stats(data), "the given validation report"
+    is_path = isinstance(data, os.PathLike) or (isinstance(data, str) and Path(data).is_file())
+    if is_path or isinstance(data, list) or hasattr(data, "columns"):
+        source = data if is_path else _records_of(data)
+        return _token_stats(_validate_for(source, model, 1)), "the training data"
+    file_id = _file_id(data)
+    recorded = _recorded_by_id(client, file_id)
+    if recorded and recorded.get("n_examples"):
+        return recorded, "ftkit's upload record"
+    try:
+        content = client.files.content(file_id).content
+    except Exception:  # the hosted API does not let you download fine-tune files
+        return None, ""
+    try:
+        records = [json.loads(line) for line in content.decode("utf-8-sig").splitlines() if line.strip()]
+    except (UnicodeDecodeError, ValueError):
+        return None, ""
+    return _token_stats(_validate_for(records, model, 1)), "the downloaded file"
+
+
+def estimate(
+    client,
+    training_data,
+    *,
+    model: str | None = None,
+    n_epochs: int | None = None,
+    on: dt.date | str | None = None,
+) -> JobEstimate:
+    """Trained tokens, epochs, price and availability of a job before creating it.
+
+    ``training_data`` is a JSONL path, a list or DataFrame of examples, a
+    :class:`~ftkit.validation.ValidationReport`, or an uploaded file (object or id; its size is
+    taken from ftkit's upload record, else by downloading it where the API allows). Tokens are
+    counted with the model's tiktoken encoding (an ``o200k_base`` estimate for the local model);
+    epochs are ``n_epochs`` or the API's default for the number of examples.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    from . import cost
+
+    backend = backend_of(client)
+    model = model or backend.base_model
+    notes: list[str] = []
+    try:
+        entry = catalog.lookup(model, on)
+        avail = catalog.availability(model, on)
+    except catalog.UnknownCatalogModel:
+        entry, avail = None, None
+        notes.append(f"{model} is not in ftkit's catalog: no price or availability dates are known.")
+    if backend.name == "azure" and avail is not None:
+        notes.append("On Azure OpenAI the dates and prices differ from OpenAI's (ftkit's catalog tracks "
+                     "OpenAI's); check Azure's model retirement and pricing pages.")
+    stats, counted_from = _stats_for(client, training_data, model)
+    n_examples = tokens = None
+    epochs, why = None, ""
+    counted_with = ""
+    if stats:
+        n_examples = int(stats["n_examples"])
+        tokens = int(stats["tokens_per_epoch"])
+        limit = entry.max_example_tokens if entry else None
+        if limit != stats.get("limit"):  # counted for another model's limit
+            if limit is None or stats.get("max_example_tokens_seen", 0) <= limit:
+                tokens = int(stats["raw_tokens_per_epoch"])
+            else:
+                notes.append("Some examples exceed this model's limit: the count is approximate.")
+        counted_with = f"{stats.get('encoding') or 'o200k_base'}, from {counted_from}"
+        if backend.name == "local" or (entry and entry.backend == "local"):
+            counted_with += "; the local trainer counts with its own tokenizer"
+        if n_epochs is not None:
+            epochs, why = int(n_epochs), "given"
+        elif n_examples:
+            epochs, why = cost.default_epochs(n_examples), f"the API default for {n_examples:,} examples"
+    usd_per_1m = usd = None
+    if entry is not None and entry.priced and entry.training_usd_per_1m is not None:
+        usd_per_1m = entry.training_usd_per_1m
+        if tokens is not None and epochs is not None:
+            usd = tokens * epochs * usd_per_1m / 1_000_000
+    elif entry is not None and entry.training_usd_per_hour is not None:
+        notes.append(f"{entry.snapshot} is billed per training hour ({_usd(entry.training_usd_per_hour)}/hour), "
+                     "not per token: the estimate has no dollar figure.")
+    return JobEstimate(model, backend.name, backend.paid, n_examples, tokens, epochs, why, usd_per_1m, usd,
+                       counted_with, avail, tuple(notes))
+
+
+def _hyperparameters(hyperparameters: Mapping | None, **given) -> dict:
+    hp = dict(hyperparameters or {})
+    unknown = set(hp) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    if unknown:
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: use n_epochs, batch_size, "
+                         "learning_rate_multiplier")
+    for name, value in given.items():
+        if value is not None:
+            hp[name] = value
+    return {k: v for k, v in hp.items() if v is not None and v != "auto"}
+
+
+def create_job(
+    client,
+    training_file,
+    *,
+    model: str | None = None,
+    validation_file=None,
+    n_epochs: int | None = None,
+    batch_size: int | None = None,
+    learning_rate_multiplier: float | None = None,
+    hyperparameters: Mapping | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+    max_cost_usd: float | None = None,
+    allow_over_budget: bool = False,
+    check_availability: bool = True,
+    training_data=None,
+    verbose: bool = True,
+):
+    """Create a supervised fine-tuning job, after showing what it will cost.
+
+    ``training_file`` / ``validation_file`` are uploaded files (objects or ids, see
+    :func:`upload`). ``model`` defaults to the backend's base model. Hyperparameters (``n_epochs``,
+    ``batch_size``, ``learning_rate_multiplier``, or a ``hyperparameters`` dict; unset ones are
+    "auto") go in ``method={"type": "supervised", ...}``, not in the deprecated top-level field.
+
+    Before anything is created the estimate is printed (see :func:`estimate`: billed tokens x
+    epochs x price; on the local backend the cost is CPU time) with the model's availability. On
+    a paid backend:
+
+    * a model the platform no longer trains (``ftkit.catalog.availability``: training closed,
+      shut down, not yet offered) is refused with :class:`ModelUnavailable` (``check_availability=
+      False`` skips the check, e.g. when ftkit's catalog is out of date); a *restricted* platform is
+      a warning -- whether you may train depends on your organization;
+    * with ``max_cost_usd``, an estimate above it (or an estimate that cannot be made) is refused
+      with :class:`OverBudget` unless ``allow_over_budget=True``. Both refusals happen before any
+      request is sent.
+
+    Returns the ``FineTuningJob``. Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    backend = backend_of(client)
+    model = model or backend.base_model
+    train_id = _file_id(training_file)
+    valid_id = _file_id(validation_file) if validation_file is not None else None
+    hp = _hyperparameters(hyperparameters, n_epochs=n_epochs, batch_size=batch_size,
+                          learning_rate_multiplier=learning_rate_multiplier)
+    est = estimate(client, training_data if training_data is not None else train_id, model=model,
+                   n_epochs=hp.get("n_epochs"))
+    if verbose:
+        print(est)
+    avail = est.availability
+    if backend.paid and check_availability and avail is not None and backend.name == "openai":
+        if avail.status in ("training_closed", "shut_down", "not_yet"):
+            raise ModelUnavailable(
+                f"no job created: {avail.snapshot} cannot be fine-tuned on {avail.on} -- {avail.reason}\n"
+                "(check_availability=False skips this check if ftkit's catalog is out of date)", avail)
+        if avail.status == "restricted" and verbose:
+            print(f"Warning: {avail.reason}")
+    if backend.paid and max_cost_usd is not None and not allow_over_budget:
+        if est.usd is None:
+            raise OverBudget(f"no job created: the cost cannot be estimated for {model} (unknown price or size), so "
+                             f"the {_usd(max_cost_usd)} budget cannot be checked. Pass training_data= to count the "
+                             "file, or allow_over_budget=True.", est)
+        if est.usd > max_cost_usd:
+            raise OverBudget(f"no job created: the estimate {_usd(est.usd)} is above max_cost_usd="
+                             f"{_usd(max_cost_usd)}. Train on fewer examples or epochs, raise the budget, or pass "
+                             "allow_over_budget=True.", est)
+    supervised: dict[str, Any] = {"hyperparameters": hp} if hp else {}
+    kwargs: dict[str, Any] = {"model": model, "training_file": train_id,
+                              "method": {"type": "supervised", "supervised": supervised}}
+    for name, value in (("validation_file", valid_id), ("suffix", suffix), ("seed", seed),
+                        ("metadata", dict(metadata) if metadata else None)):
+        if value is not None:
+            kwargs[name] = value
+    job = _api_call("the API refused the job", client.fine_tuning.jobs.create, **kwargs)
+    if verbose:
+        print(f"Created {job.id} on {job.model}: {job.status}")
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# Watching
+
+
+class _EventFeed:
+    """New events of a job, oldest first, each exactly once (the API lists newest first)."""
+
+    def __init__(self, client, job_id: str) -> None:
+        self.client, self.job_id = client, job_id
+        self.seen: set[str] = set()
+
+    def poll(self) -> list:
+        fresh = []
+        after = None
+        while True:
+            kwargs = {"limit": 100}
+            if after:
+                kwargs["after"] = after
+            page = self.client.fine_tuning.jobs.list_events(self.job_id, **kwargs)
+            data = list(page.data)
+            stop = False
+            for event in data:
+                if event.id in self.seen:
+                    stop = True
+                    break
+                fresh.append(event)
+            if stop or not data or not getattr(page, "has_more", False):
+                break
+            after = data[-1].id
+        fresh.reverse()
+        self.seen.update(e.id for e in fresh)
+        return fresh
+
+
+def _metric_data(event) -> dict | None:
+    """The step metrics of a metrics event (``step``, ``train_loss``, ``total_steps`` ...), else None."""
+    data = _as_dict(getattr(event, "data", None))
+    if getattr(event, "type", None) == "metrics" and "step" in data and "train_loss" in data:
+        return data
+    return None
+
+
+def _event_line(event) -> str:
+    when = _local_time(getattr(event, "created_at", None))
+    level = getattr(event, "level", "info") or "info"
+    tag = "" if level == "info" else f"{level.upper()}  "
+    return f"{when:%H:%M:%S}  {tag}{event.message}" if when else f"{tag}{event.message}"
+
+
+def _finish_text(job) -> str:
+    eta = getattr(job, "estimated_finish", None)
+    if not eta:
+        return ""
+    left = eta - time.time()
+    return f"finish ~{_local_time(eta):%H:%M:%S} (in {_duration(left)})" if left > 0 else "finishing"
+
+
+def _is_finished(job) -> bool:
+    return job.status in TERMINAL_STATUSES or (job.status not in ACTIVE_STATUSES and job.finished_at is not None)
+
+
+def watch(
+    client,
+    job,
+    *,
+    poll: float | None = None,
+    timeout: float | None = None,
+    print_events: bool = True,
+    metrics_every: int | None = None,
+    return_when_paused: bool = True,
+):
+    """Follow a job until it ends: a progress bar over training steps, the status, new events as
+    they arrive, the estimated finish. Returns the final ``FineTuningJob``.
+
+    * The bar (``tqdm.auto``) appears with the first metrics event, whose ``total_steps`` sets
+      its length; its label shows the status, the latest training loss and the estimated finish.
+    * Events are printed once each, oldest first. Metrics events ("Step 12/99: training
+      loss=...") move the bar; one in ``metrics_every`` is printed (default: about ten per job).
+    * Returns when the job succeeded, failed or was cancelled -- and, by default, when it is
+      **paused**: a paused job does not move until someone resumes it, so waiting would hang the
+      cell. Call :func:`resume`, then ``watch`` again (``return_when_paused=False`` waits instead).
+    * A status ftkit does not know (the API adds some, e.g. ``paused`` appeared after the SDK's
+      list) is shown and watched like a running one; a job with ``finished_at`` set is finished.
+    * **Ctrl-C / interrupting the cell stops the watching, not the job**: it keeps training on the
+      server. :class:`StoppedWatching` (a ``KeyboardInterrupt``) says so and how to come back.
+      ``timeout`` (seconds) raises :class:`WatchTimeout` in the same spirit.
+    * Network hiccups and server errors while polling are retried with a growing pause.
+
+    ``poll``: seconds between checks (default 2 on the local backend, 10 on hosted ones).
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    from tqdm.auto import tqdm
+
+    job_id = _job_id(job)
+    poll = poll if poll is not None else (2.0 if not backend_of(client).paid else 10.0)
+    feed = _EventFeed(client, job_id)
+    started = time.monotonic()
+    bar = None
+    last_status = None
+    last_metrics: dict = {}
+    failures = 0
+    shown_postfix = ""
+    current = job if not isinstance(job, str) else None
+
+    def say(line: str) -> None:
+        if print_events:
+            (bar.write if bar is not None else print)(line)
+
+    try:
+        while True:
+            try:
+                current = client.fine_tuning.jobs.retrieve(job_id)
+                new = feed.poll()
+                failures = 0
+            except Exception as e:
+                if not _is_transient(e):
+                    raise
+                failures += 1
+                wait = min(60.0, poll * 2 ** min(failures, 5))
+                say(f"(could not reach the API: {type(e).__name__}; retrying in {wait:.0f} s -- the job is unaffected)")
+                time.sleep(wait)
+                continue
+            for event in new:
+                data = _metric_data(event)
+                if data is None:
+                    say(_event_line(event))
+                    continue
+                last_metrics = data
+                total = data.get("total_steps")
+                if bar is None and total:
+                    bar = tqdm(total=int(total), desc=job_id, unit="step", dynamic_ncols=True)
+                    every = metrics_every or max(1, int(total) // 10)
+                if bar is not None:
+                    if total and bar.total != int(total):
+                        bar.total = int(total)
+                    bar.update(max(0, int(data["step"]) - bar.n))
+                    step = int(data["step"])
+                    if step % every == 0 or step == bar.total or "valid_loss" in data:
+                        say(_event_line(event))
+            status = current.status
+            if status != last_status:
+                if status not in KNOWN_STATUSES:
+                    say(f"status: {status} (a status ftkit does not know; shown as is, still watching)")
+                elif bar is None:
+                    say(f"status: {status}")
+                last_status = status
+            if bar is not None:
+                parts = [status]
+                if "train_loss" in last_metrics:
+                    parts.append(f"loss {float(last_metrics['train_loss']):.3f}")
+                eta = getattr(current, "estimated_finish", None)
+                if eta and status not in TERMINAL_STATUSES:
+                    parts.append(f"finish ~{_local_time(eta):%H:%M}")
+                postfix = " | ".join(parts)
+                if postfix != shown_postfix:  # redraw only on change: logs stay short where there is no TTY
+                    bar.set_postfix_str(postfix, refresh=True)
+                    shown_postfix = postfix
+            if _is_finished(current):
+                break
+            if status == "paused" and return_when_paused:
+                break
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise WatchTimeout(
+                    f"stopped watching {job_id} after {_duration(timeout)}; the job keeps going on the server "
+                    f"(status {status}). Watch again with ftkit.jobs.watch(client, '{job_id}').", current)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        status = current.status if current is not None else "unknown"
+        raise StoppedWatching(
+            f"Stopped watching {job_id}. The job itself keeps going on the server (status: {status}).\n"
+            f"Watch again with ftkit.jobs.watch(client, '{job_id}'), or stop it with "
+            f"ftkit.jobs.cancel(client, '{job_id}').", current) from None
+    finally:
+        if bar is not None:
+            if current is not None and current.status == "succeeded" and bar.total:
+                bar.update(bar.total - bar.n)
+            bar.close()
+    _print_outcome(current, time.monotonic() - started)
+    return current
+
+
+def _print_outcome(job, waited: float) -> None:
+    took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
+    if job.status == "succeeded":
+        print(f"{job.id} succeeded in {_duration(took)}: {job.fine_tuned_model}")
+    elif job.status == "failed":
+        error = _as_dict(job.error)
+        print(f"{job.id} failed: {error.get('message') or error or 'no reason given'}")
+    elif job.status == "cancelled":
+        print(f"{job.id} was cancelled")
+    elif job.status == "paused":
+        print(f"{job.id} is paused: it will not move until resumed -- ftkit.jobs.resume(client, '{job.id}'), "
+              "then watch it again")
+    else:
+        print(f"{job.id} ended with status {job.status!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a job: events, checkpoints, results
+
+
+def events(client, job, *, limit: int | None = None):
+    """Every event of a job as a DataFrame, oldest first: ``created_at`` (local time), ``level``,
+    ``type``, ``message``, ``step`` (metrics events), ``data`` (dict) and ``id``. ``limit``: only
+    the newest ``limit`` events.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import pandas as pd
+
+    job_id = _job_id(job)
+    rows = []
+    for event in client.fine_tuning.jobs.list_events(job_id, limit=min(100, limit or 100)):
+        data = _as_dict(getattr(event, "data", None))
+        rows.append((_local_time(event.created_at), event.level, getattr(event, "type", None) or "message",
+                     event.message, data.get("step"), data, event.id))
+        if limit is not None and len(rows) >= limit:
+            break
+    rows.reverse()
+    df = pd.DataFrame(rows, columns=["created_at", "level", "type", "message", "step", "data", "id"])
+    df["step"] = df["step"].astype("Int64")
+    return df
+
+
+def step_metrics_from_events(events_df):
+    """The step metrics carried by metrics events (available while a job runs, before its results
+    file exists), with the results file's columns."""
+    import pandas as pd
+
+    rows = []
+    for data in events_df["data"]:
+        if isinstance(data, dict) and "step" in data and "train_loss" in data:
+            rows.append({
+                "step": int(data["step"]), "train_loss": data.get("train_loss"),
+                "train_accuracy": data.get("train_mean_token_accuracy", data.get("train_accuracy")),
+                "valid_loss": data.get("valid_loss"),
+                "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy"),
+            })
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    if len(df):
+        df = df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+    for c in RESULT_COLUMNS[1:]:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def checkpoints(client, job):
+    """A job's checkpoints as a DataFrame, by step: ``step``, ``checkpoint`` (a model name you can
+    call), the metrics at that step (``train_loss`` ... ``full_valid_loss``,
+    ``full_valid_mean_token_accuracy``), ``created_at`` and ``id``. The API keeps the last three
+    epochs' checkpoints.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import pandas as pd
+
+    rows = []
+    for ckpt in client.fine_tuning.jobs.checkpoints.list(_job_id(job), limit=100):
+        metrics = _as_dict(ckpt.metrics)
+        rows.append({"step": ckpt.step_number, "checkpoint": ckpt.fine_tuned_model_checkpoint,
+                     **{k: metrics.get(k) for k in CHECKPOINT_METRICS},
+                     "created_at": _local_time(ckpt.created_at), "id": ckpt.id})
+    df = pd.DataFrame(rows, columns=["step", "checkpoint", *CHECKPOINT_METRICS, "created_at", "id"])
+    for c in CHECKPOINT_METRICS:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df.sort_values("step").reset_index(drop=True)
+
+
+def best_checkpoint(checkpoints_df, metric: str = "full_valid_loss"):
+    """The checkpoint row with the lowest ``metric`` (a loss) -- or the highest, for an accuracy.
+
+    Full validation loss (the whole validation file, computed at each checkpoint) is the fairest
+    single number for choosing: the per-step ``valid_loss`` is measured on a small batch only.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    if checkpoints_df is None or not len(checkpoints_df):
+        raise NotReady("no checkpoints to choose from (the job has not finished an epoch yet)")
+    values = checkpoints_df[metric].dropna()
+    if values.empty:
+        raise NotReady(f"no checkpoint has {metric} (was a validation file given?)")
+    best = values.idxmax() if "accuracy" in metric else values.idxmin()
+    return checkpoints_df.loc[best]
+
+
+def parse_results(content: bytes | str):
+    """A results file's content as a DataFrame: plain CSV, or CSV encoded in base64 (as the hosted
+    API sometimes returns it). Columns ``step``, ``train_loss``, ``train_accuracy``,
+    ``valid_loss``, ``valid_mean_token_accuracy`` (and any others the file has); numbers as
+    numbers, missing values as NaN.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import pandas as pd
+
+    raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+    text = _decode_text(raw)
+    first = text.lstrip().split("\n", 1)[0] if text is not None else ""
+    if text is None or "," not in first:  # base64 has no commas: a CSV header always has
+        compact = b"".join(raw.split())
+        decoded = None
+        for decoder in (base64.b64decode, base64.urlsafe_b64decode):
+            try:
+                decoded = decoder(compact + b"=" * (-len(compact) % 4))
+                break
+            except (ValueError, TypeError):
+                continue
+        text = _decode_text(decoded) if decoded else None
+        if text is None or "," not in text.lstrip().split("\n", 1)[0]:
+            raise JobsError("the results file is neither CSV nor base64-encoded CSV "
+                            f"(it starts with {raw[:40]!r})")
+    df = pd.read_csv(io.StringIO(text))
+    df.columns = [str(c).strip() for c in df.columns]
+    for c in df.columns:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    if "step" in df.columns:
+        df = df.dropna(subset=["step"]).astype({"step": int}).sort_values("step").reset_index(drop=True)
+    return df
+
+
+def _decode_text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
+
+
+def results(client, job_or_file):
+    """The step metrics of a finished job (its results file) as a DataFrame -- see
+    :func:`parse_results`; plain and base64-encoded CSV both work. Pass the job (object or id)
+    or the results file's id. A job that has not succeeded yet has no results file: its metrics
+    events are in :func:`events` meanwhile.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    ref = job_or_file if isinstance(job_or_file, str) else getattr(job_or_file, "id", None)
+    if isinstance(ref, str) and ref.startswith("file"):
+        file_id = ref
+    else:
+        job = client.fine_tuning.jobs.retrieve(_job_id(job_or_file))
+        if not job.result_files:
+            raise NotReady(f"{job.id} is {job.status} and has no results file yet (it comes when the job succeeds); "
+                           "meanwhile the step metrics are in ftkit.jobs.events(client, job)")
+        file_id = job.result_files[0]
+    return parse_results(client.files.content(file_id).content)
+
+
+def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, smooth: int | None = None):
+    """Training curves against step: loss (left) and token accuracy (right).
+
+    Lines: ``train loss`` / ``train token accuracy`` (every step; with a moving average over
+    ``smooth`` steps, default about a twentieth of the run, when there are 40 steps or more),
+    ``validation loss`` / ``validation token accuracy`` (measured on a validation batch at some
+    steps, dots) and, with ``checkpoints_df``, ``full validation loss`` / ``full validation token
+    accuracy`` at each checkpoint (squares, the whole validation file) and a dotted vertical line
+    per checkpoint. Returns the matplotlib Figure.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    df = results_df
+    steps = df["step"] if "step" in df else []
+    n = len(df)
+    window = smooth if smooth is not None else (max(3, n // 20) if n >= 40 else 0)
+    panels = ((loss_ax, "train_loss", "valid_loss", "full_valid_loss", "loss"),
+              (acc_ax, "train_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy",
+               "token accuracy"))
+    for ax, train_col, valid_col, full_col, name in panels:
+        if train_col in df and df[train_col].notna().any():
+            ax.plot(steps, df[train_col], color="C0", lw=1, alpha=0.45 if window else 1.0, label=f"train {name}")
+            if window:
+                avg = df[train_col].rolling(window, min_periods=1, center=True).mean()
+                ax.plot(steps, avg, color="C0", lw=2, label=f"train {name} ({window}-step average)")
+        if valid_col in df and df[valid_col].notna().any():
+            v = df[[valid_col]].assign(step=steps).dropna()
+            ax.plot(v["step"], v[valid_col], "o-", color="C1", ms=4, lw=1.2, label=f"validation {name}")
+        if checkpoints_df is not None and len(checkpoints_df):
+            for i, step in enumerate(checkpoints_df["step"]):
+                ax.axvline(step, color="grey", ls=":", lw=1, label="checkpoint" if i == 0 else None)
+            if full_col in checkpoints_df and checkpoints_df[full_col].notna().any():
+                c = checkpoints_df[["step", full_col]].dropna()
+                ax.plot(c["step"], c[full_col], "s", color="C3", ms=7, label=f"full validation {name}")
+        ax.set(xlabel="step", ylabel=name, title=name.capitalize())
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if "accuracy" in acc_ax.get_ylabel():
+        acc_ax.set_ylim(top=1.0)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Control: cancel, pause, resume, list
+
+
+def cancel(client, job):
+    """Cancel a job (it stops at its next step; nothing is billed for steps not run). Returns the job.
+
+    Taught in notebooks/04_job_lifecycle.ipynb."""
+    j = _api_call("cannot cancel", client.fine_tuning.jobs.cancel, _job_id(job))
+    print(f"{j.id}: {j.status}")
+    return j
+
+
+def pause(client, job):
+    """Pause a running job; it keeps its progress until :func:`resume`. Returns the job.
+
+    Taught in notebooks/04_job_lifecycle.ipynb."""
+    j = _api_call("cannot pause", client.fine_tuning.jobs.pause, _job_id(job))
+    print(f"{j.id}: {j.status}")
+    return j
+
+
+def resume(client, job):
+    """Resume a paused job (it is queued, then continues where it stopped). Returns the job.
+
+    Taught in notebooks/04_job_lifecycle.ipynb."""
+    j = _api_call("cannot resume", client.fine_tuning.jobs.resume, _job_id(job))
+    print(f"{j.id}: {j.status}")
+    return j
+
+
+def _job_row(job) -> dict:
+    hp = _as_dict(getattr(job, "hyperparameters", None))
+    method = _as_dict(getattr(job, "method", None))
+    method_hp = _as_dict(_as_dict(method.get("supervised")).get("hyperparameters"))
+    hp = {k: method_hp.get(k, hp.get(k)) for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
+    error = _as_dict(job.error)
+    return {
+        "id": job.id, "status": job.status, "model": job.model, "fine_tuned_model": job.fine_tuned_model,
+        "created_at": _local_time(job.created_at), "finished_at": _local_time(job.finished_at),
+        "minutes": None if took is None else round(took / 60, 1), "trained_tokens": job.trained_tokens,
+        "suffix": getattr(job, "user_provided_suffix", None), **hp,
+        "metadata": dict(job.metadata) if getattr(job, "metadata", None) else {},
+        "error": error.get("message") or None,
+    }
+
+
+def recent_jobs(client, limit: int = 10, *, metadata: Mapping[str, str] | None = None):
+    """The newest ``limit`` fine-tuning jobs as a DataFrame (newest first): id, status, models,
+    times, trained tokens, suffix, hyperparameters, metadata, error. ``metadata`` filters (the
+    API's own filter).
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import pandas as pd
+
+    kwargs: dict[str, Any] = {"limit": min(100, max(1, limit))}
+    if metadata:
+        kwargs["metadata"] = dict(metadata)
+    rows = []
+    for job in client.fine_tuning.jobs.list(**kwargs):
+        if metadata and any((job.metadata or {}).get(k) != v for k, v in metadata.items()):
+            continue
+        rows.append(_job_row(job))
+        if len(rows) >= limit:
+            break
+    columns = ["id", "status", "model", "fine_tuned_model", "created_at", "finished_at", "minutes",
+               "trained_tokens", "suffix", "n_epochs", "batch_size", "learning_rate_multiplier", "metadata", "error"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cleanup
+
+
+def _age_limit(older_than) -> float | None:
+    """A cut-off unix time from a timedelta, a number of days, "12h"/"7d"/"2w", or a date."""
+    if older_than is None:
+        return None
+    now = time.time()
+    if isinstance(older_than, dt.timedelta):
+        return now - older_than.total_seconds()
+    if isinstance(older_than, (int, float)) and not isinstance(older_than, bool):
+        return now - float(older_than) * 86400
+    if isinstance(older_than, dt.datetime):
+        return older_than.timestamp()
+    if isinstance(older_than, dt.date):
+        return dt.datetime.combine(older_than, dt.time()).timestamp()
+    if isinstance(older_than, str):
+        text = older_than.strip().lower()
+        units = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+        if text[-1:] in units:
+            try:
+                return now - float(text[:-1]) * units[text[-1]]
+            except ValueError:
+                pass
+        try:
+            return dt.datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            pass
+    raise ValueError(f"older_than must be a timedelta, days, '12h' / '7d' / '2w', or a date; got {older_than!r}")
+
+
+_BASE_OWNERS = ("system", "openai", "openai-internal", "openai-dev")
+
+
+def _is_fine_tuned(model) -> bool:
+    return str(model.id).startswith("ft:") and (getattr(model, "owned_by", "") or "") not in _BASE_OWNERS
+
+
+def cleanup(
+    client,
+    *,
+    files: bool | Iterable[str] = True,
+    models: bool | Iterable[str] = True,
+    older_than=None,
+    dry_run: bool = True,
+):
+    """Delete fine-tuning files and fine-tuned models -- by default only says what it would delete.
+
+    * ``files``: True for every file with purpose ``fine-tune`` or ``fine-tune-results``, a list
+      of ids for those only, False for none. Files used by a job that is still going are kept.
+    * ``models``: True for every fine-tuned model (``ft:...``), a list of ids, or False. Base
+      models are never deleted, even when named.
+    * ``older_than``: only things created before then (a timedelta, days, "12h", "7d", a date).
+    * ``dry_run`` (default True): list what would be deleted; pass False to delete.
+
+    Returns a DataFrame: kind, id, name, created_at, size (bytes, files), action.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    import openai
+    import pandas as pd
+
+    cutoff = _age_limit(older_than)
+    rows: list[dict] = []
+
+    def old_enough(ts) -> bool:
+        return cutoff is None or (ts is not None and ts < cutoff)
+
+    if files is not False:
+        in_use = set()
+        for job in client.fine_tuning.jobs.list(limit=100):
+            if job.status in ACTIVE_STATUSES:
+                in_use.update(x for x in (job.training_file, job.validation_file) if x)
+        wanted = None if files is True else {_file_id(f) for f in files}
+        for f in client.files.list():
+            if wanted is None and f.purpose not in ("fine-tune", "fine-tune-results"):
+                continue
+            if wanted is not None and f.id not in wanted:
+                continue
+            row = {"kind": "file", "id": f.id, "name": f"{f.filename} ({f.purpose})",
+                   "created_at": _local_time(f.created_at), "bytes": f.bytes}
+            if not old_enough(f.created_at):
+                continue
+            row["action"] = "kept: used by a job still going" if f.id in in_use else "delete"
+            rows.append(row)
+    if models is not False:
+        wanted_models = None if models is True else set(models)
+        for m in client.models.list():
+            if wanted_models is not None and m.id not in wanted_models:
+                continue
+            if not _is_fine_tuned(m):
+                if wanted_models is not None:
+                    rows.append({"kind": "model", "id": m.id, "name": m.owned_by, "created_at": _local_time(m.created),
+                                 "bytes": None, "action": "kept: a base model is never deleted"})
+                continue
+            if not old_enough(m.created):
+                continue
+            rows.append({"kind": "model", "id": m.id, "name": f"owned by {m.owned_by}",
+                         "created_at": _local_time(m.created), "bytes": None, "action": "delete"})
+    deleted_files = []
+    for row in rows:
+        if row["action"] != "delete":
+            continue
+        if dry_run:
+            row["action"] = "would delete"
+            continue
+        try:
+            if row["kind"] == "file":
+                client.files.delete(row["id"])
+                deleted_files.append(row["id"])
+            else:
+                client.models.delete(row["id"])
+            row["action"] = "deleted"
+        except openai.APIStatusError as e:
+            message = e.body.get("message") if isinstance(e.body, dict) else str(e)
+            row["action"] = f"error: {message}"
+    if deleted_files:
+        _forget(client, deleted_files)
+    df = pd.DataFrame(rows, columns=["kind", "id", "name", "created_at", "bytes", "action"])
+    verb = "would delete" if dry_run else "deleted"
+    n_files = int(((df["kind"] == "file") & (df["action"] == verb)).sum())
+    n_models = int(((df["kind"] == "model") & (df["action"] == verb)).sum())
+    size = df.loc[(df["kind"] == "file") & (df["action"] == verb), "bytes"].fillna(0).sum()
+    print(f"{'dry run: ' if dry_run else ''}{verb} {n_files} file(s) ({size / 1e6:,.2f} MB) and {n_models} "
+          f"fine-tuned model(s)" + ("; pass dry_run=False to delete" if dry_run and (n_files or n_models) else ""))
+    return df
+
+
+# ---------------------------------------------------------------------------------------------
+# The live monitor (ipywidgets)
+
+
+def _figure_png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()
+
+
+class JobMonitor:
+    """A live dashboard of one job for JupyterLab: status, a loss chart that grows while the job
+    trains, the latest events and the checkpoints -- updated by a background thread, so the
+    kernel stays free (you can keep working, or run :func:`watch` in the next cell).
+
+    The thread polls every ``poll`` seconds and stops by itself when the job ends, after
+    ``max_minutes``, after repeated API errors, or when you press *Stop monitoring* (or call
+    :meth:`stop`). The job is never touched.
+
+    Displaying it shows the widget and, below, a static copy (chart + tables as plain HTML)
+    that is refreshed when the job ends -- what exported HTML and CI logs keep where widgets
+    cannot run. Without ipywidgets only the static copy is shown (refreshed on each poll).
+    :meth:`snapshot_html` gives that copy at any time; :meth:`wait` blocks until the job ends.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+
+    def __init__(self, client, job, *, poll: float | None = None, max_minutes: float = 12 * 60,
+                 n_events: int = 8, start: bool = True) -> None:
+        self.client = client
+        self.job_id = _job_id(job)
+        self.job = job if not isinstance(job, str) else None
+        self.poll = poll if poll is not None else (3.0 if not backend_of(client).paid else 15.0)
+        self.max_minutes = max_minutes
+        self.n_events = n_events
+        self.events: list = []
+        self.metrics_rows: list[dict] = []
+        self.checkpoints_df = None
+        self.error: str | None = None
+        self.updates = 0
+        self._feed = _EventFeed(client, self.job_id)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._chart_steps = -1
+        self._static_handle = None
+        self._lock = threading.Lock()
+        self.widget = self._build_widget()
+        if start:
+            self.start()
+
+    # -- widgets ---------------------------------------------------------------------------------
+
+    def _build_widget(self):
+        try:
+            import ipywidgets as w
+        except ImportError:
+            return None
+        self.w_status = w.HTML(value=f"<b>{self.job_id}</b>: starting...")
+        self.w_chart = w.Image(format="png", layout=w.Layout(max_width="900px"))
+        self.w_events = w.HTML()
+        self.w_checkpoints = w.HTML()
+        self.w_stop = w.Button(description="Stop monitoring", tooltip="Stops this monitor; the job keeps going",
+                               icon="stop")
+        self.w_stop.on_click(lambda _: self.stop())
+        box = w.VBox([self.w_status, self.w_chart,
+                      w.HTML("<b>Latest events</b>"), self.w_events,
+                      w.HTML("<b>Checkpoints</b>"), self.w_checkpoints, self.w_stop])
+        box.add_class("ftkit-job-monitor")
+        return box
+
+    # -- the polling thread ------------------------------------------------------------------------
+
+    def start(self) -> JobMonitor:
+        if self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._done.clear()
+            self._thread = threading.Thread(target=self._run, name=f"ftkit-monitor-{self.job_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop monitoring (the job is not touched)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Block until the monitor stops (the job ended, or it was stopped); return the job."""
+        self._done.wait(timeout)
+        return self.job
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_minutes * 60
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.refresh()
+                    failures = 0
+                except Exception as e:  # keep the kernel's thread quiet; show the problem
+                    failures += 1
+                    self.error = f"{type(e).__name__}: {e}"
+                    self._render(final=False)
+                    if failures >= 10 or not _is_transient(e) and failures >= 3:
+                        self.error += " -- monitoring stopped (the job is not affected)"
+                        break
+                if self.job is not None and _is_finished(self.job):
+                    break
+                if time.monotonic() > deadline:
+                    self.error = f"monitoring stopped after {self.max_minutes:g} minutes (the job is not affected)"
+                    break
+                self._stop.wait(self.poll * (1 + min(failures, 5)))
+        finally:
+            try:
+                self._render(final=True)
+            finally:
+                self._done.set()
+
+    def refresh(self) -> None:
+        """Poll the API once and redraw (the thread calls this; you may too)."""
+        with self._lock:
+            self.job = self.client.fine_tuning.jobs.retrieve(self.job_id)
+            new = self._feed.poll()
+            for event in new:
+                data = _metric_data(event)
+                if data is not None:
+                    self.metrics_rows.append(data)
+            self.events.extend(new)
+            if self.checkpoints_df is None or any("Checkpoint" in e.message for e in new) or _is_finished(self.job):
+                self.checkpoints_df = checkpoints(self.client, self.job_id)
+            self.updates += 1
+        self._render(final=False)
+
+    # -- rendering ---------------------------------------------------------------------------------
+
+    def metrics(self):
+        """Step metrics seen so far (from metrics events), with the results file's columns."""
+        import pandas as pd
+
+        return step_metrics_from_events(pd.DataFrame({"data": list(self.metrics_rows)}))
+
+    def status_html(self) -> str:
+        import html
+
+        job = self.job
+        if job is None:
+            return f"<b>{html.escape(self.job_id)}</b>: waiting for the first poll"
+        colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "cancelled": "#6e7781"}.get(job.status, "#0969da")
+        parts = [f"<b>{html.escape(job.id)}</b> on {html.escape(job.model)}: "
+                 f"<b style='color:{colour}'>{html.escape(str(job.status))}</b>"]
+        if self.metrics_rows:
+            last = self.metrics_rows[-1]
+            total = last.get("total_steps")
+            parts.append(f"step {last['step']}{f'/{total}' if total else ''}, "
+                         f"training loss {float(last['train_loss']):.3f}")
+        finish = _finish_text(job)
+        if finish and job.status not in TERMINAL_STATUSES:
+            parts.append(finish)
+        if job.fine_tuned_model:
+            parts.append(f"model <code>{html.escape(job.fine_tuned_model)}</code>")
+        error = _as_dict(job.error).get("message")
+        if error:
+            parts.append(f"<span style='color:#cf222e'>{html.escape(error)}</span>")
+        if self.error:
+            parts.append(f"<span style='color:#9a6700'>{html.escape(self.error)}</span>")
+        if not self.running and job.status not in TERMINAL_STATUSES:
+            parts.append("<i>(not monitoring)</i>")
+        return " &middot; ".join(parts)
+
+    def events_html(self) -> str:
+        import html
+
+        recent = [e for e in self.events if _metric_data(e) is None][-self.n_events:]
+        if self.metrics_rows and self.events and _metric_data(self.events[-1]) is not None:
+            recent = (recent + [self.events[-1]])[-self.n_events:]
+        if not recent:
+            return "<i>no events yet</i>"
+        items = "".join(f"<li><code>{html.escape(_event_line(e))}</code></li>" for e in recent)
+        return f"<ul style='margin:0'>{items}</ul>"
+
+    def checkpoints_html(self) -> str:
+        df = self.checkpoints_df
+        if df is None or not len(df):
+            return "<i>none yet (one per epoch)</i>"
+        cols = ["step", "checkpoint", "train_loss", "full_valid_loss", "full_valid_mean_token_accuracy"]
+        return df[[c for c in cols if c in df]].to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="")
+
+    def figure(self):
+        """The chart of the metrics seen so far (None before the first step)."""
+        df = self.metrics()
+        if not len(df):
+            return None
+        return plot_metrics(df, self.checkpoints_df, title=f"{self.job_id}: {self.job.status if self.job else ''}")
+
+    def snapshot_html(self) -> str:
+        """A static copy of the current state: status, chart (PNG), events and checkpoints."""
+        fig = self.figure()
+        img = ""
+        if fig is not None:
+            png = base64.b64encode(_figure_png(fig)).decode("ascii")
+            img = f"<img alt='training curves' src='data:image/png;base64,{png}' style='max-width:100%'/>"
+        return (f"<div class='ftkit-job-monitor-static'><p>{self.status_html()}</p>{img}"
+                f"<p><b>Latest events</b></p>{self.events_html()}"
+                f"<p><b>Checkpoints</b></p>{self.checkpoints_html()}</div>")
+
+    def _render(self, *, final: bool) -> None:
+        try:
+            if self.widget is not None:
+                self.w_status.value = self.status_html()
+                steps = len(self.metrics_rows)
+                if steps != self._chart_steps or final:
+                    fig = self.figure()
+                    if fig is not None:
+                        self.w_chart.value = _figure_png(fig)
+                    self._chart_steps = steps
+                self.w_events.value = self.events_html()
+                self.w_checkpoints.value = self.checkpoints_html()
+                if final:
+                    self.w_stop.disabled = True
+                    self.w_stop.description = "Monitoring stopped"
+            if self._static_handle is not None and (final or self.widget is None):
+                from IPython.display import HTML
+
+                note = ("<p><i>Static copy of the monitor's final state (kept in exported HTML).</i></p>" if final
+                        else "")
+                self._static_handle.update(HTML(note + self.snapshot_html()))
+        except Exception as e:  # drawing must never kill the thread or the kernel
+            self.error = f"display problem: {type(e).__name__}: {e}"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        if self.widget is not None:
+            display(self.widget)
+            first = ("<p><i>A static copy of the final state (chart and tables) appears here when the job ends, "
+                     "for exported HTML; the live monitor above updates while it runs.</i></p>")
+        else:
+            first = self.snapshot_html()
+        if self._done.is_set():
+            first = ("<p><i>Static copy of the monitor's final state (kept in exported HTML).</i></p>"
+                     + self.snapshot_html())
+        self._static_handle = display(HTML(first), display_id=True)
+        if self._done.is_set():
+            self._render(final=True)
+
+    def __repr__(self) -> str:
+        status = self.job.status if self.job is not None else "?"
+        return f"JobMonitor({self.job_id}, status={status}, monitoring={self.running})"
+
+
+def monitor(client, job, *, poll: float | None = None, max_minutes: float = 12 * 60) -> JobMonitor:
+    """A live :class:`JobMonitor` for ``job``; show it as a cell's last expression. It updates in
+    the background (the kernel stays free) and leaves a static copy of the final state.
+
+    Taught in notebooks/04_job_lifecycle.ipynb.
+    """
+    return JobMonitor(client, job, poll=poll, max_minutes=max_minutes)
