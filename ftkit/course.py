@@ -414,8 +414,9 @@ class TriageSettings:
 TRIAGE_SETTINGS = {
     "full": TriageSettings("full", None, None, None, None, None, seed=42,
                            why="all 259 training tickets, 40 validation tickets, auto hyperparameters"),
-    "quick": TriageSettings("quick", 40, 16, 2, 8, 2.0, seed=42,
-                            why="40 training tickets x 2 epochs at twice the learning rate, 16 validation tickets"),
+    "quick": TriageSettings("quick", 40, 8, 2, 4, 2.0, seed=42,
+                            why="40 training tickets x 2 epochs, batches of 4, twice the learning rate; 8 validation "
+                                "tickets"),
 }
 
 

@@ -1,0 +1,421 @@
+"""ftkit.jobs against the real local server (tests/conftest.py), with tiny files and tiny jobs.
+
+Tests that train are marked slow; each trains 10-20 short examples for 1 epoch (or is cancelled
+early). The two tests of watch() that need statuses or interruptions a real server cannot be made
+to produce on demand (an unknown status, Ctrl-C) use a scripted stand-in for the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import types
+
+import openai
+import pandas as pd
+import pytest
+from conftest import tiny_chat_file, wait_for_job
+
+from ftkit import catalog, course, jobs
+from ftkit.backend import Backend
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_upload_record(tmp_path_factory):
+    """Keep the upload record of these tests out of the user's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FTKIT_UPLOADS_RECORD", str(tmp_path_factory.mktemp("record") / "uploads.json"))
+        yield
+
+
+def _file_ids(client) -> set[str]:
+    return {f.id for f in client.files.list()}
+
+
+def _job_ids(client) -> set[str]:
+    return {j.id for j in client.fine_tuning.jobs.list(limit=100)}
+
+
+def _counting_client(local_server):
+    """A client for the same server that records every HTTP request it sends."""
+    sent: list[str] = []
+    http = openai.DefaultHttpxClient(event_hooks={"request": [lambda r: sent.append(f"{r.method} {r.url.path}")]})
+    c = openai.OpenAI(base_url=local_server.base_url, api_key=local_server.key, max_retries=0, http_client=http)
+    return c, sent
+
+
+# -- upload --------------------------------------------------------------------------------------
+
+
+def test_upload_reuses_identical_content_only(client, tmp_path, capsys):
+    path = tiny_chat_file(tmp_path / "train.jsonl", n=10, seed=11)
+    first = jobs.upload(client, path)
+    assert first.reused is False and first.bytes == path.stat().st_size
+    assert "uploaded train.jsonl" in capsys.readouterr().out
+    before = _file_ids(client)
+
+    again = jobs.upload(client, path)
+    assert again.id == first.id and again.reused is True
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "reused" in out and first.id in out  # one clear line
+    # the same examples as a list, and as a DataFrame, are the same bytes: reused too
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert jobs.upload(client, records).id == first.id
+    assert jobs.upload(client, pd.DataFrame(records)).id == first.id
+    assert _file_ids(client) == before  # nothing new on the server
+
+    changed = tiny_chat_file(tmp_path / "train2.jsonl", n=11, seed=11)
+    second = jobs.upload(client, changed)
+    assert second.id != first.id and second.reused is False
+    assert jobs.file_sha256(changed) != jobs.file_sha256(path)
+
+    client.files.delete(first.id)  # gone from the server: never reused
+    third = jobs.upload(client, path)
+    assert third.id not in (first.id, second.id) and third.reused is False
+    assert client.files.content(third.id).content == path.read_bytes()
+
+
+def test_upload_refuses_invalid_data_and_sends_nothing(client, tmp_path):
+    path = tiny_chat_file(tmp_path / "bad.jsonl", n=12)
+    lines = path.read_text().splitlines()
+    lines[4] = lines[4].replace('"role": "assistant"', '"role": "assistent"')
+    path.write_text("\n".join(lines) + "\n")
+    before = _file_ids(client)
+    with pytest.raises(jobs.UploadRefused) as err:
+        jobs.upload(client, path)
+    message = str(err.value)
+    assert "nothing was uploaded" in message and "line 5" in message and "unrecognized_role" in message
+    assert err.value.report.errors[0].line == 5
+    assert isinstance(err.value, ValueError)  # and an ftkit InvalidTrainingFile
+    shown = err.value._render_traceback_()  # what a notebook shows: the summary, no traceback
+    assert shown[0].startswith("UploadRefused: nothing was uploaded") and not any("Traceback" in s for s in shown)
+    with pytest.raises(jobs.UploadRefused, match="too_few_examples"):
+        jobs.upload(client, [json.loads(x) for x in lines[:3]])
+    assert _file_ids(client) == before
+
+
+# -- estimates and budgets -----------------------------------------------------------------------
+
+
+def test_estimate_for_the_local_backend_says_cpu_time(client, tmp_path):
+    path = tiny_chat_file(tmp_path / "est.jsonl", n=10, seed=3)
+    f = jobs.upload(client, path, verbose=False)
+    est = jobs.estimate(client, f, n_epochs=2)
+    report = jobs._validate_for(path, MODEL, 10)
+    assert est.backend == "local" and not est.paid and est.usd is None
+    assert est.n_examples == 10 and est.n_epochs == 2 and est.tokens_per_epoch == report.billed_tokens(1) > 0
+    assert est.billed_tokens == 2 * est.tokens_per_epoch
+    assert "CPU time" in str(est) and "upload record" in str(est)
+    auto = jobs.estimate(client, path)  # from the data itself; epochs: the API's rule for 10 examples
+    assert auto.n_epochs == 10 and auto.tokens_per_epoch == est.tokens_per_epoch
+
+
+def test_budget_refused_on_a_paid_backend_before_any_request(local_server, client, tmp_path):
+    path = tiny_chat_file(tmp_path / "paid.jsonl", n=10, seed=5)
+    f = jobs.upload(client, path, verbose=False)
+    paid, sent = _counting_client(local_server)
+    paid.ftkit_backend = Backend("openai", "test")  # bills like the hosted platform
+    jobs_before = _job_ids(client)
+
+    with pytest.raises(jobs.OverBudget) as err:
+        jobs.create_job(paid, f, max_cost_usd=0.001)
+    assert sent == []  # refused before any request
+    est = err.value.estimate
+    price = catalog.lookup("gpt-4.1-mini-2025-04-14").training_usd_per_1m
+    assert est.model == "gpt-4.1-mini-2025-04-14" and est.n_epochs == 10  # the API default for 10 examples
+    assert est.usd == pytest.approx(est.tokens_per_epoch * 10 * price / 1e6) and est.usd > 0.001
+    assert "above max_cost_usd=$0.001" in str(err.value)
+
+    with pytest.raises(jobs.ModelUnavailable, match="shut down"):  # gpt-4.1-nano shut down on 2026-10-23
+        jobs.create_job(paid, f, model="gpt-4.1-nano-2025-04-14")
+    assert sent == []
+
+    # within budget, the request is sent (and this server, not being OpenAI, refuses the model)
+    with pytest.raises(jobs.JobsError, match="not available for fine-tuning"):
+        jobs.create_job(paid, f, max_cost_usd=5.0)
+    assert sent == ["POST /v1/fine_tuning/jobs"]
+    sent.clear()
+    with pytest.raises(jobs.JobsError, match="not available for fine-tuning"):
+        jobs.create_job(paid, f, max_cost_usd=0.001, allow_over_budget=True)
+    assert sent == ["POST /v1/fine_tuning/jobs"]
+    assert _job_ids(client) == jobs_before  # nothing created on the server
+
+
+# -- results files -------------------------------------------------------------------------------
+
+RESULTS_CSV = (
+    "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy\n"
+    "1,2.5,0.4,2.6,0.38\n2,1.25,0.6,,\n3,0.5,0.9,0.7,0.85\n"
+)
+
+
+def test_results_plain_and_base64_csv(client, tmp_path):
+    encoded = base64.b64encode(RESULTS_CSV.encode()).decode()
+    wrapped = "\n".join(encoded[i : i + 60] for i in range(0, len(encoded), 60)) + "\n"  # as MIME wraps it
+    frames = []
+    for name, text in (("plain.csv", RESULTS_CSV), ("b64.csv", wrapped)):
+        f = client.files.create(file=(name, text.encode()), purpose="fine-tune")
+        frames.append(jobs.results(client, f.id))
+    plain, decoded = frames
+    pd.testing.assert_frame_equal(plain, decoded)
+    assert list(plain.columns) == jobs.RESULT_COLUMNS
+    assert plain["step"].tolist() == [1, 2, 3] and plain["train_loss"].tolist() == [2.5, 1.25, 0.5]
+    assert plain["valid_loss"].isna().tolist() == [False, True, False]
+    with pytest.raises(jobs.JobsError, match="neither CSV nor base64"):
+        jobs.parse_results(b"\x00\x01 not a results file")
+
+
+def test_plot_metrics_draws_the_expected_lines():
+    res = jobs.parse_results(RESULTS_CSV)
+    ckpts = pd.DataFrame({"step": [1, 3], "full_valid_loss": [2.4, 0.8], "full_valid_mean_token_accuracy": [0.4, 0.8]})
+    fig = jobs.plot_metrics(res, ckpts)
+    loss_ax, acc_ax = fig.axes
+    labels = {line.get_label(): line for line in loss_ax.get_lines()}
+    assert {"train loss", "validation loss", "full validation loss", "checkpoint"} <= set(labels)
+    assert list(labels["train loss"].get_ydata()) == [2.5, 1.25, 0.5]
+    assert list(labels["validation loss"].get_xdata()) == [1, 3]  # the step without validation is skipped
+    assert list(labels["full validation loss"].get_ydata()) == [2.4, 0.8]
+    acc_labels = {line.get_label() for line in acc_ax.get_lines()}
+    assert {"train token accuracy", "validation token accuracy", "full validation token accuracy"} <= acc_labels
+    long = pd.DataFrame({"step": range(1, 101), "train_loss": [1 / s for s in range(1, 101)]})
+    smoothed = [line.get_label() for line in jobs.plot_metrics(long).axes[0].get_lines()]
+    assert smoothed == ["train loss", "train loss (5-step average)"]
+
+
+# -- watch: statuses a real server cannot be made to show on demand ---------------------------------
+
+
+class _ScriptedJobs:
+    """Stands in for client.fine_tuning.jobs: each retrieve() returns the next scripted status."""
+
+    def __init__(self, statuses, interrupt_at=None):
+        self.statuses, self.calls, self.interrupt_at = list(statuses), 0, interrupt_at
+        self.cancelled = False
+
+    def retrieve(self, job_id):
+        from openai.types.fine_tuning import FineTuningJob
+
+        self.calls += 1
+        if self.interrupt_at and self.calls >= self.interrupt_at:
+            raise KeyboardInterrupt
+        status = self.statuses[min(self.calls, len(self.statuses)) - 1]
+        done = status in ("succeeded", "failed", "cancelled")
+        return FineTuningJob.construct(id=job_id, status=status, model=MODEL, created_at=100,
+                                       finished_at=160 if done else None, fine_tuned_model="ft:x" if done else None,
+                                       estimated_finish=None, error=None)
+
+    def list_events(self, job_id, **kw):
+        from openai.types.fine_tuning import FineTuningJobEvent
+
+        n = min(self.calls, 3)
+        data = [FineTuningJobEvent.construct(id=f"ev{i}", created_at=100 + i, level="info", message=f"event {i}",
+                                             object="fine_tuning.job.event", type="message", data={})
+                for i in range(n, 0, -1)]
+        return types.SimpleNamespace(data=data, has_more=False)
+
+    def cancel(self, job_id):
+        self.cancelled = True
+
+
+def _scripted_client(scripted):
+    return types.SimpleNamespace(fine_tuning=types.SimpleNamespace(jobs=scripted), base_url="http://127.0.0.1:1/v1",
+                                 ftkit_backend=Backend("local", "test"))
+
+
+def test_watch_shows_unknown_statuses_and_prints_each_event_once(capsys):
+    scripted = _ScriptedJobs(["queued", "reticulating_splines", "reticulating_splines", "succeeded"])
+    job = jobs.watch(_scripted_client(scripted), "ftjob-scripted", poll=0.01)
+    out = capsys.readouterr().out
+    assert job.status == "succeeded" and scripted.calls == 4
+    assert "status: reticulating_splines (a status ftkit does not know" in out
+    assert [out.count(f"event {i}") for i in (1, 2, 3)] == [1, 1, 1]
+    assert out.index("event 1") < out.index("event 2") < out.index("event 3")
+
+
+def test_interrupting_watch_stops_watching_not_the_job():
+    scripted = _ScriptedJobs(["running"] * 10, interrupt_at=3)
+    with pytest.raises(KeyboardInterrupt) as err:
+        jobs.watch(_scripted_client(scripted), "ftjob-scripted", poll=0.01)
+    assert isinstance(err.value, jobs.StoppedWatching)
+    assert "keeps going on the server (status: running)" in str(err.value)
+    assert err.value.job.status == "running" and not scripted.cancelled
+
+
+def test_paused_job_returns_unknown_finished_status_too(capsys):
+    paused = jobs.watch(_scripted_client(_ScriptedJobs(["running", "paused"])), "ftjob-p", poll=0.01)
+    assert paused.status == "paused" and "resume" in capsys.readouterr().out
+    # a status ftkit does not know, with finished_at set, ends the watch
+    from openai.types.fine_tuning import FineTuningJob
+
+    scripted = _ScriptedJobs(["running"])
+    scripted.retrieve = lambda job_id: FineTuningJob.construct(
+        id=job_id, status="expired", model=MODEL, created_at=1, finished_at=2, estimated_finish=None, error=None)
+    assert jobs.watch(_scripted_client(scripted), "ftjob-e", poll=0.01).status == "expired"
+
+
+# -- real jobs -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_job(client, tmp_path_factory):
+    """One finished tiny job (10 examples, 1 epoch, batches of 5, a 4-example validation file)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    train = jobs.upload(client, tiny_chat_file(folder / "train.jsonl", n=10, seed=21), verbose=False)
+    valid = jobs.upload(client, tiny_chat_file(folder / "valid.jsonl", n=4, seed=22), min_examples=1, verbose=False)
+    job = jobs.create_job(client, train, validation_file=valid, n_epochs=1, batch_size=5, seed=3, suffix="jobs-test",
+                          metadata={"test": "test_jobs"}, verbose=False)
+    assert job.method.type == "supervised" and job.method.supervised.hyperparameters.n_epochs == 1
+    return job
+
+
+@pytest.mark.slow
+def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsys):
+    job = jobs.watch(client, tiny_job, poll=0.5)
+    out = capsys.readouterr().out
+    assert job.status == "succeeded", job.error
+    assert out.count("Fine-tuning job started") == 1 and out.count("The job has successfully completed") == 1
+    assert "succeeded in" in out and job.fine_tuned_model in out
+
+    ev = jobs.events(client, job)
+    assert list(ev.columns) == ["created_at", "level", "type", "message", "step", "data", "id"]
+    assert ev["created_at"].is_monotonic_increasing and ev["message"].iloc[-1] == jobs.COMPLETED_MESSAGE
+    metrics = jobs.step_metrics_from_events(ev)
+    assert metrics["step"].tolist() == [1, 2]
+
+    res = jobs.results(client, job)
+    assert list(res.columns) == jobs.RESULT_COLUMNS and res["step"].tolist() == [1, 2]
+    assert (res["train_loss"] > 0).all() and res["train_accuracy"].between(0, 1).all()
+    assert res["train_loss"].tolist() == metrics["train_loss"].tolist()  # the file and the events agree
+    assert res["valid_loss"].notna().all()  # a validation file was given
+
+    ck = jobs.checkpoints(client, job)
+    assert ck["step"].tolist() == [2]
+    assert ck["checkpoint"].iloc[0] == f"{job.fine_tuned_model}:ckpt-step-2"
+    assert 0 < ck["full_valid_loss"].iloc[0] < 10 and 0 <= ck["full_valid_mean_token_accuracy"].iloc[0] <= 1
+    assert jobs.best_checkpoint(ck)["step"] == 2
+
+    fig = jobs.plot_metrics(res, ck)
+    assert {"train loss", "validation loss", "full validation loss", "checkpoint"} <= {
+        line.get_label() for line in fig.axes[0].get_lines()}
+
+    recent = jobs.recent_jobs(client, 5, metadata={"test": "test_jobs"})
+    row = recent.set_index("id").loc[job.id]
+    assert row["status"] == "succeeded" and row["n_epochs"] == 1 and row["batch_size"] == 5
+    assert row["trained_tokens"] == job.trained_tokens > 0
+
+    mon = jobs.JobMonitor(client, job, poll=0.2)  # on a finished job: one poll, then it stops
+    assert mon.wait(30).status == "succeeded" and not mon.running
+    html = mon.snapshot_html()
+    assert "succeeded" in html and "<img" in html and "ckpt-step-2" in html
+    assert mon.w_chart.value[:4] == b"\x89PNG" and "succeeded" in mon.w_status.value
+
+
+@pytest.mark.slow
+def test_watch_returns_on_failure(client, tmp_path, capsys):
+    path = tiny_chat_file(tmp_path / "bad.jsonl", n=12)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace('"role": "assistant"', '"role": "assistent"')
+    path.write_text("\n".join(lines) + "\n")
+    raw = client.files.create(file=path.open("rb"), purpose="fine-tune")  # around upload()'s validation
+    job = jobs.create_job(client, raw, n_epochs=1, verbose=False)
+    job = jobs.watch(client, job, poll=0.5, timeout=300)
+    out = capsys.readouterr().out
+    assert job.status == "failed" and job.error.code == "invalid_training_file"
+    assert "failed: The job failed due to an invalid training file" in out and "line 3" in out
+
+
+@pytest.mark.slow
+def test_pause_resume_cancel_with_watch_and_monitor(client, tmp_path, capsys):
+    f = jobs.upload(client, tiny_chat_file(tmp_path / "long.jsonl", n=20, seed=9), verbose=False)
+    job = jobs.create_job(client, f, n_epochs=3, batch_size=1, verbose=False)
+    mon = jobs.JobMonitor(client, job, poll=0.5)
+
+    def when_step(step, then):
+        def run():
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                steps = [e.data.get("step", 0) for e in client.fine_tuning.jobs.list_events(job.id, limit=5).data
+                         if e.type == "metrics"]
+                if max(steps, default=0) >= step:
+                    then(client, job)
+                    return
+                time.sleep(0.3)
+        threading.Thread(target=run, daemon=True).start()
+
+    when_step(2, jobs.pause)
+    paused = jobs.watch(client, job, poll=0.5, timeout=300)
+    assert paused.status == "paused"
+    assert "is paused" in capsys.readouterr().out
+    _wait_for_event(client, job.id, "Job paused at step")  # the trainer has stopped and saved its state
+    assert jobs.resume(client, job).status == "queued"
+    wait_for_job(client, job.id, statuses=("running",))
+    when_step(4, jobs.cancel)
+    cancelled = jobs.watch(client, job, poll=0.5, timeout=300)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    assert "was cancelled" in capsys.readouterr().out
+    with pytest.raises(jobs.JobsError, match="cannot cancel"):
+        jobs.cancel(client, job)
+    with pytest.raises(jobs.NotReady, match="no results file"):
+        jobs.results(client, job)
+
+    assert mon.wait(30).status == "cancelled" and not mon.running
+    seen = mon.metrics()["step"].tolist()
+    assert seen[:4] == [1, 2, 3, 4] and seen == sorted(seen) and mon.updates >= 3  # it followed the run live
+
+
+def _wait_for_event(client, job_id, prefix, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(e.message.startswith(prefix) for e in client.fine_tuning.jobs.list_events(job_id, limit=20).data):
+            return
+        time.sleep(0.3)
+    raise TimeoutError(f"no event starting {prefix!r}")
+
+
+@pytest.mark.slow
+def test_triage_job_runs_once_then_reuses(client, monkeypatch, capsys):
+    tiny = course.TriageSettings("quick", 10, 4, 1, 5, None, seed=1, why="test-sized")
+    monkeypatch.setitem(course.TRIAGE_SETTINGS, "quick", tiny)
+    first = course.triage_job(client, quick=True)
+    assert first.status == "succeeded" and first.user_provided_suffix == "ticket-triage"
+    assert first.metadata == {"course": "ftkit", "lesson": "04", "mode": "quick", "recipe": tiny.recipe}
+    assert "Training the ticket-triage model" in capsys.readouterr().out
+    again = course.triage_job(client, quick=True)
+    assert again.id == first.id and "Reusing" in capsys.readouterr().out
+    other = course.TriageSettings("quick", 10, 4, 1, 5, None, seed=2)
+    assert other.recipe != tiny.recipe  # another recipe would not reuse it
+
+
+@pytest.mark.slow
+def test_cleanup_dry_run_then_real(client, tiny_job, tmp_path):
+    job = wait_for_job(client, tiny_job.id)
+    extra = jobs.upload(client, tiny_chat_file(tmp_path / "old.jsonl", n=10, seed=33), verbose=False)
+    named_files = [extra.id, job.training_file]
+    named_models = [job.fine_tuned_model, MODEL]
+
+    dry = jobs.cleanup(client, files=named_files, models=named_models)
+    assert set(dry["id"]) == {*named_files, *named_models}
+    actions = dict(zip(dry["id"], dry["action"]))
+    assert actions[MODEL] == "kept: a base model is never deleted"
+    assert {actions[i] for i in [*named_files, job.fine_tuned_model]} == {"would delete"}
+    assert client.files.retrieve(extra.id).id == extra.id  # a dry run deletes nothing
+    assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
+
+    recent = jobs.cleanup(client, files=True, models=True, older_than="1d")  # everything here is newer
+    assert recent.empty
+
+    done = jobs.cleanup(client, files=named_files, models=named_models, dry_run=False)
+    assert dict(zip(done["id"], done["action"]))[extra.id] == "deleted"
+    for file_id in named_files:
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve(file_id)
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(job.fine_tuned_model)
+    assert client.models.retrieve(MODEL).id == MODEL  # the base model is still there
+    # the upload record forgets deleted files: the same content is uploaded anew
+    assert jobs.upload(client, tmp_path / "old.jsonl", verbose=False).reused is False
+
