@@ -343,7 +343,7 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------
 # The course's fine-tuning job (ticket triage), shared by notebooks 04 and 05
 
-__all__ += ["TRIAGE_SETTINGS", "TriageSettings", "triage_job", "triage_settings"]
+__all__ += ["TRIAGE_SETTINGS", "TriageSettings", "triage_format_ok", "triage_job", "triage_settings"]
 
 
 @dataclass(frozen=True)
@@ -418,6 +418,21 @@ TRIAGE_SETTINGS = {
                             why="40 training tickets x 2 epochs, batches of 4, twice the learning rate; 8 validation "
                                 "tickets"),
 }
+
+
+def triage_format_ok(answer) -> bool:
+    """True when ``answer`` is exactly the trained format: one JSON object with the keys
+    ``category``, ``urgency``, ``product`` in that order, each with one of the allowed values
+    (``data/tickets/prompts.json``) -- whether or not the labels are *right*."""
+    if not isinstance(answer, str):
+        return False
+    try:
+        value = json.loads(answer.strip())
+    except ValueError:
+        return False
+    labels = json.loads(data_path("tickets", "prompts.json").read_text(encoding="utf-8"))["labels"]
+    return (isinstance(value, dict) and list(value) == list(labels)
+            and all(isinstance(value[k], str) and value[k] in labels[k] for k in labels))
 
 
 def triage_settings(quick: bool | None = None) -> TriageSettings:

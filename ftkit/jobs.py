@@ -19,7 +19,8 @@ code runs on all three.
   the estimated finish, until the job ends (or is paused). Interrupting it stops the watching,
   never the job.
 * :func:`events`, :func:`checkpoints`, :func:`results` (plain or base64 CSV) as DataFrames,
-  :func:`plot_metrics`, :func:`best_checkpoint`.
+  :func:`plot_metrics`, :func:`best_checkpoint`; :func:`ask_models` calls the fine-tuned model
+  and its checkpoints side by side.
 * :func:`cancel`, :func:`pause`, :func:`resume`, :func:`recent_jobs`, :func:`cleanup` (files and
   fine-tuned models, never base models; a dry run unless told otherwise).
 * :func:`monitor` / :class:`JobMonitor`: a live ipywidgets dashboard that does not block the
@@ -61,6 +62,7 @@ __all__ = [
     "StoppedWatching",
     "UploadRefused",
     "WatchTimeout",
+    "ask_models",
     "best_checkpoint",
     "cancel",
     "checkpoints",
@@ -76,6 +78,7 @@ __all__ = [
     "recent_jobs",
     "results",
     "resume",
+    "step_metrics_from_events",
     "upload",
     "watch",
 ]
@@ -653,6 +656,11 @@ def create_job(
     """
     backend = backend_of(client)
     model = model or backend.base_model
+    for given in (training_file, validation_file):
+        if isinstance(given, os.PathLike) or (isinstance(given, str) and not given.startswith("file")
+                                              and Path(given).exists()):
+            raise JobsError(f"{given} is a local file: upload it first (file = ftkit.jobs.upload(client, path)) and "
+                            "pass the uploaded file")
     train_id = _file_id(training_file)
     valid_id = _file_id(validation_file) if validation_file is not None else None
     hp = _hyperparameters(hyperparameters, n_epochs=n_epochs, batch_size=batch_size,
@@ -1088,6 +1096,62 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
     if title:
         fig.suptitle(title)
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Using the model
+
+
+def ask_models(
+    client,
+    models: Mapping[str, str],
+    examples,
+    *,
+    system: str | None = None,
+    max_tokens: int = 40,
+    temperature: float = 0.0,
+    concurrency: int = 8,
+):
+    """Ask several models the same held-out examples, side by side: a DataFrame with one row per
+    example -- ``ticket`` (the first line of the last user message), ``expected`` (the example's
+    last assistant message) and one column per entry of ``models`` (``{"column": model name}``)
+    with that model's answer.
+
+    Each example's messages up to its last assistant message are sent (``system`` replaces the
+    system message). Requests run ``concurrency`` at a time (the local server answers them in one
+    batch). A fine-tuned model or a checkpoint is called like any other model: by its name.
+
+    Taught in notebooks/04_job_lifecycle.ipynb (notebook 05 measures models properly).
+    """
+    import concurrent.futures
+
+    import pandas as pd
+
+    examples = [dict(ex) for ex in examples]
+    prompts, rows = [], []
+    for ex in examples:
+        messages = list(ex.get("messages") or [])
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        prompt = messages if last is None else messages[:last]
+        if system is not None:
+            prompt = [{"role": "system", "content": system}] + [m for m in prompt if m.get("role") != "system"]
+        prompts.append(prompt)
+        user = next((m.get("content") for m in reversed(prompt) if m.get("role") == "user"), "") or ""
+        rows.append({"ticket": str(user).splitlines()[0] if user else "",
+                     "expected": None if last is None else messages[last].get("content")})
+
+    def ask(args):
+        model, messages = args
+        r = client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                           temperature=temperature)
+        return r.choices[0].message.content
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, concurrency)) as pool:
+        for column, model in models.items():
+            answers = list(pool.map(ask, [(model, p) for p in prompts]))
+            for row, answer in zip(rows, answers):
+                row[column] = answer
+    return pd.DataFrame(rows, columns=["ticket", "expected", *models])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -186,6 +186,15 @@ def test_plot_metrics_draws_the_expected_lines():
     assert smoothed == ["train loss", "train loss (5-step average)"]
 
 
+def test_triage_format_ok_is_the_trained_format():
+    good = '{"category": "billing", "urgency": "low", "product": "api"}'
+    assert course.triage_format_ok(good) and course.triage_format_ok(f"  {good}\n")
+    for bad in ('{"urgency": "low", "category": "billing", "product": "api"}',  # key order
+                '{"category": "payments", "urgency": "low", "product": "api"}',  # unknown label
+                '{"category": "billing", "urgency": "low"}', f"Sure! {good}", None, "[]"):
+        assert not course.triage_format_ok(bad), bad
+
+
 # -- watch: statuses a real server cannot be made to show on demand ---------------------------------
 
 
@@ -273,7 +282,8 @@ def tiny_job(client, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsys):
+def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsys, tmp_path):
+    tiny_examples = [json.loads(x) for x in tiny_chat_file(tmp_path / "q.jsonl", n=3, seed=99).read_text().splitlines()]
     job = jobs.watch(client, tiny_job, poll=0.5)
     out = capsys.readouterr().out
     assert job.status == "succeeded", job.error
@@ -306,6 +316,14 @@ def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsy
     row = recent.set_index("id").loc[job.id]
     assert row["status"] == "succeeded" and row["n_epochs"] == 1 and row["batch_size"] == 5
     assert row["trained_tokens"] == job.trained_tokens > 0
+
+    side = jobs.ask_models(client, {"final": job.fine_tuned_model, "checkpoint": ck["checkpoint"].iloc[0],
+                                    "base": MODEL}, tiny_examples[:3], max_tokens=12)
+    assert list(side.columns) == ["ticket", "expected", "final", "checkpoint", "base"] and len(side) == 3
+    assert side["ticket"].iloc[0] == tiny_examples[0]["messages"][1]["content"]
+    assert side["expected"].iloc[0] == tiny_examples[0]["messages"][2]["content"]
+    assert side[["final", "checkpoint", "base"]].map(lambda a: isinstance(a, str) and len(a) > 0).all().all()
+    assert (side["final"] == side["checkpoint"]).all()  # one epoch: the last checkpoint is the final model
 
     mon = jobs.JobMonitor(client, job, poll=0.2)  # on a finished job: one poll, then it stops
     assert mon.wait(30).status == "succeeded" and not mon.running
