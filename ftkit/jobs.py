@@ -1049,7 +1049,8 @@ def results(client, job_or_file):
     return parse_results(client.files.content(file_id).content)
 
 
-def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, smooth: int | None = None):
+def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, smooth: int | None = None,
+                 total_steps: int | None = None):
     """Training curves against step: loss (left) and token accuracy (right).
 
     Lines: ``train loss`` / ``train token accuracy`` (every step; with a moving average over
@@ -1057,7 +1058,8 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
     ``validation loss`` / ``validation token accuracy`` (measured on a validation batch at some
     steps, dots) and, with ``checkpoints_df``, ``full validation loss`` / ``full validation token
     accuracy`` at each checkpoint (squares, the whole validation file) and a dotted vertical line
-    per checkpoint. Returns the matplotlib Figure.
+    per checkpoint. ``total_steps`` fixes the step axis to the whole run (the live monitor's chart
+    then grows from left to right). Returns the matplotlib Figure.
 
     Taught in notebooks/04_job_lifecycle.ipynb.
     """
@@ -1074,7 +1076,8 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
                "token accuracy"))
     for ax, train_col, valid_col, full_col, name in panels:
         if train_col in df and df[train_col].notna().any():
-            ax.plot(steps, df[train_col], color="C0", lw=1, alpha=0.45 if window else 1.0, label=f"train {name}")
+            ax.plot(steps, df[train_col], color="C0", lw=1, alpha=0.45 if window else 1.0, label=f"train {name}",
+                    marker="." if n <= 30 else None)
             if window:
                 avg = df[train_col].rolling(window, min_periods=1, center=True).mean()
                 ax.plot(steps, avg, color="C0", lw=2, label=f"train {name} ({window}-step average)")
@@ -1088,6 +1091,8 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
                 c = checkpoints_df[["step", full_col]].dropna()
                 ax.plot(c["step"], c[full_col], "s", color="C3", ms=7, label=f"full validation {name}")
         ax.set(xlabel="step", ylabel=name, title=name.capitalize())
+        if total_steps:
+            ax.set_xlim(0, max(int(total_steps), int(max(steps, default=0))) + 0.5)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -1418,7 +1423,7 @@ class JobMonitor:
         self.w_events = w.HTML()
         self.w_checkpoints = w.HTML()
         self.w_stop = w.Button(description="Stop monitoring", tooltip="Stops this monitor; the job keeps going",
-                               icon="stop")
+                               icon="stop", layout=w.Layout(width="auto"))
         self.w_stop.on_click(lambda _: self.stop())
         box = w.VBox([self.w_status, self.w_chart,
                       w.HTML("<b>Latest events</b>"), self.w_events,
@@ -1543,14 +1548,17 @@ class JobMonitor:
         if df is None or not len(df):
             return "<i>none yet (one per epoch)</i>"
         cols = ["step", "checkpoint", "train_loss", "full_valid_loss", "full_valid_mean_token_accuracy"]
-        return df[[c for c in cols if c in df]].to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="")
+        cols = [c for c in cols if c in df and (c in ("step", "checkpoint") or df[c].notna().any())]
+        return df[cols].to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="")
 
     def figure(self):
         """The chart of the metrics seen so far (None before the first step)."""
         df = self.metrics()
         if not len(df):
             return None
-        return plot_metrics(df, self.checkpoints_df, title=f"{self.job_id}: {self.job.status if self.job else ''}")
+        total = self.metrics_rows[-1].get("total_steps") if self.metrics_rows else None
+        return plot_metrics(df, self.checkpoints_df, title=f"{self.job_id}: {self.job.status if self.job else ''}",
+                            total_steps=total)
 
     def snapshot_html(self) -> str:
         """A static copy of the current state: status, chart (PNG), events and checkpoints."""
