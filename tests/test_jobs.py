@@ -437,3 +437,39 @@ def test_cleanup_dry_run_then_real(client, tiny_job, tmp_path):
     # the upload record forgets deleted files: the same content is uploaded anew
     assert jobs.upload(client, tmp_path / "old.jsonl", verbose=False).reused is False
 
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason=(
+    "local server bug (ftkit/local, not fixed here): resume right after pause, before the trainer reaches its "
+    "next step, sets the job to 'queued' while the old trainer keeps training; its finish is then refused "
+    "(status is not 'running') and a second trainer re-finishes the job"))
+def test_resume_right_after_pause_never_trains_while_queued(client, tmp_path):
+    f = jobs.upload(client, tiny_chat_file(tmp_path / "race.jsonl", n=16, seed=4), verbose=False)
+    job = jobs.create_job(client, f, n_epochs=1, batch_size=2, verbose=False)
+    _wait_for_step(client, job.id, 2)
+    client.fine_tuning.jobs.pause(job.id)
+    client.fine_tuning.jobs.resume(job.id)  # at once: the trainer has not seen the pause yet
+    trained_while_queued = []
+    seen = _last_step(client, job.id)
+    while (current := client.fine_tuning.jobs.retrieve(job.id)).status not in jobs.TERMINAL_STATUSES:
+        step = _last_step(client, job.id)
+        if step > seen and current.status == "queued":
+            trained_while_queued.append(step)
+        seen = step
+        time.sleep(0.3)
+    assert current.status == "succeeded"
+    assert trained_while_queued == []  # a queued job does not train
+
+
+def _last_step(client, job_id) -> int:
+    return max((e.data.get("step", 0) for e in client.fine_tuning.jobs.list_events(job_id, limit=20).data
+                if e.type == "metrics" and "train_loss" in (e.data or {})), default=0)
+
+
+def _wait_for_step(client, job_id, step, timeout=300) -> None:
+    deadline = time.monotonic() + timeout
+    while _last_step(client, job_id) < step:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{job_id} did not reach step {step}")
+        time.sleep(0.2)
