@@ -440,11 +440,8 @@ def test_cleanup_dry_run_then_real(client, tiny_job, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "local server bug (ftkit/local, not fixed here): resume right after pause, before the trainer reaches its "
-    "next step, sets the job to 'queued' while the old trainer keeps training; its finish is then refused "
-    "(status is not 'running') and a second trainer re-finishes the job"))
 def test_resume_right_after_pause_never_trains_while_queued(client, tmp_path):
+    """Resuming before the trainer has stopped withdraws the pause; it never trains while queued."""
     f = jobs.upload(client, tiny_chat_file(tmp_path / "race.jsonl", n=16, seed=4), verbose=False)
     job = jobs.create_job(client, f, n_epochs=1, batch_size=2, verbose=False)
     _wait_for_step(client, job.id, 2)

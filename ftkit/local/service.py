@@ -202,7 +202,7 @@ class Platform:
 
     def resume_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if not self.store.update_job(job_id, only_if_status=("paused",), status="queued"):
+        if self.store.resume_paused(job_id) is None:
             raise APIError(400, f"Job {job_id} is {job['status']}; only paused jobs can be resumed",
                            param="fine_tuning_job_id", code="job_not_resumable")
         self.store.add_event(job_id, "Fine-tuning job resumed")

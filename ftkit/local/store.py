@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     training_file TEXT NOT NULL, validation_file TEXT, suffix TEXT, seed INTEGER NOT NULL,
     status TEXT NOT NULL, method TEXT NOT NULL, metadata TEXT, integrations TEXT,
     fine_tuned_model TEXT, finished_at INTEGER, trained_tokens INTEGER, error TEXT,
-    result_files TEXT NOT NULL DEFAULT '[]', estimated_finish INTEGER, interruptions INTEGER NOT NULL DEFAULT 0
+    result_files TEXT NOT NULL DEFAULT '[]', estimated_finish INTEGER, interruptions INTEGER NOT NULL DEFAULT 0,
+    trainer_pid INTEGER
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, job_id TEXT NOT NULL,
@@ -94,6 +95,9 @@ class Store:
         self._local = threading.local()
         with self._conn() as c:
             c.executescript(SCHEMA)
+            columns = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
+            if "trainer_pid" not in columns:  # homes created before the column existed
+                c.execute("ALTER TABLE jobs ADD COLUMN trainer_pid INTEGER")
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -184,6 +188,28 @@ class Store:
             sql += f" AND status IN ({', '.join('?' * len(statuses))})"
             params += statuses
         return bool(self._exec(sql, params).rowcount)
+
+    def acknowledge_pause(self, job_id: str) -> bool:
+        """The trainer stopped for a pause (its state is saved): mark the job as having no trainer.
+
+        False when the pause was withdrawn meanwhile (the job is ``running`` again): the trainer
+        then keeps training. One atomic statement, so a resume cannot fall between the two.
+        """
+        cur = self._exec("UPDATE jobs SET trainer_pid = NULL WHERE id = ? AND status = 'paused'", (job_id,))
+        return bool(cur.rowcount)
+
+    def resume_paused(self, job_id: str) -> str | None:
+        """Resume a paused job; the new status, or None if it was not paused.
+
+        If its trainer has not stopped yet, the pause is simply withdrawn (``running``); once the
+        trainer has stopped, the job is ``queued`` and a new trainer continues from the saved state.
+        """
+        for status, condition in (("running", "trainer_pid IS NOT NULL"), ("queued", "trainer_pid IS NULL")):
+            cur = self._exec(f"UPDATE jobs SET status = ? WHERE id = ? AND status = 'paused' AND {condition}",
+                             (status, job_id))
+            if cur.rowcount:
+                return status
+        return None
 
     def job_dir(self, job_id: str) -> Path:
         if not valid_id("ftjob", job_id):

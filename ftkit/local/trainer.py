@@ -134,6 +134,28 @@ def load_examples(path: Path, tokenizer, max_tokens: int = MAX_EXAMPLE_TOKENS) -
     return out
 
 
+@dataclass
+class _Run:
+    """What one training run works with, passed around as one thing."""
+
+    model: object
+    tokenizer: object
+    train: list[Encoded]
+    valid: list[Encoded]
+    valid_sample: list[Encoded]
+    state: TrainState
+    hp: dict
+    params: list
+    optimizer: object
+    scheduler: object
+    pad: int
+    seed: int
+    total_steps: int
+    eval_every: int
+    ft_model: str
+    step_times: list[float] = field(default_factory=list)
+
+
 class JobStopped(Exception):
     """The job was cancelled or paused, or the server went away."""
 
@@ -158,13 +180,12 @@ class Trainer:
         self.store.add_event(self.job_id, message, **kw)
 
     def check_continue(self) -> None:
-        status = self.store.get_job(self.job_id)["status"]
-        if status == "cancelled":
-            raise JobStopped("cancelled")
-        if status == "paused":
-            raise JobStopped("paused")
+        """Between steps: train on only while the job is ``running`` and the server is there."""
         if os.getppid() != self.parent or (self.stop_requested is not None and self.stop_requested.is_set()):
             raise JobStopped("server gone")
+        status = self.store.get_job(self.job_id)["status"]
+        if status != "running":
+            raise JobStopped(status)  # paused or cancelled (anything else: stop and let the worker decide)
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -288,52 +309,71 @@ class Trainer:
         valid_sample = valid[: 2 * hp["batch_size"]]
         eval_every = max(1, total_steps // 10)
         ft_model = fine_tuned_model_id(job["model"], job["suffix"], self.job_id)
-        step_times: list[float] = []
 
-        try:
-            for epoch in range(state.epoch, hp["n_epochs"]):
-                batches = self.batches(train, epoch, hp["batch_size"], seed)
-                for b in range(state.batch_in_epoch, len(batches)):
-                    self.check_continue()
-                    t0 = time.time()
-                    ids, labels, mask = self.collate([train[i] for i in batches[b]], pad)
-                    loss, acc, _ = self.loss_and_accuracy(model, ids, labels, mask)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(params, 1.0)
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    state.step += 1
-                    state.batch_in_epoch = b + 1
-                    row = {"step": state.step, "train_loss": round(loss.item(), 4), "train_accuracy": round(acc, 4),
-                           "valid_loss": None, "valid_mean_token_accuracy": None}
-                    message = f"Step {state.step}/{total_steps}: training loss={loss.item():.2f}"
-                    if valid_sample and (state.step % eval_every == 0 or state.step == total_steps):
-                        v_loss, v_acc = self.evaluate(model, valid_sample, pad)
-                        row["valid_loss"], row["valid_mean_token_accuracy"] = round(v_loss, 4), round(v_acc, 4)
-                        message += f", validation loss={v_loss:.2f}"
-                    state.results.append(row)
-                    data = {"step": state.step, "train_loss": row["train_loss"],
-                            "train_mean_token_accuracy": row["train_accuracy"], "total_steps": total_steps}
-                    if row["valid_loss"] is not None:
-                        data["valid_loss"] = row["valid_loss"]
-                        data["valid_mean_token_accuracy"] = row["valid_mean_token_accuracy"]
-                    self.event(message, type="metrics", data=data)
-                    step_times.append(time.time() - t0)
-                    recent = step_times[-10:]
-                    remaining = (total_steps - state.step) * sum(recent) / len(recent)
-                    self.store.update_job(self.job_id, estimated_finish=int(time.time() + remaining))
-                state.epoch, state.batch_in_epoch = epoch + 1, 0
-                self.checkpoint(model, tokenizer, state, valid, pad, ft_model, hp)
+        run = _Run(model, tokenizer, train, valid, valid_sample, state, hp, params, optimizer, scheduler, pad, seed,
+                   total_steps, eval_every, ft_model)
+        while True:
+            try:
+                self.train_epochs(run)
+                break
+            except JobStopped as stop:
+                if self.store.get_job(self.job_id)["status"] == "cancelled":
+                    return
                 self.save_resume(model, optimizer, scheduler, state)
-        except JobStopped as stop:
-            if self.store.get_job(self.job_id)["status"] != "cancelled":
-                self.save_resume(model, optimizer, scheduler, state)
-            if stop.reason == "paused":
-                self.event(f"Job paused at step {state.step}/{total_steps}; resume it to continue")
-            return
+                if stop.reason != "paused":
+                    return  # the server is stopping: it resumes this job from the saved state
+                # Acknowledge the pause -- unless it was withdrawn (resumed) meanwhile, which this
+                # atomic update detects: then keep training in this process.
+                if self.store.acknowledge_pause(self.job_id):
+                    self.event(f"Job paused at step {state.step}/{total_steps}; resume it to continue")
+                    return
 
         self.finish(model, tokenizer, train, valid, state, hp, ft_model, pad, started)
+
+    def train_epochs(self, run: _Run) -> None:
+        """Train from ``run.state`` to the last epoch; raises :class:`JobStopped` between steps."""
+        import torch
+
+        model, tokenizer, train, valid, valid_sample = run.model, run.tokenizer, run.train, run.valid, run.valid_sample
+        state, hp, params, optimizer, scheduler = run.state, run.hp, run.params, run.optimizer, run.scheduler
+        pad, seed, total_steps, eval_every, ft_model = run.pad, run.seed, run.total_steps, run.eval_every, run.ft_model
+        step_times = run.step_times
+
+        for epoch in range(state.epoch, hp["n_epochs"]):
+            batches = self.batches(train, epoch, hp["batch_size"], seed)
+            for b in range(state.batch_in_epoch, len(batches)):
+                self.check_continue()
+                t0 = time.time()
+                ids, labels, mask = self.collate([train[i] for i in batches[b]], pad)
+                loss, acc, _ = self.loss_and_accuracy(model, ids, labels, mask)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.batch_in_epoch = b + 1
+                row = {"step": state.step, "train_loss": round(loss.item(), 4), "train_accuracy": round(acc, 4),
+                       "valid_loss": None, "valid_mean_token_accuracy": None}
+                message = f"Step {state.step}/{total_steps}: training loss={loss.item():.2f}"
+                if valid_sample and (state.step % eval_every == 0 or state.step == total_steps):
+                    v_loss, v_acc = self.evaluate(model, valid_sample, pad)
+                    row["valid_loss"], row["valid_mean_token_accuracy"] = round(v_loss, 4), round(v_acc, 4)
+                    message += f", validation loss={v_loss:.2f}"
+                state.results.append(row)
+                data = {"step": state.step, "train_loss": row["train_loss"],
+                        "train_mean_token_accuracy": row["train_accuracy"], "total_steps": total_steps}
+                if row["valid_loss"] is not None:
+                    data["valid_loss"] = row["valid_loss"]
+                    data["valid_mean_token_accuracy"] = row["valid_mean_token_accuracy"]
+                self.event(message, type="metrics", data=data)
+                step_times.append(time.time() - t0)
+                recent = step_times[-10:]
+                remaining = (total_steps - state.step) * sum(recent) / len(recent)
+                self.store.update_job(self.job_id, estimated_finish=int(time.time() + remaining))
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            self.checkpoint(model, tokenizer, state, valid, pad, ft_model, hp)
+            self.save_resume(model, optimizer, scheduler, state)
 
     def checkpoint(self, model, tokenizer, state: TrainState, valid, pad, ft_model: str, hp: dict) -> None:
         path = self.store.model_dir(self.job_id) / f"step-{state.step}"

@@ -59,6 +59,9 @@ class Worker:
 
     def recover(self) -> None:
         """Jobs left ``running`` by a crash or kill: queue them again to resume (or fail them)."""
+        for job in self.store.jobs_with_status("paused"):  # their trainer is gone with the old server
+            _wait_for_previous_trainer(self.store.job_dir(job["id"]) / "trainer.pid")
+            self.store.update_job(job["id"], trainer_pid=None)
         for job in self.store.jobs_with_status("running"):
             _wait_for_previous_trainer(self.store.job_dir(job["id"]) / "trainer.pid")
             n = job["interruptions"] + 1
@@ -136,6 +139,7 @@ class Worker:
         with open(log_path, "ab") as log:
             self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._child_job = job["id"]
+        self.store.update_job(job["id"], trainer_pid=self._child.pid)  # a resume now withdraws a pause
         self.log(f"training {job['id']} (pid {self._child.pid})")
 
     def _watch_child(self) -> None:
@@ -157,6 +161,8 @@ class Worker:
         self._finish_child()
 
     def _finish_child(self) -> None:
+        if self._child_job:
+            self.store.update_job(self._child_job, trainer_pid=None)
         self._child = None
         self._child_job = None
         self._stop_seen_at = None
