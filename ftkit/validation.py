@@ -16,8 +16,8 @@ import json
 import os
 from array import array
 from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
