@@ -66,7 +66,7 @@ def test_nothing_tracked_looks_like_a_key():
 
 
 def test_the_key_scanner_finds_keys():
-    assert find_keys('client = OpenAI(api_key="sk-proj-abcdefghijklmnopqrstuvwxyz012345")')
+    assert find_keys('client = OpenAI(api_key="sk-proj-' + 'abcdefghijklmnopqrstuvwxyz012345")')  # split: not a key in this file
     assert find_keys("Authorization: Bearer ftkit-local-" + "ab" * 24)
     assert not find_keys("sk-short and file-abc123 and ftjob-XYZ")
 
