@@ -644,7 +644,7 @@ def evaluate(
     scorers: Sequence[Scorer] = (),
     concurrency: int = 16,
     retry: RetryPolicy | None = None,
-    timeout: float | None = 120.0,
+    timeout: float | None = None,
     via: str = "chat",
     poll_interval: float = 2.0,
     batch_timeout: float = 24 * 3600,
@@ -658,7 +658,10 @@ def evaluate(
     JSON fields to score and their possible values (for macro F1 and confusion matrices);
     without it, ``fields`` or the keys of the first reference are used. ``scorers``: extra
     per-example scorers (see the module docstring). ``concurrency``: requests in flight at once
-    per configuration. ``retry``: the backoff policy (:class:`RetryPolicy`). ``via="batch"``
+    per configuration. ``retry``: the backoff policy (:class:`RetryPolicy`). ``timeout``: seconds
+    per request (default: the client's own); on the local backend a request waits for its whole
+    batch, so keep it generous -- a request that times out is sent again while the server still
+    works on the first one. ``via="batch"``
     sends each configuration as one Batch API batch instead (no per-request latency then).
 
     Taught in notebooks/05_evaluation.ipynb.
@@ -998,22 +1001,24 @@ class Evaluation:
             return json.dumps(parsed, sort_keys=True)
         return "" if prediction is None else _normal_text(prediction)
 
-    def disagreements(self, configs: Sequence[str] | None = None, *, input_chars: int | None = 160):
+    def disagreements(self, configs: Sequence[str] | None = None, *, by: str = "exact",
+                      input_chars: int | None = 160):
         """The examples on which the configurations answered differently (JSON compared as
         objects, text without case and spacing), side by side, with a ``right`` column naming the
-        configurations that matched the reference."""
+        configurations whose answer was right by the score column ``by`` (``exact``, or a scorer's
+        column such as ``correct``)."""
         names = list(configs or self.names)
         frame = self.side_by_side(names, input_chars=input_chars)
         keys = frame[names].apply(lambda col: col.map(self._key))
         differ = keys.nunique(axis=1) > 1
         out = frame[differ].copy()
-        exact = {n: self.of(n)["exact"] for n in names}
-        out["right"] = [", ".join(n for n in names if bool(exact[n].get(i, False))) or "none" for i in out.index]
+        right = {n: self.of(n)[by] for n in names}
+        out["right"] = [", ".join(n for n in names if bool(right[n].get(i, False))) or "none" for i in out.index]
         return out
 
-    def viewer(self, configs: Sequence[str] | None = None, *, n_static: int = 5) -> DisagreementViewer:
+    def viewer(self, configs: Sequence[str] | None = None, *, by: str = "exact", n_static: int = 5) -> DisagreementViewer:
         """An ipywidgets viewer to page through the disagreements (see :class:`DisagreementViewer`)."""
-        return DisagreementViewer(self, configs, n_static=n_static)
+        return DisagreementViewer(self, configs, by=by, n_static=n_static)
 
     # -- plots -----------------------------------------------------------------------------------
 
@@ -1037,7 +1042,7 @@ class Evaluation:
             values = summary[m].to_numpy(dtype=float)
             bars = ax_acc.bar(x + (k - (len(metrics) - 1) / 2) * width, values, width, label=m.replace("_", " "))
             ax_acc.bar_label(bars, labels=[f"{v:.0%}" for v in values], fontsize=7, rotation=90, padding=2)
-        ax_acc.set_ylim(0, 1.18)
+        ax_acc.set_ylim(0, 1.35)
         ax_acc.set_title("Accuracy (share of test examples)")
         ax_acc.legend(fontsize=8, ncols=min(5, len(metrics)), loc="upper left")
 
@@ -1055,7 +1060,7 @@ class Evaluation:
         if not np.all(np.isnan(usd)):
             bars = ax_cost.bar(x, usd, color="tab:green")
             ax_cost.bar_label(bars, labels=[f"${v:.3f}" if not np.isnan(v) else "n/a" for v in usd], fontsize=8)
-            where = f" at {priced_as} prices" if priced_as else ""
+            where = f" at {priced_as} prices\n(the measured token counts: an illustration)" if priced_as else ""
             ax_cost.set_title(f"Cost per 1,000 requests (USD){where}")
         else:
             cpu = costs["cpu_s_per_1000"].to_numpy(dtype=float)
@@ -1092,10 +1097,12 @@ class DisagreementViewer:
     Taught in notebooks/05_evaluation.ipynb.
     """
 
-    def __init__(self, evaluation: Evaluation, configs: Sequence[str] | None = None, *, n_static: int = 5) -> None:
+    def __init__(self, evaluation: Evaluation, configs: Sequence[str] | None = None, *, by: str = "exact",
+                 n_static: int = 5) -> None:
         self.evaluation = evaluation
         self.configs = list(configs or evaluation.names)
-        self.frame = evaluation.disagreements(self.configs, input_chars=None)
+        self.by = by
+        self.frame = evaluation.disagreements(self.configs, by=by, input_chars=None)
         self.n_static = n_static
         self.position = 0
         self._widget = None
@@ -1113,7 +1120,7 @@ class DisagreementViewer:
         cells = []
         for name in self.configs:
             answer = row[name]
-            right = bool(self.evaluation.of(name)["exact"].get(example_id, False))
+            right = bool(self.evaluation.of(name)[self.by].get(example_id, False))
             colour = "#1a7f37" if right else "#cf222e"
             mark = "right" if right else "wrong"
             text = "(request failed)" if answer is None else answer
@@ -1147,7 +1154,7 @@ class DisagreementViewer:
 
     def static_table(self):
         """The first ``n_static`` disagreements as a DataFrame (for HTML export and CI)."""
-        return self.evaluation.disagreements(self.configs).head(self.n_static)
+        return self.evaluation.disagreements(self.configs, by=self.by).head(self.n_static)
 
     def _ipython_display_(self) -> None:
         from IPython.display import HTML, display
