@@ -199,6 +199,8 @@ class TokenCounter:
         self.encoding = get_encoding(encoding)
         self.num_threads = num_threads
         self._short: dict[str, int] = {}  # roles: few distinct values, counted once
+        self._cache: dict[str, int] = {}  # recent texts -> counts, cleared when it grows past cache_size
+        self.cache_size = 10_000
         self._pool = None
 
     def count(self, text: str) -> int:
@@ -210,20 +212,35 @@ class TokenCounter:
 
         tiktoken releases the GIL while encoding. Its own ``encode_ordinary_batch`` submits one
         thread-pool task per text, which costs more than encoding a short message; here each
-        thread gets one contiguous slice instead.
+        thread gets one contiguous slice instead. Texts counted recently (a file's system prompt,
+        usually) are looked up, not encoded again.
         """
         encode = self.encoding.encode_ordinary
-        if len(texts) < 512 or self.num_threads <= 1:
-            return [len(encode(t)) for t in texts]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        cache = self._cache
+        if len(cache) > self.cache_size:
+            cache.clear()
+        counts: list[int | None] = [cache.get(t) for t in texts]
+        todo = [t for t, n in zip(texts, counts) if n is None]
+        if len(todo) < 512 or self.num_threads <= 1:
+            fresh = [len(encode(t)) for t in todo]
+        else:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
 
-            self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="ftkit-tokens")
-        size = -(-len(texts) // self.num_threads)
-        slices = [texts[i : i + size] for i in range(0, len(texts), size)]
+                self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="ftkit-tokens")
+            size = -(-len(todo) // self.num_threads)
+            slices = [todo[i : i + size] for i in range(0, len(todo), size)]
+            fresh = []
+            for part in self._pool.map(lambda chunk: [len(encode(t)) for t in chunk], slices):
+                fresh.extend(part)
+        it = iter(fresh)
         out: list[int] = []
-        for part in self._pool.map(lambda chunk: [len(encode(t)) for t in chunk], slices):
-            out.extend(part)
+        for t, n in zip(texts, counts):
+            if n is None:
+                n = next(it)
+                if len(t) <= 4096:  # bounded memory: at most cache_size short texts
+                    cache[t] = n
+            out.append(n)
         return out
 
     def count_example(self, example: dict) -> ExampleTokens:

@@ -25,6 +25,13 @@ import numpy as np
 
 from .tokens import ExampleTokens, TokenCounter, describe
 
+try:  # orjson parses ~2x faster than json; lines it refuses go through json for the exact message
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover -- orjson is a dependency, but the validator works without it
+
+    def _fast_loads(data: bytes):
+        return json.loads(data.decode("utf-8"))
+
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
 
 ERROR, WARNING = "error", "warning"
@@ -602,7 +609,7 @@ def validate(
     max_example_tokens: int | None = None,
     token_counter=None,
     min_examples: int = MIN_EXAMPLES,
-    chunk_size: int = 2048,
+    chunk_size: int = 4096,
 ) -> ValidationReport:
     """Check a fine-tuning file (path) or examples (list of dicts) and report every problem.
 
@@ -686,20 +693,23 @@ def validate(
                 continue
             report.n_examples += 1
             try:
-                text = stripped.decode("utf-8")
-            except UnicodeDecodeError as e:
-                check.add(
-                    "invalid_utf8",
-                    None,
-                    f"byte 0x{stripped[e.start]:02x} at column {e.start + 1} is not UTF-8 "
-                    "(save the file as UTF-8)",
-                )
-                continue
-            try:
-                ex = json.loads(text)
-            except json.JSONDecodeError as e:
-                check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
-                continue
+                ex = _fast_loads(stripped)  # orjson: also checks UTF-8; on any doubt, the slow path below
+            except ValueError:
+                try:
+                    text = stripped.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    check.add(
+                        "invalid_utf8",
+                        None,
+                        f"byte 0x{stripped[e.start]:02x} at column {e.start + 1} is not UTF-8 "
+                        "(save the file as UTF-8)",
+                    )
+                    continue
+                try:  # the standard library's parser: its messages, and what it accepts (NaN, big ints)
+                    ex = json.loads(text)
+                except json.JSONDecodeError as e:
+                    check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
+                    continue
             key = hash(stripped)
         else:
             report.n_examples += 1

@@ -138,3 +138,18 @@ def test_a_tampered_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     with pytest.raises(ValueError, match="[Hh]ash"):
         tokens._load_encoding("cl100k_base")
+
+
+def test_count_batch_cache_gives_the_same_counts_and_stays_bounded():
+    from ftkit.tokens import TokenCounter
+
+    counter = TokenCounter(encoding="o200k_base")
+    counter.cache_size = 50
+    texts = [f"system prompt {i % 7} " * (i % 5 + 1) for i in range(2000)] + ["long " * 2000]
+    expected = [len(counter.encoding.encode_ordinary(t)) for t in texts]
+    assert counter.count_batch(texts) == expected
+    assert counter.count_batch(texts) == expected  # now from the cache
+    assert "long " * 2000 not in counter._cache  # long texts are never kept
+    for i in range(5):
+        counter.count_batch([f"unique {i} {j}" for j in range(100)])
+    assert len(counter._cache) <= counter.cache_size + 100

@@ -170,3 +170,21 @@ def test_records_and_dataframes_are_validated_too():
     assert report.source == "<records>"
     assert [(p.line, p.code) for p in report.errors] == [(11, "example_missing_assistant_message")]
     assert validate(pd.DataFrame(records)).errors[0].line == 11
+
+
+def test_fast_parser_accepts_exactly_what_json_accepts(tmp_path):
+    """Lines go through orjson first and through json when orjson refuses them: the standard
+    library decides what is valid (NaN, 64-bit overflow), and gives the messages."""
+    ok = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    lines = [json.dumps(ok)] * 10
+    lines[2] = json.dumps({**ok, "extra": float("nan")})  # json writes NaN; orjson refuses it
+    lines[3] = json.dumps({**ok, "big": 2**80})  # beyond orjson's integers
+    lines[4] = '{"messages": [}'
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = validate(path)
+    assert report.n_examples == 10
+    bad_json = [p for p in report.problems if p.code == "invalid_json"]
+    assert [p.line for p in bad_json] == [5]
+    assert bad_json[0].message.startswith("Expecting value at column 15")
+    assert len(report.total_tokens) == 9  # the NaN and big-integer lines were parsed and counted
