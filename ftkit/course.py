@@ -289,7 +289,7 @@ def run(
     """Execute notebooks top to bottom; write executed copies, HTML and an index to ``out``."""
     root = repo_root()
     notebooks = notebooks or _notebooks(root / "notebooks")
-    out_dir = Path(out)
+    out_dir = Path(out).resolve()  # absolute: the kernels run in notebooks/, not here
     out_dir.mkdir(parents=True, exist_ok=True)
     if quick is not None:
         os.environ["FTKIT_QUICK"] = "1" if quick else "0"

@@ -21,9 +21,12 @@ def course_run(tmp_path_factory):
     os.environ.update(FTKIT_HOME=str(home), FTKIT_QUICK="1", FTKIT_BACKEND="local")
     os.environ.pop("OPENAI_API_KEY", None)
     out = tmp_path_factory.mktemp("course")
+    cwd = os.getcwd()
+    os.chdir(out.parent)  # a relative output folder, as `make course` passes (build/course)
     try:
-        results = course.run(NOTEBOOKS, out, quick=True)
+        results = course.run(NOTEBOOKS, out.name, quick=True)
     finally:
+        os.chdir(cwd)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
