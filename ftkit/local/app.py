@@ -102,7 +102,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     async def health():
         # engine counters let tests and benchmarks see that concurrent requests were batched
         return {"status": "ok", "pid": os.getpid(),
-                "engine": {"batches": engine.batches_run, "rows": engine.rows_run},
+                "engine": {"batches": engine.batches_run, "rows": engine.rows_run, "precision": engine.precision},
                 **({"faults": {route: {"status": status, "remaining": left} for route, (status, left) in faults.items()}}
                    if faults else {})}
 

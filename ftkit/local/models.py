@@ -185,3 +185,22 @@ def device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def precision(env_var: str, default: str = "auto") -> str:
+    """"bf16" (bf16 matrix products, fp32 weights) or "fp32" from the environment variable
+    ``env_var`` (``fp32``, ``bf16`` or ``auto``), else ``default``. ``auto``: bf16 where the
+    hardware does it natively (AVX512-BF16 or AMX, or a CUDA GPU with bf16), where it is faster;
+    fp32 elsewhere, where bf16 would be slower."""
+    choice = os.environ.get(env_var, default).lower()
+    if choice in ("fp32", "bf16"):
+        return choice
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if (" avx512_bf16" in flags or " amx_bf16" in flags) else "fp32"
