@@ -165,8 +165,10 @@ def exercise_6(client) -> pd.DataFrame:
     existing = {m.id for m in client.models.list()}
     drop = sorted(m for m in done["fine_tuned_model"] if m not in keep and m in existing)
     print(f"   keeping {len(keep)} model(s): {sorted(keep)}")
-    plan = jobs.cleanup(client, files=False, models=drop, dry_run=True) if drop else pd.DataFrame()
-    return plan
+    if not drop:
+        print("   nothing to delete: every suffix has only its newest model")
+        return pd.DataFrame()
+    return jobs.cleanup(client, files=False, models=drop, dry_run=True)
 
 
 def main(argv=None) -> None:
@@ -187,7 +189,9 @@ def main(argv=None) -> None:
     print("★★★ 5: choose a checkpoint by behaviour")
     exercise_5(client, job, args.quick)
     print("★★★ 6: a retention policy (dry run)")
-    print(exercise_6(client).to_string(index=False))
+    plan = exercise_6(client)
+    if len(plan):
+        print(plan.to_string(index=False))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 Run from the repository root:
 
-    .venv/bin/python notebooks/solutions/05_evaluation.py [--tickets 24]
+    .venv/bin/python notebooks/solutions/05_evaluation.py [--tickets 24] [--quick]
 
 It talks to the backend ``ftkit.client()`` picks (the local server by default) and uses the
 course's fine-tuned triage model (``ftkit.course.triage_job``: the one notebook 04 trained, or it
 trains it once). ``--tickets`` sets how many test tickets the exercises evaluate (default 24, the
-notebook's quick-mode size; 101 is the whole test split).
+notebook's quick-mode size; 101 is the whole test split); ``--quick`` uses the quick-mode model.
 """
 
 from __future__ import annotations
@@ -164,10 +164,11 @@ def exercise_6(client, results: ev.Evaluation, examples: list[dict]) -> pd.DataF
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tickets", type=int, default=24)
+    parser.add_argument("--quick", action="store_true", help="the quick-mode triage model (trains in about a minute)")
     args = parser.parse_args(argv)
 
     client = ftkit.client()
-    job = triage_job(client)
+    job = triage_job(client, quick=args.quick or None)
     test = split_examples("test", args.tickets)
     configs = [ev.Config("base, few-shot", job.model, system=prompts["long_system"], few_shot=few_shot_messages()),
                ev.Config("fine-tuned", job.fine_tuned_model, system=prompts["short_system"])]
