@@ -700,3 +700,66 @@ def test_grade_many_flags_truncated_samples_and_checks_lengths():
     with pytest.raises(ValueError):
         grade_many(string_check(), ["a", "b"], [{}])
     assert math.isclose(grade_many(string_check(), ["a"], [{"answer": "a"}])[0].reward, 1.0)
+
+
+def test_an_unexpected_failure_inside_a_grader_is_other_error(monkeypatch):
+    from ftkit.graders import metrics
+
+    def broken(*args):
+        raise RuntimeError("metric exploded")
+
+    monkeypatch.setattr(metrics, "similarity", broken)
+    response = run(similarity("bleu"), "a", {"reference": "a"})
+    assert raised_flags(response) == ["other_error"] and "metric exploded" in response["metadata"]["error_details"][0]
+    monkeypatch.setattr(graders.templates, "render", broken)
+    assert raised_flags(run(string_check(), "a", {"answer": "a"})) == ["other_error"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A judge backed by an openai client
+
+
+class FakeCompletions:
+    def __init__(self, content, refusal=None):
+        self.content, self.refusal, self.kwargs = content, refusal, None
+
+    def create(self, **kwargs):
+        from openai.types.chat import ChatCompletion
+
+        self.kwargs = kwargs
+        return ChatCompletion.model_validate({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": kwargs["model"],
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": self.content, "refusal": self.refusal}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36}})
+
+
+class FakeClient:
+    def __init__(self, content, refusal=None):
+        self.chat = type("Chat", (), {})()
+        self.chat.completions = FakeCompletions(content, refusal)
+
+
+def test_client_judge_sends_the_graders_parameters_as_chat_completions_arguments():
+    client = FakeClient('{"result": 0.75, "steps": []}')
+    grader = score_model(sampling_params={"temperature": 0.2, "seed": 3, "max_completions_tokens": 64})
+    response = run(grader, "x", {"answer": "y"}, judge=graders.client_judge(client))
+    sent = client.chat.completions.kwargs
+    assert response["reward"] == 0.75 and response["metadata"]["token_usage"] == 36
+    assert sent["model"] == "SmolLM2-135M-Instruct" and sent["temperature"] == 0.2 and sent["seed"] == 3
+    assert sent["max_completion_tokens"] == 64 and sent["response_format"]["type"] == "json_schema"
+    assert sent["messages"][0] == {"role": "system", "content": "You grade answers."}
+    refused = run(grader, "x", {"answer": "y"}, judge=graders.client_judge(FakeClient(None, refusal="I can't")))
+    assert raised_flags(refused) == ["model_grader_refusal_error"]
+
+
+@pytest.mark.slow
+def test_score_model_with_the_local_model_as_judge(client, check_schema):
+    grader = score_model(sampling_params={"temperature": 0, "max_completions_tokens": 24})
+    response = run(grader, "Paris", {"answer": "Paris"}, judge=graders.client_judge(client))
+    check_schema(response, "RunGraderResponse")
+    assert response["metadata"]["sampled_model_name"] == "SmolLM2-135M-Instruct"
+    assert response["metadata"]["token_usage"] > 0
+    assert 0.0 <= response["reward"] <= 1.0
+    # a 135M model may or may not write a number: either it is the reward or a parse error says so
+    assert raised_flags(response) in ([], ["model_grader_parse_error"])

@@ -23,7 +23,7 @@ Modules: :mod:`~ftkit.graders.core` (the grader types, validation, results),
 metric libraries (``pip install 'ftkit[graders]'``) load when a metric first needs them.
 """
 
-from .api import grade_many, run_grader, validate_grader_request
+from .api import client_judge, grade_many, run_grader, validate_grader_request
 from .core import (
     DEFAULT_JUDGE_MAX_TOKENS,
     ERROR_FLAGS,
@@ -69,6 +69,7 @@ __all__ = [
     "PythonSandbox",
     "SandboxOutcome",
     "build_sample",
+    "client_judge",
     "compile_grader",
     "grade_many",
     "render",

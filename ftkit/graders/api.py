@@ -9,6 +9,8 @@ Taught in notebooks/07_reinforcement_fine_tuning.ipynb.
 * :func:`grade_many` -- many samples through one grader, reusing one python worker process and
   sending model-grader questions to the judge concurrently (so a batching engine can answer them
   together): the reward function of reinforcement fine-tuning.
+* :func:`client_judge` -- a judge for model graders that asks any ``openai`` client (ftkit's
+  local server, the hosted API, Azure) through chat completions.
 
 A malformed request or grader raises :class:`~ftkit.graders.core.GraderError`, whose
 ``param``, ``message`` and ``code`` make an HTTP 400; nothing else raises for bad input.
@@ -25,12 +27,13 @@ from .core import (
     GradeResult,
     GradingContext,
     Judge,
+    JudgeRefusal,
     build_sample,
     compile_grader,
 )
 from .sandbox import PythonSandbox
 
-__all__ = ["grade_many", "run_grader", "validate_grader_request"]
+__all__ = ["client_judge", "grade_many", "run_grader", "validate_grader_request"]
 
 
 def _body(body) -> dict:
@@ -106,3 +109,28 @@ def grade_many(grader: dict | Grader, samples: Sequence, items: Sequence[dict] |
         return [grader.grade(sample, item, context) for sample, item in zip(samples, items)]
     finally:
         context.close()
+
+
+def client_judge(client) -> Judge:
+    """A judge for ``score_model`` / ``label_model`` graders that asks ``client`` (an
+    ``openai.OpenAI``: ftkit's local server, the hosted API or Azure) with
+    ``chat.completions.create``: the grader's sampling parameters become ``temperature``,
+    ``top_p``, ``seed``, ``reasoning_effort`` and ``max_completion_tokens``, and the grader's
+    JSON schema is sent as ``response_format``. A refusal raises :class:`JudgeRefusal`.
+    Taught in notebooks/07_reinforcement_fine_tuning.ipynb.
+    """
+
+    def judge(model: str, messages: list, sampling_params: dict, response_format: dict | None):
+        kwargs = {k: sampling_params[k] for k in ("temperature", "top_p", "seed", "reasoning_effort") if k in sampling_params}
+        if "max_completions_tokens" in sampling_params:
+            kwargs["max_completion_tokens"] = sampling_params["max_completions_tokens"]
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        completion = client.chat.completions.create(model=model, messages=messages, **kwargs)
+        message = completion.choices[0].message
+        if getattr(message, "refusal", None):
+            raise JudgeRefusal(message.refusal)
+        usage = completion.usage.model_dump() if getattr(completion, "usage", None) is not None else None
+        return message.content or "", usage
+
+    return judge

@@ -197,7 +197,7 @@ class GradingContext:
 
     judge: Judge | None = None
     sandbox: PythonSandbox | None = None
-    _owned_sandbox: bool = False
+    _owned_sandbox: bool = field(default=False, init=False, repr=False)
 
     def python_sandbox(self) -> PythonSandbox:
         if self.sandbox is None:
@@ -343,7 +343,10 @@ class Grader:
     def _run(self, sample: dict, item: dict, context: GradingContext) -> GradeResult:
         start = time.perf_counter()
         result = GradeResult(self.name, self.type)
-        self._grade(sample, item, context, result)
+        try:
+            self._grade(sample, item, context, result)
+        except Exception as exc:  # noqa: BLE001 -- whatever went wrong is this sample's error, never the caller's crash
+            result.fail("other_error", f"{type(exc).__name__}: {exc}")
         result.execution_time = time.perf_counter() - start
         return result
 
