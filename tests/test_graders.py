@@ -629,6 +629,8 @@ def test_item_fields_lists_what_the_templates_read():
     grader = graders.compile_grader({**ticket_multi(), "graders": {
         **ticket_multi()["graders"], "judge": score_model()}, "calculate_output": "category + urgency + judge"})
     assert grader.item_fields() == {"category", "urgency", "answer"}
+    source = "def grade(sample, row):\n    extra = row.get('optional')\n    return float(row['label'] == sample['output_text'])"
+    assert graders.compile_grader(python(source)).item_fields() == {"label"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -481,6 +481,20 @@ class GraderPython(Grader):
     def uses_python(self) -> bool:
         return True
 
+    def item_fields(self) -> set[str]:
+        """The fields ``grade`` reads as ``item["field"]`` (its second parameter, subscripted
+        with a constant): a best guess from the source, since ``item.get(...)`` is optional and
+        computed keys cannot be known without running it."""
+        tree = ast.parse(self.source)
+        defs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "grade"]
+        params = defs[-1].args.posonlyargs + defs[-1].args.args if defs else []
+        if len(params) < 2:
+            return set()
+        name = params[1].arg
+        return {n.slice.value for n in ast.walk(defs[-1]) if isinstance(n, ast.Subscript)
+                and isinstance(n.value, ast.Name) and n.value.id == name
+                and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)}
+
     def _grade(self, sample, item, context, result):
         outcome = context.python_sandbox().grade(self.source, sample, item)
         if outcome.error is None:

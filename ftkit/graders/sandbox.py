@@ -6,8 +6,8 @@ A :class:`PythonSandbox` keeps one worker process (``_sandbox_worker.py``) and s
 sample at a time, so grading a batch pays one process start, not one per sample; a worker that
 timed out or died is replaced before the next sample. What the worker guarantees on Linux:
 
-* **Wall-clock limit** per sample (``timeout_s``, default 30 s; OpenAI's hosted graders allow 2
-  minutes, which would stall a local training step): past it, the worker's whole process group
+* **Wall-clock limit** per sample (``timeout_s``, default 30 s, or ``FTKIT_PYTHON_GRADER_TIMEOUT_S``;
+  OpenAI's hosted graders allow 2 minutes, which would stall a local training step): past it, the worker's whole process group
   is killed and the sample reports ``unresponsive_reward_error``. Grader code at module level
   counts against the first sample's limit.
 * **CPU limit** (``RLIMIT_CPU``): a grader that burns CPU (on several threads, it can use more
