@@ -608,6 +608,16 @@ def test_malformed_graders_raise_with_the_param(grader, param, words):
     assert err.value.param == param and words in err.value.message
 
 
+def test_a_judge_model_that_is_not_served_is_a_400_when_the_models_are_known():
+    multi = {**ticket_multi(), "graders": {**ticket_multi()["graders"], "judge": score_model(model="gpt-4o-2024-08-06")}}
+    with pytest.raises(GraderError) as err:
+        validate_grader_request({"grader": multi}, models=["SmolLM2-135M-Instruct"])
+    assert err.value.param == "grader.graders.judge.model" and err.value.code == "model_not_found"
+    with pytest.raises(GraderError):
+        run_grader({"grader": score_model(model="gpt-4o"), "model_sample": "x"}, models=["SmolLM2-135M-Instruct"])
+    assert validate_grader(score_model(), models=["SmolLM2-135M-Instruct"])["model"] == "SmolLM2-135M-Instruct"
+
+
 def test_run_request_problems_name_the_param():
     for body, param in [({"model_sample": "x"}, "grader"), ({"grader": string_check()}, "model_sample"),
                         ({"grader": string_check(), "model_sample": 3}, "model_sample"),

@@ -19,7 +19,7 @@ A malformed request or grader raises :class:`~ftkit.graders.core.GraderError`, w
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from .core import (
     Grader,
@@ -44,26 +44,29 @@ def _body(body) -> dict:
     return body
 
 
-def validate_grader_request(body: dict) -> dict:
+def validate_grader_request(body: dict, *, models: Collection[str] | None = None) -> dict:
     """The ``ValidateGraderResponse`` for a ``ValidateGraderRequest`` body: ``{"grader": ...}``
     with the grader checked and normalised. Raises :class:`GraderError` (a 400) naming the
-    field that is wrong. Taught in notebooks/07_reinforcement_fine_tuning.ipynb."""
-    return {"grader": compile_grader(_body(body)["grader"]).to_dict()}
+    field that is wrong; with ``models`` (the judge models served), also for a model grader
+    whose ``model`` is not one of them. Taught in notebooks/07_reinforcement_fine_tuning.ipynb."""
+    return {"grader": compile_grader(_body(body)["grader"], models=models).to_dict()}
 
 
-def run_grader(body: dict, *, judge: Judge | None = None, sandbox: PythonSandbox | None = None) -> dict:
+def run_grader(body: dict, *, judge: Judge | None = None, sandbox: PythonSandbox | None = None,
+               models: Collection[str] | None = None) -> dict:
     """The ``RunGraderResponse`` for a ``RunGraderRequest`` body (``grader``, ``model_sample``,
     optional ``item``).
 
     ``model_sample`` fills the ``sample`` namespace: ``output_text`` is the string, and
     ``output_json`` its parsed value when it is valid JSON (see
     :func:`~ftkit.graders.core.build_sample`). ``judge`` answers model graders; ``sandbox`` runs
-    python graders (a temporary one when None). A bad grader or request raises
+    python graders (a temporary one when None); ``models``, when given, are the judge models a
+    model grader may name (others are a 400). A bad grader or request raises
     :class:`GraderError`; a grader that fails on this sample returns its error flags.
     Taught in notebooks/07_reinforcement_fine_tuning.ipynb.
     """
     body = _body(body)
-    grader = compile_grader(body["grader"])
+    grader = compile_grader(body["grader"], models=models)
     if "model_sample" not in body or body["model_sample"] is None:
         raise GraderError("Missing required parameter: 'model_sample'", "model_sample", code="missing_required_parameter")
     if not isinstance(body["model_sample"], str):

@@ -43,7 +43,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -313,7 +313,7 @@ class Grader:
         name = spec.get("name", self.type)  # the guide's own python example has no name
         if not isinstance(name, str) or not name.strip():
             raise GraderError("'name' must be a non-empty string", f"{param}.name")
-        self.name = name
+        self.name, self.param = name, param
         self.spec = {**copy.deepcopy(spec), "name": name}
 
     def to_dict(self) -> dict:
@@ -841,17 +841,32 @@ def _compile(spec, param: str) -> Grader:
     return _TYPES[kind](spec, param)
 
 
-def compile_grader(grader: dict | Grader, *, param: str = "grader") -> Grader:
+def _model_graders(grader: Grader) -> list[_ModelGrader]:
+    if isinstance(grader, GraderMulti):
+        return [g for sub in grader.graders.values() for g in _model_graders(sub)]
+    return [grader] if isinstance(grader, _ModelGrader) else []
+
+
+def compile_grader(grader: dict | Grader, *, param: str = "grader", models: Collection[str] | None = None) -> Grader:
     """A :class:`Grader` ready to grade, from its JSON form. Raises :class:`GraderError` naming
-    the field (``param``) for a malformed grader. Taught in
+    the field (``param``) for a malformed grader, and -- when ``models`` (the judge models
+    available) is given -- for a model grader whose ``model`` is not among them. Taught in
     notebooks/07_reinforcement_fine_tuning.ipynb."""
-    return grader if isinstance(grader, Grader) else _compile(grader, param)
+    compiled = grader if isinstance(grader, Grader) else _compile(grader, param)
+    if models is not None:
+        for model_grader in _model_graders(compiled):
+            if model_grader.model not in models:
+                raise GraderError(f"the judge model {model_grader.model!r} is not available here; "
+                                  f"available: {', '.join(sorted(models)) or 'none'}",
+                                  f"{model_grader.param}.model", code="model_not_found")
+    return compiled
 
 
-def validate_grader(grader: dict) -> dict:
+def validate_grader(grader: dict, *, models: Collection[str] | None = None) -> dict:
     """The grader, checked and normalised (a default ``name`` filled in); raises
     :class:`GraderError` with ``param`` and a message for anything malformed: unknown type,
     missing or unknown fields, a bad operation or metric, python source that does not compile
-    or has no ``grade``, a bad template, a formula using an unknown grader. Taught in
+    or has no ``grade``, a bad template, a formula using an unknown grader, and (when
+    ``models`` is given) a judge model that is not available. Taught in
     notebooks/07_reinforcement_fine_tuning.ipynb."""
-    return compile_grader(grader).to_dict()
+    return compile_grader(grader, models=models).to_dict()
