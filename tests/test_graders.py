@@ -775,3 +775,9 @@ def test_score_model_with_the_local_model_as_judge(client, check_schema):
     assert 0.0 <= response["reward"] <= 1.0
     # a 135M model may or may not write a number: either it is the reward or a parse error says so
     assert raised_flags(response) in ([], ["model_grader_parse_error"])
+
+
+def test_a_sample_that_is_not_json_is_a_python_server_error_not_a_crash(sandbox):
+    [result] = grade_many(python("def grade(s, i):\n    return 1.0"), [{"output_text": "x", "extra": {1, 2}}], [{}],
+                          sandbox=sandbox)
+    assert result.errors["python_grader_server_error"] and result.errors["python_grader_server_error_type"] == "invalid_input"

@@ -179,6 +179,9 @@ class PythonSandbox:
                 [sys.executable, "-I", str(WORKER), str(req_r), str(resp_w), config],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(req_r, resp_w), env=env, cwd=self._workdir, start_new_session=True, close_fds=True)
+        except OSError:
+            _cleanup(None, [req_w, resp_r], self._workdir)
+            raise
         finally:
             os.close(req_r)
             os.close(resp_w)
@@ -191,8 +194,7 @@ class PythonSandbox:
 
     # -- protocol --------------------------------------------------------------------------
 
-    def _send(self, message: dict) -> None:
-        data = json.dumps(message).encode("utf-8")
+    def _send(self, data: bytes) -> None:
         data = struct.pack(">I", len(data)) + data
         try:
             while data:
@@ -224,7 +226,10 @@ class PythonSandbox:
         """(error flag, details) for a worker that died while grading."""
         code = self._proc.wait(timeout=10) if self._proc else None
         if code is not None and code < 0:
-            sig = signal.Signals(-code)
+            try:
+                sig = signal.Signals(-code)
+            except ValueError:
+                return "python_grader_runtime_error", f"the grader process died (signal {-code})"
             if sig == signal.SIGXCPU:
                 return "unresponsive_reward_error", f"the grader used more than {self.cpu_s:g} s of CPU time"
             if sig == signal.SIGXFSZ:
@@ -257,12 +262,12 @@ class PythonSandbox:
         if source_id not in self._known:
             request["source"] = source
         try:
-            json.dumps(request)
+            data = json.dumps(request).encode("utf-8")
         except (TypeError, ValueError) as exc:
             return SandboxOutcome(error="python_grader_server_error", server_error_type="invalid_input",
                                   details=f"the sample or item cannot be sent to the grader as JSON: {exc}")
         try:
-            self._send(request)
+            self._send(data)
             self._known.add(source_id)
             answer = self._receive(self.timeout_s)
         except _TimedOut:
