@@ -753,7 +753,8 @@ class GraderLabelModel(_ModelGrader):
 class GraderMulti(Grader):
     """``{"type": "multi", "name", "graders": {key: grader, ...}, "calculate_output"}``: the
     formula over the sub-graders' rewards, each under its key. ``sub_rewards`` and
-    ``metadata.scores`` hold the sub-rewards; a sub-grader's error flags are the multi's too.
+    ``metadata.scores`` hold the sub-rewards; a sub-grader that fails counts as 0 in the formula
+    and its error flags are the multi's too.
     Taught in notebooks/07_reinforcement_fine_tuning.ipynb."""
 
     type = "multi"
