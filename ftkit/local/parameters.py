@@ -21,6 +21,7 @@ Taught in notebooks/05_evaluation.ipynb (what the local server can stand in for)
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +39,18 @@ class Rule:
             return
         if self.kind == "refused":
             raise unsupported_parameter(name, self.note)
-        if not any(value == ok and type(value) is type(ok) for ok in self.allowed):
-            raise unsupported_value(name, value, self.note)
+        if not any(_same(value, ok) for ok in self.allowed):
+            raise unsupported_value(name, value, f"{self.shown_values()} ({self.note})")
+
+    def shown_values(self) -> str:
+        return " or ".join(json.dumps(value) for value in self.allowed)
+
+
+def _same(value: Any, allowed: Any) -> bool:
+    """Equal as JSON values: 0 and 0.0 are, false and 0 are not."""
+    if isinstance(value, bool) or isinstance(allowed, bool):
+        return value is allowed
+    return value == allowed
 
 
 IMPLEMENTED = Rule("implemented")
@@ -58,7 +69,7 @@ def values(note: str, *allowed) -> Rule:
 
 
 _METADATA = {
-    "metadata": accepted("stored with the object and returned"),
+    "metadata": accepted("returned with the object"),
     "user": accepted("an end-user id; not used"),
     "safety_identifier": accepted("an end-user id; not used"),
     "prompt_cache_key": accepted("a caching hint; the local engine does not cache prompts"),
@@ -73,12 +84,12 @@ POLICY: dict[str, dict[str, Rule]] = {
             "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
             "response_format", "logprobs", "top_logprobs")},
         **_METADATA,
-        "store": values("false: the local server does not store chat completions", False),
-        "service_tier": values("'auto' or 'default': there is one tier", "auto", "default"),
-        "frequency_penalty": values("0: the local engine has no repetition penalties", 0, 0.0),
-        "presence_penalty": values("0: the local engine has no repetition penalties", 0, 0.0),
-        "logit_bias": values("{}: the local engine does not bias logits", {}),
-        "modalities": values("['text']: the local models only write text", ["text"]),
+        "store": values("the local server does not store chat completions", False),
+        "service_tier": values("there is one service tier", "auto", "default"),
+        "frequency_penalty": values("the local engine has no repetition penalties", 0),
+        "presence_penalty": values("the local engine has no repetition penalties", 0),
+        "logit_bias": values("the local engine does not bias logits", {}),
+        "modalities": values("the local models only write text", ["text"]),
         "audio": refused("the local models have no audio output"),
         "prediction": refused("no predicted outputs"),
         "web_search_options": refused("no web search"),
@@ -93,9 +104,9 @@ POLICY: dict[str, dict[str, Rule]] = {
             "include", "top_logprobs")},
         **_METADATA,
         "max_tool_calls": accepted("limits calls to built-in tools, which the local server has none of"),
-        "service_tier": values("'auto' or 'default': there is one tier", "auto", "default"),
-        "truncation": values("'disabled': input over the context length is an error", "disabled"),
-        "background": values("false: responses run in the foreground", False),
+        "service_tier": values("there is one service tier", "auto", "default"),
+        "truncation": values("input over the context length is an error", "disabled"),
+        "background": values("responses run in the foreground", False),
         "reasoning": refused("the local models do not reason"),
         "conversation": refused("no conversations API; use previous_response_id"),
         "context_management": refused("no context management"),
@@ -158,8 +169,13 @@ def deviations_table() -> str:
         for name, rule in sorted(policy.items()):
             if rule.kind == "implemented":
                 continue
-            what = {"accepted": "accepted, no effect", "values": "only", "refused": "400"}[rule.kind]
-            rows.append(f"| {operation} | `{name}` | {what}: {rule.note} |")
+            if rule.kind == "accepted":
+                what = f"accepted, no effect ({rule.note})"
+            elif rule.kind == "values":
+                what = f"only `{rule.shown_values()}` ({rule.note}); other values: 400 `unsupported_value`"
+            else:
+                what = f"400 `unsupported_parameter` ({rule.note})"
+            rows.append(f"| {operation} | `{name}` | {what} |")
         for name, note, code in NESTED_REFUSALS.get(operation, []):
             rows.append(f"| {operation} | `{name}` | {note}; else 400 `{code}` |")
     return "\n".join(rows)

@@ -274,7 +274,7 @@ def _union_error(error, param: str) -> APIError:
             return APIError(400, f"Missing required parameter: '{name}'.", param=name,
                             code="missing_required_parameter")
         supported = ", ".join(_quoted(v) for v in tags.get(tag, []))
-        return APIError(400, f"Invalid value: {_quoted(instance[tag])}. Supported values are: {supported}.",
+        return APIError(400, f"Invalid value for '{name}': {_quoted(instance[tag])}. Supported values are: {supported}.",
                         param=name, code="invalid_value")
     expected = " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
     return APIError(400, f"Invalid type for '{param}': expected {expected or 'another kind of value'}, but got "
