@@ -367,5 +367,6 @@ def response_object(call: ResponseCall, output: list[dict], choice: Choice | Non
         "text": {"format": text.get("format") or {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice") or "auto", "tools": call.tools,
         "top_logprobs": body.get("top_logprobs") or 0, "top_p": request.top_p, "truncation": "disabled",
-        "usage": usage, "user": body.get("user"), "metadata": body.get("metadata") or {},
+        "metadata": body.get("metadata") or {}, **({"usage": usage} if usage is not None else {}),
+        **({"user": body["user"]} if body.get("user") is not None else {}),
     }
