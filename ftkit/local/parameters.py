@@ -15,8 +15,6 @@ implemented parameter that the server cannot honour (an image content part, a bu
 reasoning input item, a ``tool_choice`` of an unsupported kind, ...) are refused where that
 parameter is read (:mod:`ftkit.local.chat`, :mod:`ftkit.local.responses`) with the same codes;
 :data:`NESTED_REFUSALS` lists them for the README's table.
-
-Taught in notebooks/05_evaluation.ipynb (what the local server can stand in for).
 """
 
 from __future__ import annotations

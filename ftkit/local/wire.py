@@ -4,8 +4,6 @@ serialisers that turn store rows into the objects the API returns.
 Errors are :class:`APIError` (status, ``type``, ``param``, ``code`` as the hosted API sends them);
 every list is one page in one style (:func:`page`, :func:`page_of`): cursor ``after``, ``limit``,
 ``has_more``, ``first_id`` / ``last_id``.
-
-Taught in notebooks/04_job_lifecycle.ipynb (the objects a job returns).
 """
 
 from __future__ import annotations
