@@ -144,6 +144,7 @@ def test_stored_responses_get_delete_and_input_items(fake_client, fake_server, c
     first = fake_client.responses.create(model=MODEL, input=[
         {"role": "developer", "content": "Answer briefly."},
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "One"}]}])
+    assert fake_server.get(f"/v1/responses/{first.id}", params={"stream": "true"}).json()["error"]["param"] == "stream"
     got = fake_server.get(f"/v1/responses/{first.id}").json()
     check_schema(got, "Response")
     assert got["id"] == first.id and got["output"][0]["content"][0]["text"] == first.output_text
@@ -201,6 +202,7 @@ def test_store_false_is_not_kept(fake_client):
     ({"temperature": 9}, "temperature", "invalid_value"),
     ({"model": None}, "model", "invalid_type"),
     ({"input": None}, "input", "invalid_type"),
+    ({"text": {"format": {"type": "json_object"}}}, "input", "invalid_value"),  # JSON mode must ask for JSON
     ({"previous_response_id": "resp_nope"}, "previous_response_id", "not_found"),
     ({"surprise": 1}, "surprise", "unknown_parameter"),
 ])

@@ -133,7 +133,8 @@ def tool_setup(tools: list[dict] | None, choice: Any, *, param: str = "tool_choi
     raise unsupported_value(param, kind, "'none', 'auto', 'required' or {'type': 'function', ...}")
 
 
-def json_constraint(response_format: dict | None, messages: list[dict], *, param: str) -> dict | None:
+def json_constraint(response_format: dict | None, messages: list[dict], *, param: str,
+                    messages_param: str = "messages") -> dict | None:
     """The engine constraint for a ``response_format`` (chat) / ``text.format`` (Responses)."""
     kind = (response_format or {}).get("type", "text")
     if kind == "text":
@@ -141,8 +142,8 @@ def json_constraint(response_format: dict | None, messages: list[dict], *, param
     if kind == "json_object":
         # as on the hosted API: JSON mode without asking for JSON makes models write whitespace forever
         if not any("json" in json.dumps(m.get("content"), ensure_ascii=False).lower() for m in messages):
-            raise APIError(400, f"'messages' must contain the word 'json' in some form, to use '{param}' of type "
-                                "'json_object'.", param="messages", code="invalid_value")
+            raise APIError(400, f"'{messages_param}' must contain the word 'json' in some form, to use '{param}' of "
+                                "type 'json_object'.", param=messages_param, code="invalid_value")
         return {"type": "json_object"}
     spec = response_format.get("json_schema", response_format)  # chat nests it, Responses does not
     name = spec.get("name", "")

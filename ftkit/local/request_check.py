@@ -239,8 +239,9 @@ def _meant(error):
             branches.setdefault(e.relative_schema_path[0], []).append(e)
         best = min(branches.values(), key=_branch_rank)
         wrong_tag, wrong_type, _ = _branch_rank(best)
-        if wrong_tag or wrong_type:
-            return error  # no branch is of this kind: report the union itself
+        only_values = len(branches) > 1 and all(e.validator in ("enum", "const") and not e.relative_path for e in best)
+        if wrong_tag or wrong_type or only_values:
+            return error  # no branch is of this kind (or one lists values): report the union itself
         error = max(best, key=lambda e: len(e.relative_path))
     return error
 
@@ -253,10 +254,14 @@ def _union_error(error, param: str) -> APIError:
     """No branch of a union fits: say which kinds of value, or which tag values, would."""
     instance = error.instance
     kinds: list[str] = []
+    values: list = []
     tags: dict[str, list] = {}
     missing_tag = None
     for e in error.context:
-        if e.validator == "type" and not e.relative_path:
+        if e.validator in ("enum", "const") and not e.relative_path:
+            values += [v for v in (e.validator_value if e.validator == "enum" else [e.validator_value])
+                       if v not in values]
+        elif e.validator == "type" and not e.relative_path:
             expected = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
             kinds += [_KIND[k] for k in expected if _KIND[k] not in kinds]
         elif e.validator in ("enum", "const") and len(e.relative_path) == 1 and e.relative_path[0] in TAGS:
@@ -276,6 +281,13 @@ def _union_error(error, param: str) -> APIError:
         supported = ", ".join(_quoted(v) for v in tags.get(tag, []))
         return APIError(400, f"Invalid value for '{name}': {_quoted(instance[tag])}. Supported values are: {supported}.",
                         param=name, code="invalid_value")
+    values = [v for v in values if _kind_of(v) == _kind_of(instance)]  # right kind, wrong value
+    if values:
+        listed = {_kind_of(v) for v in values}  # 'auto' stands for "a string" already
+        shown = [_quoted(v) for v in values[:12]] + (["..."] if len(values) > 12 else [])
+        supported = ", ".join([*shown, *(k for k in kinds if k not in listed)])
+        return APIError(400, f"Invalid value for '{param}': {_quoted(instance)}. Supported values are: {supported}.",
+                        param=param or None, code="invalid_value")
     expected = " or ".join(kinds) if len(kinds) < 3 else ", ".join(kinds[:-1]) + " or " + kinds[-1]
     return APIError(400, f"Invalid type for '{param}': expected {expected or 'another kind of value'}, but got "
                          f"{_kind_of(instance)} instead.", param=param or None, code="invalid_type")
@@ -304,7 +316,7 @@ def schema_error(error) -> APIError:
                         param=param, code="invalid_type")
     if error.validator in ("enum", "const"):
         allowed = rule if error.validator == "enum" else [rule]
-        supported = ", ".join(_quoted(v) for v in allowed)
+        supported = ", ".join([_quoted(v) for v in allowed[:12]] + (["..."] if len(allowed) > 12 else []))
         return APIError(400, f"Invalid value for '{param}': {_quoted(value)}. Supported values are: {supported}.",
                         param=param, code="invalid_value")
     bounds = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}

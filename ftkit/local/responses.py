@@ -163,7 +163,9 @@ class ResponsesService:
             raise APIError(404, f"Response with id '{response_id}' not found.", param=param, code="not_found")
         return record
 
-    def get(self, response_id: str) -> dict:
+    def get(self, response_id: str, *, stream: bool = False) -> dict:
+        if stream:  # replaying a stored response as events is not implemented
+            raise unsupported_value("stream", True, "false: stored responses come back whole")
         return self._record(response_id)["response"]
 
     def delete(self, response_id: str) -> dict:
@@ -198,7 +200,7 @@ class ResponsesService:
         text = body.get("text") or {}
         if text.get("verbosity") not in (None, "medium"):
             raise unsupported_value("text.verbosity", text["verbosity"], "'medium'")
-        constraint = json_constraint(text.get("format"), messages, param="text.format")
+        constraint = json_constraint(text.get("format"), messages, param="text.format", messages_param="input")
         if constraint and tool_mode == "auto":
             raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when 'text.format' "
                                     "asks for JSON: the local engine constrains an answer either to the schema or "

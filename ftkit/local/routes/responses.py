@@ -19,8 +19,8 @@ async def create_response(body=deps.body("createResponse"), responses=Depends(de
 
 
 @router.get("/responses/{response_id}")
-async def retrieve_response(response_id: str, responses=Depends(deps.responses)):
-    return responses.get(response_id)
+async def retrieve_response(response_id: str, stream: bool = False, responses=Depends(deps.responses)):
+    return responses.get(response_id, stream=stream)
 
 
 @router.delete("/responses/{response_id}")
