@@ -60,6 +60,14 @@ def test_plain_answer_usage_and_one_tokenisation(fake_client, fake_engine, check
     assert request.constraint is None and request.logprobs is False and request.max_tokens == 4
 
 
+def test_vanishing_temperature_or_top_p_is_greedy(fake_client, fake_engine):
+    for sampling in ({"temperature": 1e-9}, {"top_p": 0}, {"temperature": 0.0001, "top_p": 0.5}):
+        fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, seed=1, **sampling)
+        assert _last(fake_engine).temperature == 0.0, sampling
+    fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, temperature=0.7, top_p=0.9)
+    assert (_last(fake_engine).temperature, _last(fake_engine).top_p) == (0.7, 0.9)
+
+
 def test_max_tokens_default_and_the_context_check(fake_client, fake_engine):
     fake_engine.context = 40
     try:
@@ -280,3 +288,20 @@ def test_every_list_is_one_page_style(fake_client, fake_server, check_schema, tm
     for url in ("/v1/files", "/v1/fine_tuning/jobs", "/v1/batches"):
         body = fake_server.get(url).json()
         assert set(body) == {"object", "data", "has_more", "first_id", "last_id"}, url
+
+
+def test_langchain_structured_output_on_both_apis(fake_server, fake_engine):
+    """LangChain's ChatOpenAI (json_schema structured output, the default) reads what the server sends."""
+    pytest.importorskip("langchain_openai")
+    from langchain_openai import ChatOpenAI
+
+    for use_responses_api in (False, True):
+        llm = ChatOpenAI(model=MODEL, base_url="http://local.test/v1", api_key=fake_server.headers["Authorization"][7:],
+                         http_client=fake_server, max_retries=0, use_responses_api=use_responses_api)
+        result = llm.with_structured_output(Ticket).invoke("Classify: my card was charged twice")
+        assert isinstance(result, Ticket), use_responses_api
+        assert fake_engine.requests[-1].constraint["type"] == "json_schema"
+        tool_result = llm.with_structured_output(Ticket, method="function_calling").invoke("Classify this")
+        assert isinstance(tool_result, Ticket), use_responses_api
+        assert fake_engine.requests[-1].constraint == {
+            "type": "tool_call", "name": "Ticket", "tools": fake_engine.requests[-1].constraint["tools"]}

@@ -36,6 +36,9 @@ from .wire import APIError, unsupported_value
 
 SYSTEM_FINGERPRINT = "fp_ftkit_local"
 DEFAULT_MAX_TOKENS = 512  # when the request names none (and the context has room)
+# Sampling's limit: as the temperature or top_p approaches 0 only the most likely token remains.
+# Below this the engine's division by the temperature (or a nucleus of nothing) would overflow.
+GREEDY_BELOW = 1e-3
 MAX_N = 16
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -229,6 +232,8 @@ class ChatService:
               tools_param: str = "tools") -> None:
         """Model lookup, the one tokenisation, the context check and the constraint check."""
         self.lookup_model(request.model)
+        if request.temperature < GREEDY_BELOW or request.top_p < GREEDY_BELOW:
+            request.temperature = 0.0
         if max_tokens is not None and max_tokens < 1:
             raise APIError(400, f"Invalid '{max_param}': expected a value >= 1, but got {max_tokens} instead.",
                            param=max_param, code="invalid_value")

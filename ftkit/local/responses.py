@@ -365,10 +365,10 @@ def response_object(call: ResponseCall, output: list[dict], choice: Choice | Non
         "model": request.model, "output": output, "parallel_tool_calls": call.parallel_tool_calls,
         "previous_response_id": body.get("previous_response_id"), "reasoning": None,
         "safety_identifier": body.get("safety_identifier"), "prompt_cache_key": body.get("prompt_cache_key"),
-        "service_tier": "default", "store": call.store, "temperature": request.temperature,
+        "service_tier": "default", "store": call.store, "temperature": _or(body.get("temperature"), 1.0),
         "text": {"format": text.get("format") or {"type": "text"}, "verbosity": "medium"},
         "tool_choice": body.get("tool_choice") or "auto", "tools": call.tools,
-        "top_logprobs": body.get("top_logprobs") or 0, "top_p": request.top_p, "truncation": "disabled",
+        "top_logprobs": body.get("top_logprobs") or 0, "top_p": _or(body.get("top_p"), 1.0), "truncation": "disabled",
         "metadata": body.get("metadata") or {}, **({"usage": usage} if usage is not None else {}),
         **({"user": body["user"]} if body.get("user") is not None else {}),
     }
