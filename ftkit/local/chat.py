@@ -136,6 +136,20 @@ def tool_setup(tools: list[dict] | None, choice: Any, *, param: str = "tool_choi
     raise unsupported_value(param, kind, "'none', 'auto', 'required' or {'type': 'function', ...}")
 
 
+def _chat_tool_setup(body: dict, tools: list | None, functions: list | None) -> tuple[str, str | None]:
+    """:func:`tool_setup` for a chat body: ``tools`` + ``tool_choice``, or the legacy ``functions``
+    + ``function_call``."""
+    _check_function_names(tools, functions)
+    if tools:
+        return tool_setup(tools, body.get("tool_choice"))
+    if functions:
+        choice = body.get("function_call")
+        choice = {"type": "function", "name": choice["name"]} if isinstance(choice, dict) else choice
+        return tool_setup([{"type": "function", "function": f} for f in functions], choice, param="function_call")
+    tool_setup(None, body.get("function_call"), param="function_call")  # refuses a choice without functions
+    return tool_setup(None, body.get("tool_choice"))
+
+
 def json_constraint(response_format: dict | None, messages: list[dict], *, param: str,
                     messages_param: str = "messages") -> dict | None:
     """The engine constraint for a ``response_format`` (chat) / ``text.format`` (Responses)."""
@@ -179,17 +193,7 @@ class ChatService:
         """A :class:`ChatCall` from a checked chat completion body (blocking: tokenises)."""
         messages = read_messages(body["messages"])
         tools, functions = body.get("tools") or None, body.get("functions") or None
-        _check_function_names(tools, functions)
-        if tools:
-            tool_mode, forced = tool_setup(tools, body.get("tool_choice"))
-        elif functions:
-            as_tools = [{"type": "function", "function": f} for f in functions]
-            choice = body.get("function_call")
-            choice = {"type": "function", "name": choice["name"]} if isinstance(choice, dict) else choice
-            tool_mode, forced = tool_setup(as_tools, choice, param="function_call")
-        else:
-            tool_mode, forced = tool_setup(None, body.get("tool_choice"))
-            tool_setup(None, body.get("function_call"), param="function_call")
+        tool_mode, forced = _chat_tool_setup(body, tools, functions)
         all_tools = (tools or []) + [{"type": "function", "function": f} for f in functions or []]
 
         constraint = json_constraint(body.get("response_format"), messages, param="response_format")
