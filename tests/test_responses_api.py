@@ -202,6 +202,7 @@ def test_store_false_is_not_kept(fake_client):
     ({"temperature": 9}, "temperature", "invalid_value"),
     ({"model": None}, "model", "invalid_type"),
     ({"input": None}, "input", "invalid_type"),
+    ({"input": []}, "input", "invalid_value"),
     ({"text": {"format": {"type": "json_object"}}}, "input", "invalid_value"),  # JSON mode must ask for JSON
     ({"previous_response_id": "resp_nope"}, "previous_response_id", "not_found"),
     ({"surprise": 1}, "surprise", "unknown_parameter"),

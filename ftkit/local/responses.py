@@ -194,6 +194,9 @@ class ResponsesService:
         messages = to_messages(context)
         if body.get("instructions"):
             messages.insert(0, {"role": "system", "content": body["instructions"]})
+        if not messages:
+            raise APIError(400, "Invalid 'input': there is nothing to answer (no input items, instructions or "
+                                "previous response).", param="input", code="invalid_value")
 
         shown_tools, chat_tools = _read_tools(body.get("tools"))
         tool_mode, forced = tool_setup(chat_tools, body.get("tool_choice"))
