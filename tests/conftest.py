@@ -137,13 +137,18 @@ def check_schema(openapi_spec):
 def _to_2020_12(node):
     """The spec mixes in two OpenAPI 3.0 idioms that JSON Schema 2020-12 reads differently:
     boolean ``exclusiveMinimum: true`` (meaning "> minimum", read as the number 1) and
-    ``nullable: true`` (ignored, so null is rejected). Rewrite both to 2020-12."""
+    ``nullable: true`` (ignored, so null is rejected; also beside a ``$ref``). Rewrite both to
+    2020-12."""
     if isinstance(node, dict):
         if node.pop("nullable", False):
             if isinstance(node.get("type"), str):
                 node["type"] = [node["type"], "null"]
             if isinstance(node.get("enum"), list) and None not in node["enum"]:
                 node["enum"].append(None)
+            if "type" not in node and "enum" not in node:  # e.g. a nullable $ref: null or the reference
+                inner = dict(node)
+                node.clear()
+                node["anyOf"] = [inner, {"type": "null"}]
         for bound in ("Minimum", "Maximum"):
             flag = node.get(f"exclusive{bound}")
             if isinstance(flag, bool):
@@ -187,3 +192,50 @@ def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelle
             return job
         time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+
+
+# -- the app with a fake engine: fast tests of routes, request checks and the chat service ----------
+
+
+@pytest.fixture(scope="session")
+def fake_engine():
+    from fake_engine import FakeEngine
+
+    return FakeEngine()
+
+
+@pytest.fixture(scope="session")
+def fake_server(fake_engine, tmp_path_factory):
+    """The real app (routes, checks, services, store, batch runner) in-process, on a fake engine:
+    a ``TestClient`` (an ``httpx.Client``) with the app's key set."""
+    from fastapi.testclient import TestClient
+
+    from ftkit.local.app import create_app
+
+    app = create_app(tmp_path_factory.mktemp("ftkit-fake-home"), engine=fake_engine, log=lambda message: None)
+    # server errors come back as the 500 a client sees (tests check status codes), not as exceptions
+    with TestClient(app, base_url="http://local.test", raise_server_exceptions=False) as http:
+        http.headers["Authorization"] = f"Bearer {app.state.key}"
+        yield http
+
+
+@pytest.fixture(scope="session")
+def fake_client(fake_server):
+    """The official ``openai`` SDK talking to :func:`fake_server`."""
+    import openai
+
+    return openai.OpenAI(base_url="http://local.test/v1", api_key=fake_server.headers["Authorization"][7:],
+                         http_client=fake_server, max_retries=0)
+
+
+def engine_supports_constraints() -> bool:
+    """Whether this checkout's engine does constrained decoding and logprobs (the engine side of
+    issue 11 brings ``ftkit/local/grammar.py``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ftkit.local.grammar") is not None
+
+
+needs_constrained_engine = pytest.mark.skipif(
+    not engine_supports_constraints(),
+    reason="engine supports constraints and logprobs: needs ftkit/local/grammar.py (the engine side of issue 11)")

@@ -29,10 +29,19 @@ class ModelNotFound(LookupError):
 
 
 @dataclass
+class TokenLogprob:
+    token: str  # the token's text
+    bytes: list[int] | None  # its UTF-8 bytes (hosted shape)
+    logprob: float
+    top_logprobs: list[tuple[str, list[int] | None, float]]
+
+
+@dataclass
 class Choice:
     text: str
     finish_reason: str  # "stop" or "length"
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # when request.logprobs
 
 
 @dataclass
@@ -50,6 +59,11 @@ class GenerationRequest:
     on_delta: Callable[[int, str], None] | None = None  # (choice index, new text) while decoding
     future: Future = field(default_factory=Future)
     prompt_tokens: int = 0
+    constraint: dict | None = None  # None: free text; else a plain-data spec (see check_constraint)
+    logprobs: bool = False
+    top_logprobs: int = 0  # 0..20
+    prompt_ids: list[int] | None = None  # rendered + tokenised once by the chat service
+    on_logprobs: Callable[[int, list[TokenLogprob]], None] | None = None  # (choice index, tokens just sent)
 
 
 @dataclass
@@ -119,11 +133,16 @@ class Engine:
         base, source, _ = self.resolve(model_id)
         return self._slot(base, source).tokenizer
 
-    def count_prompt(self, model_id: str, messages: list[dict], tools=None, functions=None) -> int:
+    def encode_prompt(self, model_id: str, messages: list[dict], tools=None, functions=None) -> list[int]:
+        """The prompt's token ids (rendered with the chat template and tokenised once)."""
         from .render import render_prompt
 
         tok = self.tokenizer_for(model_id)
-        return len(tok(render_prompt(tok, messages, tools, functions), add_special_tokens=False)["input_ids"])
+        return tok(render_prompt(tok, messages, tools, functions), add_special_tokens=False)["input_ids"]
+
+    def check_constraint(self, model_id: str, spec: dict) -> None:
+        """Refuse a constraint this engine cannot enforce (a ValueError naming it)."""
+        raise ValueError(f"constrained decoding ({spec.get('type')}) is not available in this engine build")
 
     def context_length(self, model_id: str) -> int:
         base, source, _ = self.resolve(model_id)
@@ -218,7 +237,9 @@ class Engine:
         tok = slot.tokenizer
         rows: list[_Row] = []
         for req in requests:
-            ids = tok(render_prompt(tok, req.messages, req.tools, req.functions), add_special_tokens=False)["input_ids"]
+            ids = req.prompt_ids
+            if ids is None:
+                ids = tok(render_prompt(tok, req.messages, req.tools, req.functions), add_special_tokens=False)["input_ids"]
             req.prompt_tokens = len(ids)
             for i in range(req.n):
                 gen = None

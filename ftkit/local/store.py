@@ -2,7 +2,7 @@
 
 Layout under the home directory::
 
-    ftkit.db                 files, jobs, events, checkpoints, models, batches
+    ftkit.db                 files, jobs, events, checkpoints, models, batches, responses
     files/<file-id>          uploaded and generated file contents
     models/<job-id>/...      LoRA adapters: final model and per-epoch checkpoints
     jobs/<job-id>/resume/    state to resume an interrupted or paused job
@@ -30,6 +30,7 @@ ID_PATTERNS = {
     "file": re.compile(r"^file-[A-Za-z0-9]{24}$"),
     "ftjob": re.compile(r"^ftjob-[A-Za-z0-9]{24}$"),
     "batch": re.compile(r"^batch_[A-Za-z0-9]{24}$"),
+    "resp": re.compile(r"^resp_[A-Za-z0-9]{48}$"),
 }
 
 SCHEMA = """
@@ -59,6 +60,9 @@ CREATE TABLE IF NOT EXISTS models (
     kind TEXT NOT NULL, base TEXT, source TEXT, adapter_path TEXT, job_id TEXT, deleted INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
 );
 """
@@ -300,6 +304,21 @@ class Store:
 
     def list_batches(self) -> list[dict]:
         return [r["body"] for r in self._rows("SELECT body FROM batches ORDER BY seq DESC")]
+
+
+    # -- stored responses (Responses API) -------------------------------------------------------
+
+    def save_response(self, response_id: str, record: dict) -> None:
+        """Store a response with what it needs to be continued (``previous_response_id``)."""
+        self._exec("INSERT INTO responses (id, seq, created_at, body) VALUES (?,?,?,?)",
+                   (response_id, self._next_seq("responses"), now(), json.dumps(record)))
+
+    def get_response(self, response_id: str) -> dict | None:
+        row = self._row("SELECT body FROM responses WHERE id = ?", (response_id,))
+        return row["body"] if row else None
+
+    def delete_response(self, response_id: str) -> bool:
+        return bool(self._exec("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount)
 
 
 def _encode(column: str, value: Any) -> Any:
