@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, lifecycle
 from .backend import backend_of
 from .validation import InvalidTrainingFile, ValidationReport
 
@@ -83,18 +83,13 @@ __all__ = [
     "watch",
 ]
 
-#: Statuses after which a job never changes again.
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-#: Statuses of a job that is still going (``paused`` waits for :func:`resume`).
-ACTIVE_STATUSES = ("validating_files", "queued", "running", "paused")
-KNOWN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
-
-COMPLETED_MESSAGE = "The job has successfully completed"  # the local server's last event (data: cpu time)
-RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-CHECKPOINT_METRICS = [
-    "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-    "full_valid_loss", "full_valid_mean_token_accuracy",
-]
+# The job vocabulary is shared with the local server (one home: ftkit.lifecycle).
+TERMINAL_STATUSES = lifecycle.TERMINAL_STATUSES
+ACTIVE_STATUSES = lifecycle.ACTIVE_STATUSES
+KNOWN_STATUSES = lifecycle.KNOWN_STATUSES
+COMPLETED_MESSAGE = lifecycle.COMPLETED  # the local server's last event (data: cpu time)
+RESULT_COLUMNS = lifecycle.RESULT_COLUMNS[lifecycle.SUPERVISED]
+CHECKPOINT_METRICS = lifecycle.CHECKPOINT_METRICS
 _TRANSIENT = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError")
 
 
@@ -874,7 +869,7 @@ def watch(
             f"ftkit.jobs.cancel(client, '{job_id}').", current) from None
     finally:
         if bar is not None:
-            if current is not None and current.status == "succeeded" and bar.total:
+            if current is not None and current.status == lifecycle.SUCCEEDED and bar.total:
                 bar.update(bar.total - bar.n)
             bar.close()
     _print_outcome(current, time.monotonic() - started)
@@ -883,12 +878,12 @@ def watch(
 
 def _print_outcome(job, waited: float) -> None:
     took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
-    if job.status == "succeeded":
+    if job.status == lifecycle.SUCCEEDED:
         print(f"{job.id} succeeded in {_duration(took)}: {job.fine_tuned_model}")
     elif job.status == "failed":
         error = _as_dict(job.error)
         print(f"{job.id} failed: {error.get('message') or error or 'no reason given'}")
-    elif job.status == "cancelled":
+    elif job.status == lifecycle.CANCELLED:
         print(f"{job.id} was cancelled")
     elif job.status == "paused":
         print(f"{job.id} is paused: it will not move until resumed -- ftkit.jobs.resume(client, '{job.id}'), "
@@ -1510,7 +1505,7 @@ class JobMonitor:
         job = self.job
         if job is None:
             return f"<b>{html.escape(self.job_id)}</b>: waiting for the first poll"
-        colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "cancelled": "#6e7781"}.get(job.status, "#0969da")
+        colour = {lifecycle.SUCCEEDED: "#1a7f37", lifecycle.FAILED: "#cf222e", lifecycle.CANCELLED: "#6e7781"}.get(job.status, "#0969da")
         parts = [f"<b>{html.escape(job.id)}</b> on {html.escape(job.model)}: "
                  f"<b style='color:{colour}'>{html.escape(str(job.status))}</b>"]
         if self.metrics_rows:

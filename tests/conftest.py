@@ -184,6 +184,24 @@ def tiny_chat_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
     return path
 
 
+def tiny_preference_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
+    """A small valid DPO file: the JSON answer preferred over a chatty one."""
+    import random
+
+    rng = random.Random(seed)
+    cats = ["billing", "technical", "shipping"]
+    lines = []
+    for i in range(n):
+        cat = cats[i % 3]
+        prompt = [{"role": "system", "content": "Triage. Reply with JSON."},
+                  {"role": "user", "content": f"Ticket {i}: problem with my {cat} ({rng.randint(100, 999)})"}]
+        lines.append({"input": {"messages": prompt},
+                      "preferred_output": [{"role": "assistant", "content": json.dumps({"category": cat})}],
+                      "non_preferred_output": [{"role": "assistant", "content": f"This looks like {cat} to me."}]})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
 def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -124,12 +124,20 @@ def test_invalid_job_requests_are_400_with_the_param(client, training_file, tmp_
         (dict(model="gpt-9-imaginary", training_file=training_file.id), "model"),
         (dict(model=MODEL, training_file=batch_file.id), "training_file"),
         (dict(model=MODEL, training_file="file-missing"), "training_file"),
-        (dict(model=MODEL, training_file=training_file.id, hyperparameters={"n_epochs": 0}), "hyperparameters.n_epochs"),
+        (dict(model=MODEL, training_file=training_file.id, hyperparameters={"n_epochs": 0}),
+         "hyperparameters.n_epochs"),
         (dict(model=MODEL, training_file=training_file.id, hyperparameters={"learning_rate_multiplier": "fast"}),
          "hyperparameters.learning_rate_multiplier"),
         (dict(model=MODEL, training_file=training_file.id, hyperparameters={"learning_rate_multiplier": 1000}),
-         "hyperparameters"),  # within the spec, beyond what the trainer accepts
-        (dict(model=MODEL, training_file=training_file.id, method={"type": "dpo"}), "method.type"),
+         "hyperparameters.learning_rate_multiplier"),  # within the spec, beyond what the trainer accepts
+        (dict(model=MODEL, training_file=training_file.id, method={"type": "rlhf"}), "method.type"),
+        (dict(model=MODEL, training_file=training_file.id,
+              method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 3}}}), "method.dpo.hyperparameters.beta"),
+        (dict(model=MODEL, training_file=training_file.id,
+              method={"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}),
+         "method.supervised.hyperparameters.beta"),
+        (dict(model=MODEL, training_file=training_file.id, method={"type": "dpo"},
+              hyperparameters={"n_epochs": 1}), "hyperparameters"),
     ]
     for kwargs, param in cases:
         with pytest.raises(openai.BadRequestError) as err:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
-import time
 from pathlib import Path
 from typing import BinaryIO
 
+from .. import lifecycle as lc
+from . import hyperparameters, jobstate
 from .models import DEFAULT_BASE_MODEL
 from .store import Store, new_id, valid_id
-from .trainer import validate_hyperparameters
 from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
     ORGANIZATION,
     APIError,
@@ -100,26 +100,15 @@ class Platform:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, "Missing required parameter: 'model'", param="model", code="missing_required_parameter")
-        base = self.find_model(model)
-        if base is None or base["kind"] != "base":
+        start = self.find_model(model)
+        if start is None:
             known = ", ".join(m["id"] for m in self.store.list_models() if m["kind"] == "base")
-            what = "fine-tuning a fine-tuned model is not supported by the local backend" if base else "unknown model"
-            raise APIError(400, f"Model {model} is not available for fine-tuning ({what}). Base models: {known}",
+            raise APIError(400, f"Model {model} is not available for fine-tuning (unknown model). Base models: {known}; "
+                                "a fine-tuned model (ft:...) can be fine-tuned further.",
                            param="model", code="model_not_available")
         training = self._job_file(body.get("training_file"), "training_file", required=True)
         validation = self._job_file(body.get("validation_file"), "validation_file", required=False)
-        method = body.get("method") or {"type": "supervised"}
-        if not isinstance(method, dict) or method.get("type", "supervised") != "supervised":
-            kind = method.get("type") if isinstance(method, dict) else method
-            raise APIError(400, f"Method {kind!r} is not supported by the local backend; use 'supervised'",
-                           param="method.type", code="unsupported_method")
-        hp = (method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters") or {}
-        if not isinstance(hp, dict):
-            raise APIError(400, "hyperparameters must be an object", param="hyperparameters")
-        problem = validate_hyperparameters(hp)
-        if problem:
-            raise APIError(400, f"Invalid hyperparameter: {problem}", param="hyperparameters", code="invalid_hyperparameter")
-        hp = {k: hp.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+        method = self._method(body)
         suffix = body.get("suffix")
         if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64 or ":" in suffix):
             raise APIError(400, "suffix must be a string of at most 64 characters without ':'", param="suffix")
@@ -137,20 +126,57 @@ class Platform:
             raise APIError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
                            param="metadata")
         integrations = body.get("integrations") or []
-        job = self.store.create_job({
+        job = jobstate.create(self.store, {
             "id": new_id("ftjob"), "model": model, "training_file": training, "validation_file": validation,
-            "suffix": suffix, "seed": seed, "status": "validating_files",
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
-            "metadata": metadata, "integrations": integrations,
+            "suffix": suffix, "seed": seed, "method": method, "metadata": metadata, "integrations": integrations,
         })
-        self.store.add_event(job["id"], f"Validating training file: {training}"
-                             + (f" and validation file: {validation}" if validation else ""))
         for integration in integrations:
             kind = integration.get("type") if isinstance(integration, dict) else integration
             self.store.add_event(job["id"], f"Integration {kind!r} recorded; the local backend does not send data to it",
                                  level="warn")
         self._wake()
         return job
+
+    def _method(self, body: dict) -> dict:
+        """The job's ``method`` with every hyperparameter checked (missing ones ``"auto"``).
+
+        ``method`` is the current way to choose one; a top-level ``hyperparameters`` (deprecated
+        by the hosted API) still means a supervised job."""
+        method = body.get("method")
+        legacy = body.get("hyperparameters")
+        if method is None:
+            method = {"type": lc.SUPERVISED, lc.SUPERVISED: {"hyperparameters": legacy or {}}}
+        if not isinstance(method, dict) or method.get("type") not in lc.METHODS:
+            kind = method.get("type") if isinstance(method, dict) else method
+            raise APIError(400, f"Invalid method type {kind!r}: expected one of {', '.join(lc.METHODS)}",
+                           param="method.type", code="invalid_value")
+        kind = method["type"]
+        settings = method.get(kind) or {}
+        if not isinstance(settings, dict):
+            raise APIError(400, f"method.{kind} must be an object", param=f"method.{kind}", code="invalid_value")
+        requested = settings.get("hyperparameters") or {}
+        if legacy is not None and body.get("method") is not None:
+            if kind != lc.SUPERVISED:
+                raise APIError(400, f"Top-level hyperparameters apply to supervised jobs only; give them in "
+                                    f"method.{kind}.hyperparameters", param="hyperparameters", code="invalid_value")
+            requested = {**legacy, **requested} if isinstance(legacy, dict) else legacy
+        where = "hyperparameters" if body.get("method") is None else f"method.{kind}.hyperparameters"
+        try:
+            checked = hyperparameters.check(kind, requested)
+        except hyperparameters.InvalidHyperparameter as e:
+            raise APIError(400, f"Invalid hyperparameter: {e}", param=f"{where}.{e.name}".rstrip("."),
+                           code="invalid_hyperparameter") from None
+        out = {"type": kind, kind: {**settings, "hyperparameters": checked}}
+        if kind == lc.REINFORCEMENT:
+            out[kind]["grader"] = self._grader(settings.get("grader"))
+        return out
+
+    def _grader(self, grader) -> dict:
+        """A reinforcement job's grader, checked as the graders endpoint checks it."""
+        if not isinstance(grader, dict):
+            raise APIError(400, "Missing required parameter: 'method.reinforcement.grader'",
+                           param="method.reinforcement.grader", code="missing_required_parameter")
+        return grader
 
     def _job_file(self, file_id, param: str, *, required: bool) -> str | None:
         if file_id is None:
@@ -179,29 +205,25 @@ class Platform:
 
     def cancel_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if not self.store.update_job(job_id, only_if_status=("validating_files", "queued", "running", "paused"),
-                                     status="cancelled", finished_at=int(time.time()), estimated_finish=None):
+        if not jobstate.cancel(self.store, job_id):
             raise APIError(400, f"Job {job_id} has already {job['status']}; it cannot be cancelled",
                            param="fine_tuning_job_id", code="job_not_cancellable")
-        self.store.add_event(job_id, "Fine-tuning job cancelled")
         self._wake()
         return self.get_job(job_id)
 
     def pause_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if not self.store.update_job(job_id, only_if_status=("running", "queued"), status="paused", estimated_finish=None):
+        if not jobstate.pause(self.store, job_id):
             raise APIError(400, f"Job {job_id} is {job['status']}; only running or queued jobs can be paused",
                            param="fine_tuning_job_id", code="job_not_pausable")
-        self.store.add_event(job_id, "Fine-tuning job paused")
         self._wake()
         return self.get_job(job_id)
 
     def resume_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if self.store.resume_paused(job_id) is None:
+        if jobstate.resume(self.store, job_id) is None:
             raise APIError(400, f"Job {job_id} is {job['status']}; only paused jobs can be resumed",
                            param="fine_tuning_job_id", code="job_not_resumable")
-        self.store.add_event(job_id, "Fine-tuning job resumed")
         self._wake()
         return self.get_job(job_id)
 

@@ -178,11 +178,14 @@ class Store:
         marks = ", ".join("?" * len(statuses))
         return self._rows(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
 
-    def update_job(self, job_id: str, *, only_if_status: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Update fields; with ``only_if_status``, only when the job is in one of those states.
+    def update_job(self, job_id: str, *, only_if_status: Iterable[str] | None = None,
+                   only_if_trainer: bool | None = None, **fields: Any) -> bool:
+        """Update fields in one statement; returns whether the row changed.
 
-        Returns whether the row changed -- so two processes racing to end a job (cancel vs
-        finish) cannot both win.
+        ``only_if_status``: only when the job is in one of those states; ``only_if_trainer``: only
+        when a trainer process is (True) or is not (False) recorded for it. The conditions make
+        each transition atomic -- two processes racing to end a job (cancel vs finish) cannot
+        both win. The transitions themselves live in :mod:`ftkit.local.jobstate`.
         """
         sets = ", ".join(f"{k} = ?" for k in fields)
         params = [_encode(k, v) for k, v in fields.items()] + [job_id]
@@ -191,29 +194,9 @@ class Store:
             statuses = list(only_if_status)
             sql += f" AND status IN ({', '.join('?' * len(statuses))})"
             params += statuses
+        if only_if_trainer is not None:
+            sql += " AND trainer_pid IS NOT NULL" if only_if_trainer else " AND trainer_pid IS NULL"
         return bool(self._exec(sql, params).rowcount)
-
-    def acknowledge_pause(self, job_id: str) -> bool:
-        """The trainer stopped for a pause (its state is saved): mark the job as having no trainer.
-
-        False when the pause was withdrawn meanwhile (the job is ``running`` again): the trainer
-        then keeps training. One atomic statement, so a resume cannot fall between the two.
-        """
-        cur = self._exec("UPDATE jobs SET trainer_pid = NULL WHERE id = ? AND status = 'paused'", (job_id,))
-        return bool(cur.rowcount)
-
-    def resume_paused(self, job_id: str) -> str | None:
-        """Resume a paused job; the new status, or None if it was not paused.
-
-        If its trainer has not stopped yet, the pause is simply withdrawn (``running``); once the
-        trainer has stopped, the job is ``queued`` and a new trainer continues from the saved state.
-        """
-        for status, condition in (("running", "trainer_pid IS NOT NULL"), ("queued", "trainer_pid IS NULL")):
-            cur = self._exec(f"UPDATE jobs SET status = ? WHERE id = ? AND status = 'paused' AND {condition}",
-                             (status, job_id))
-            if cur.rowcount:
-                return status
-        return None
 
     def job_dir(self, job_id: str) -> Path:
         if not valid_id("ftjob", job_id):
@@ -248,6 +231,17 @@ class Store:
             params.append(anchor["seq"])
         rows = self._rows(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
         return rows[:limit], len(rows) > limit
+
+    def delete_metrics_events_after(self, job_id: str, step: int) -> int:
+        """Withdraw the ``metrics`` events of steps after ``step`` (and full-validation events at
+        ``step`` or later): work a crash lost, about to be done again. Returns how many went."""
+        cur = self._exec(
+            "DELETE FROM events WHERE job_id = ? AND type = 'metrics' AND ("
+            " CAST(json_extract(data, '$.step') AS INTEGER) > ? OR"
+            " (json_extract(data, '$.train_loss') IS NULL AND CAST(json_extract(data, '$.step') AS INTEGER) >= ?))",
+            (job_id, step, step),
+        )
+        return cur.rowcount
 
     # -- checkpoints ----------------------------------------------------------------------------
 

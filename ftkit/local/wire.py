@@ -95,7 +95,11 @@ def file_object(row: dict) -> dict:
 
 
 def job_object(row: dict) -> dict:
-    hp = row["method"].get("supervised", {}).get("hyperparameters", {})
+    """The hosted job object. ``hyperparameters`` (deprecated by the hosted API, kept for old
+    clients) carries the method's batch size, learning-rate multiplier and epochs, whatever the
+    method; ``method`` has them all (``beta`` for DPO ...), resolved once training started."""
+    method = row["method"]
+    hp = (method.get(method.get("type", "supervised")) or {}).get("hyperparameters", {})
     return {
         "object": "fine_tuning.job", "id": row["id"], "model": row["model"], "created_at": row["created_at"],
         "finished_at": row["finished_at"], "fine_tuned_model": row["fine_tuned_model"],
