@@ -139,6 +139,8 @@ def test_kill_9_of_the_server_at_validation_after_a_checkpoint_and_mid_epoch_los
 
         job = wait_for_job(c, job.id, timeout=900)
         assert job.status == "succeeded", job.error
+        uploaded = c.files.retrieve(job.training_file)
+        assert c.files.content(uploaded.id).content == (tmp_path / "srvkill.jsonl").read_bytes()
         events = _events(c, job.id)
         assert events_before <= {e.id for e in events}  # nothing lost
         messages = [e.message for e in events]
