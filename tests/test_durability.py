@@ -185,3 +185,26 @@ def test_kill_9_of_the_trainer_mid_epoch_and_of_both_after_a_checkpoint_resumes_
     finally:
         server.stop()
     _check_nothing_lost(server, job.id)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a cancelled job keeps its resume state (jobs/<id>/resume: adapter and optimizer state, tens of MB "
+    "of weights trained on the user's data): neither the cancel (service.py) nor the worker or trainer "
+    "removes it (the harden branch's report gives the fix)"))
+def test_a_cancelled_job_leaves_no_resume_state_behind(client, local_server, tmp_path):
+    train = client.files.create(file=tiny_chat_file(tmp_path / "c.jsonl", n=10).open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, seed=1, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 5}}})
+    _wait_until(client, job.id, _reached_step(1), "the first step")
+    client.fine_tuning.jobs.pause(job.id)
+    deadline = time.monotonic() + 300
+    while not any(e.message.startswith("Job paused at step") for e in _events(client, job.id)):
+        assert time.monotonic() < deadline, "the trainer did not stop for the pause"
+        time.sleep(0.2)
+    resume = local_server.home / "jobs" / job.id / "resume"
+    assert (resume / "state.pt").exists()  # the pause saved the state to continue from
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    deadline = time.monotonic() + 15  # a cleanup may run in the worker's next round
+    while resume.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not resume.exists(), sorted(p.name for p in resume.iterdir())
