@@ -24,6 +24,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import sqlite3
 import stat
 import string
@@ -279,7 +280,7 @@ def _unusable(path: Path, found: str, *, damaged: bool = False) -> str:
     if not damaged:
         return f"the local server cannot use its database {path}: {found}."
     home = path.parent
-    moves = [f"    mv {home / name} {home / name.replace('ftkit.db', 'ftkit.db.broken')}"
+    moves = [f"    mv {shlex.quote(str(home / name))} {shlex.quote(str(home / name.replace('ftkit.db', 'ftkit.db.broken')))}"
              for name in ("ftkit.db", "ftkit.db-wal", "ftkit.db-shm") if (home / name).exists()]
     return (f"the local server's database {path} is damaged: {found}\n"
             f"  It was left as it is. To go on, either restore {path.name} from a backup, or move it aside "
