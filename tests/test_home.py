@@ -153,14 +153,19 @@ def _overwritten_page(db: Path) -> None:
 
 DAMAGE = {  # how the file was damaged -> what the message must say was found
     # cut at half: SQLite reports it from the check's rows or as an error, by where the cut falls
-    "truncated": (_truncate, ("PRAGMA integrity_check found", "SQLite says: database disk image is malformed")),
-    "random bytes": (_random_bytes, "file is not a database"),
-    "a text file": (_text, "file is not a database"),
-    "zero bytes beside uploaded files": (_zero_bytes, "it is empty (0 bytes) while 1 uploaded or generated file"),
-    "another program's database": (_other_program, "it is not ftkit's database: it holds the tables contacts"),
+    "truncated": (_truncate, ("it is damaged: PRAGMA integrity_check found:\n",
+                              "it is damaged: PRAGMA integrity_check fails with 'database disk image is malformed'")),
+    "random bytes": (_random_bytes, "it is damaged: PRAGMA integrity_check fails with 'file is not a database'"),
+    "a text file": (_text, "it is damaged: PRAGMA integrity_check fails with 'file is not a database'"),
+    "zero bytes beside uploaded files": (_zero_bytes, "it is damaged: empty (0 bytes) while 1 uploaded or "
+                                                      "generated file(s) under "),
+    "another program's database": (_other_program,
+                                   "it is not ftkit's: it holds the tables contacts (another program's SQLite file?)"),
     "another program's table named files": (_other_program_with_a_files_table,
-                                            "its table 'files' lacks the columns bytes, created_at"),
-    "an overwritten page": (_overwritten_page, "database disk image is malformed"),
+                                            "it is not ftkit's (or not one this version can use): its table 'files' "
+                                            "lacks the columns bytes, created_at"),
+    "an overwritten page": (_overwritten_page, "it is damaged: PRAGMA integrity_check fails with 'database disk "
+                                               "image is malformed'"),
 }
 
 
@@ -174,7 +179,7 @@ def test_a_damaged_database_is_named_with_what_was_found_and_the_way_out(tmp_pat
     with pytest.raises(UnusableDatabase) as raised:
         check_database(home)
     message = str(raised.value)
-    assert message.startswith(f"the local server's database {db} is damaged: ")
+    assert message.startswith(f"the local server cannot use its database {db}: it is ")
     assert any(text in message for text in ((found,) if isinstance(found, str) else found)), message
     assert "restore ftkit.db from a backup" in message
     assert f"mv {db} {home / 'ftkit.db.broken'}" in message
@@ -188,7 +193,7 @@ def test_the_store_itself_never_shows_a_traceback_for_a_damaged_file(tmp_path, d
     """The trainer and register-model open the store directly: the same message, as an exception."""
     home = _home_with_data(tmp_path / "home")
     DAMAGE[damage][0](home / "ftkit.db")
-    with pytest.raises(UnusableDatabase, match="file is not a database"):
+    with pytest.raises(UnusableDatabase, match="it is damaged: SQLite says 'file is not a database'"):
         Store(home)
 
 
@@ -219,8 +224,8 @@ def test_start_server_shows_the_damage_message_and_the_server_exits_2(tmp_path, 
         control.start_server(home, timeout=120)
     message = str(raised.value)
     assert message.startswith("the local server stopped while starting (exit code 2):\n")
-    assert f"ftkit: the local server's database {home / 'ftkit.db'} is damaged: SQLite says: file is not a database" \
-           in message
+    assert (f"ftkit: the local server cannot use its database {home / 'ftkit.db'}: it is damaged: PRAGMA "
+            "integrity_check fails with 'file is not a database'") in message
     assert f"mv {home / 'ftkit.db'} {home / 'ftkit.db.broken'}" in message
     assert "Traceback" not in message and "Traceback" not in (home / "server.log").read_text()
     assert (home / "ftkit.db").read_bytes() == before and (home / "files" / FILE_ID).exists()

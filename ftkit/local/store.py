@@ -193,12 +193,12 @@ def check_database(home: str | Path) -> list[str]:
     except OSError as e:
         raise UnusableDatabase(_unusable(path, f"it cannot be read ({e.strerror or e})")) from None
     if not stat.S_ISREG(st.st_mode):
-        raise UnusableDatabase(_unusable(path, "it is not a regular file", damaged=True))
+        raise UnusableDatabase(_unusable(path, "it is damaged: not a regular file", damaged=True))
     if st.st_size == 0:
         if blobs:
             raise UnusableDatabase(_unusable(
-                path, f"it is empty (0 bytes) while {_blob_words(home, blobs)} are there: the database that "
-                      "listed them was truncated to nothing", damaged=True))
+                path, f"it is damaged: empty (0 bytes) while {_blob_words(home, blobs)} are there; the "
+                      "database that listed them was truncated to nothing", damaged=True))
         return []  # a database whose creation was cut off before its first table: start afresh
     try:
         conn = sqlite3.connect(path, timeout=30, isolation_level=None)
@@ -213,12 +213,13 @@ def check_database(home: str | Path) -> list[str]:
             rows = [row[0] for row in conn.execute("PRAGMA integrity_check(8)")]
         if rows != ["ok"]:
             lines = [line for row in rows for line in row.splitlines()]
-            found = "PRAGMA integrity_check found:\n" + "\n".join(f"      {line}" for line in lines)
+            found = "it is damaged: PRAGMA integrity_check found:\n" + "\n".join(f"      {line}" for line in lines)
         else:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             found = _wrong_tables(conn, tables)
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
-        found, damaged = f"SQLite says: {e}", _is_damage(e)
+        damaged = _is_damage(e)
+        found = f"it is damaged: PRAGMA integrity_check fails with {str(e)!r}" if damaged else f"SQLite says: {e}"
     finally:
         conn.close()  # first: the message lists the files as they are once SQLite let go of them
     if found:
@@ -239,13 +240,13 @@ def _wrong_tables(conn: sqlite3.Connection, tables: set[str]) -> str | None:
     others = sorted(t for t in tables - expected.keys() if not t.startswith("sqlite_"))
     if others and not ours:
         shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
-        return f"it is not ftkit's database: it holds the tables {shown} (another program's SQLite file?)"
+        return f"it is not ftkit's: it holds the tables {shown} (another program's SQLite file?)"
     for table in sorted(ours):
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         missing = sorted(expected[table] - have - {"trainer_pid"})  # trainer_pid is added on open
         if missing:
-            return (f"its table {table!r} lacks the columns {', '.join(missing)}: it is not ftkit's database "
-                    "(or not one this version can use)")
+            return (f"it is not ftkit's (or not one this version can use): its table {table!r} lacks the "
+                    f"columns {', '.join(missing)}")
     return None
 
 
@@ -282,7 +283,7 @@ def _unusable(path: Path, found: str, *, damaged: bool = False) -> str:
     home = path.parent
     moves = [f"    mv {shlex.quote(str(home / name))} {shlex.quote(str(home / name.replace('ftkit.db', 'ftkit.db.broken')))}"
              for name in ("ftkit.db", "ftkit.db-wal", "ftkit.db-shm") if (home / name).exists()]
-    return (f"the local server's database {path} is damaged: {found}\n"
+    return (f"the local server cannot use its database {path}: {found}\n"
             f"  It was left as it is. To go on, either restore {path.name} from a backup, or move it aside "
             f"to start with an empty database:\n" + "\n".join(moves) + "\n"
             f"  Uploaded files and models under {home / 'files'} and {home / 'models'} are kept either way "
@@ -308,7 +309,8 @@ class Store:
                 if "trainer_pid" not in columns:  # homes created before the column existed
                     c.execute("ALTER TABLE jobs ADD COLUMN trainer_pid INTEGER")
         except sqlite3.DatabaseError as e:  # what check_database explains in full; never a traceback
-            raise UnusableDatabase(_unusable(self.db_path, f"SQLite says: {e}", damaged=_is_damage(e))) from None
+            found = f"it is damaged: SQLite says {str(e)!r}" if _is_damage(e) else f"SQLite says: {e}"
+            raise UnusableDatabase(_unusable(self.db_path, found, damaged=_is_damage(e))) from None
 
     # -- connection -----------------------------------------------------------------------------
 
