@@ -441,6 +441,36 @@ def _base_tokenizer(src: ExportSource):
     return tokenizer
 
 
+def _portable(target: Path) -> None:
+    """Make a saved model folder readable by more than the transformers that wrote it.
+
+    transformers 5 writes ``rope_parameters`` instead of ``rope_theta`` (older transformers and
+    llama.cpp's converter would silently use the default 10,000 instead of SmolLM2's 100,000),
+    names its own ``TokenizersBackend`` class (unknown before version 5) and keeps the chat
+    template in ``chat_template.jinja`` only. Add the older spellings next to the new ones.
+    """
+    config_path = target / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        theta = (config.get("rope_parameters") or {}).get("rope_theta")
+        if theta is not None and "rope_theta" not in config:
+            config["rope_theta"] = theta
+            config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    tok_path = target / "tokenizer_config.json"
+    if tok_path.is_file():
+        tok = json.loads(tok_path.read_text(encoding="utf-8"))
+        for key in ("is_local", "local_files_only"):  # where this machine loaded it from: not the model's business
+            tok.pop(key, None)
+        if tok.get("tokenizer_class") == "TokenizersBackend":
+            spec = json.loads((target / "tokenizer.json").read_text(encoding="utf-8"))
+            byte_bpe = spec["model"].get("type") == "BPE" and (spec.get("decoder") or {}).get("type") == "ByteLevel"
+            tok["tokenizer_class"] = "GPT2Tokenizer" if byte_bpe else "PreTrainedTokenizerFast"
+        template = target / "chat_template.jinja"
+        if template.is_file() and "chat_template" not in tok:
+            tok["chat_template"] = template.read_text(encoding="utf-8")
+        tok_path.write_text(json.dumps(tok, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def _write_adapter(src: ExportSource, target: Path, base_ref: str) -> None:
     for name in ("adapter_model.safetensors", "adapter_model.bin"):
         if (src.adapter_path / name).is_file():
@@ -450,6 +480,7 @@ def _write_adapter(src: ExportSource, target: Path, base_ref: str) -> None:
     config["base_model_name_or_path"] = base_ref
     (target / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     _base_tokenizer(src).save_pretrained(target)
+    _portable(target)
 
 
 def _write_merged(model, tokenizer, target: Path, dtype: str) -> None:
@@ -464,6 +495,7 @@ def _write_merged(model, tokenizer, target: Path, dtype: str) -> None:
     gen.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
+    _portable(target)
 
 
 def _gguf_name(model_id: str) -> str:
