@@ -58,6 +58,7 @@ __all__ = [
     "CostNotApproved",
     "GoldenEstimate",
     "MigrationError",
+    "agreement",
     "compare",
     "estimate_golden_cost",
     "load_manifest",
@@ -426,13 +427,14 @@ def _read_golden(path: Path) -> list[dict]:
     """Recorded golden answers; a line cut off by an interruption is ignored (asked again)."""
     if not path.is_file():
         return []
-    out = []
+    out, seen = [], set()
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict) and "index" in record:
+        if isinstance(record, dict) and "index" in record and record["index"] not in seen:
+            seen.add(record["index"])
             out.append(record)
     return out
 
@@ -888,6 +890,41 @@ def _fields(golden_answers: Sequence[str | None]) -> list[str]:
     return list(seen)
 
 
+def agreement(hosted: Sequence[str | None], replayed: Sequence[str | None]) -> tuple[list[dict], dict]:
+    """Compare two lists of answers to the same prompts: one row per prompt and the rates.
+
+    ``identical``: the same text; ``equal``: the same answer (:func:`ftkit.evaluate.exact_match`:
+    JSON compared as data, other text up to case and spacing); ``*_valid_json``: the answer is one
+    JSON object; ``<field>_same``: for every field of the hosted JSON answers, whether the replayed
+    answer has the same value -- its rate counts only prompts whose hosted answer has that field.
+
+    Taught in notebooks/08_own_your_model.ipynb.
+    """
+    from .evaluate import exact_match, parse_json
+
+    if len(hosted) != len(replayed):
+        raise ValueError(f"{len(hosted)} hosted answers but {len(replayed)} replayed ones")
+    fields = _fields(hosted)
+    rows = []
+    for theirs_text, mine_text in zip(hosted, replayed):
+        theirs, mine = parse_json(theirs_text), parse_json(mine_text)
+        item = {"hosted": theirs_text, "replayed": mine_text,
+                "identical": mine_text is not None and mine_text == theirs_text,
+                "equal": exact_match(mine_text, theirs_text),
+                "hosted_valid_json": theirs is not None, "replayed_valid_json": mine is not None}
+        for f in fields:
+            if theirs is not None and f in theirs:
+                item[f"{f}_same"] = mine is not None and f in mine and mine[f] == theirs[f]
+        rows.append(item)
+    n = len(rows)
+    rates = {k: (sum(r[k] for r in rows) / n if n else math.nan)
+             for k in ("identical", "equal", "hosted_valid_json", "replayed_valid_json")}
+    for f in fields:
+        values = [r[f"{f}_same"] for r in rows if f"{f}_same" in r]
+        rates[f"{f}_same"] = sum(values) / len(values) if values else math.nan
+    return rows, rates
+
+
 def compare(
     client,
     directory: str | os.PathLike,
@@ -905,8 +942,6 @@ def compare(
     Taught in notebooks/08_own_your_model.ipynb.
     """
     import pandas as pd
-
-    from .evaluate import exact_match, parse_json
 
     manifest = _open(Path(directory).expanduser(), create=False)
     key = _target_key(client)
@@ -941,28 +976,10 @@ def compare(
 
         _ask_all(client, [_request(job.fine_tuned_model, g, max_tokens) for g in golden], concurrency=concurrency,
                  on_result=on_result, desc=f"compare {src_id}", progress=progress)
-        fields = _fields([g.get("answer") for g in golden])
-        per_field = {f: [] for f in fields}
-        for g, (answer, finish) in zip(golden, answers):
-            hosted = g.get("answer")
-            mine, theirs = parse_json(answer), parse_json(hosted)
-            item = {"source_job": src_id, "index": g["index"], "hosted": hosted, "replayed": answer,
-                    "replayed_finish": finish, "identical": answer is not None and answer == hosted, "equal": exact_match(answer, hosted),
-                    "hosted_valid_json": theirs is not None, "replayed_valid_json": mine is not None}
-            for f in fields:
-                if theirs is not None and f in theirs:
-                    same = mine is not None and f in mine and mine[f] == theirs[f]
-                    item[f"{f}_same"] = same
-                    per_field[f].append(same)
-            answer_rows.append(item)
-        mine_rows = [r for r in answer_rows if r["source_job"] == src_id]
-        row.update(identical=sum(r["identical"] for r in mine_rows) / len(mine_rows),
-                   equal=sum(r["equal"] for r in mine_rows) / len(mine_rows),
-                   hosted_valid_json=sum(r["hosted_valid_json"] for r in mine_rows) / len(mine_rows),
-                   replayed_valid_json=sum(r["replayed_valid_json"] for r in mine_rows) / len(mine_rows),
-                   failed_requests=len(failures))
-        for f, values in per_field.items():
-            row[f"{f}_same"] = sum(values) / len(values) if values else math.nan
+        rows, rates = agreement([g.get("answer") for g in golden], [a for a, _ in answers])
+        for g, (_, finish), item in zip(golden, answers, rows):
+            answer_rows.append({"source_job": src_id, "index": g["index"], **item, "replayed_finish": finish})
+        row.update(rates, failed_requests=len(failures))
         summary_rows.append(row)
     manifest.save()
     summary = pd.DataFrame(summary_rows)

@@ -143,3 +143,20 @@ def test_cli_refuses_bad_pairs_and_missing_snapshots(tmp_path, capsys, monkeypat
     assert main(["migrate", "snapshot", "--out", str(tmp_path), "--golden", "-1"]) == 2
     assert "--golden must be >= 0" in capsys.readouterr().err
     assert not (tmp_path / "home").exists()  # refused before any server was started
+
+
+def test_agreement_is_exact_and_per_json_field():
+    hosted = ['{"category": "billing", "urgency": "high"}', '{"category": "shipping", "urgency": "low"}',
+              '{"category": "technical"}', "Sorry, I cannot help.", None]
+    replayed = ['{"urgency": "high", "category": "billing"}', '{"category": "shipping", "urgency": "high"}',
+                '{"category": "technical"}', "sorry,  I cannot help.", "anything"]
+    rows, rates = migrate.agreement(hosted, replayed)
+    assert [r["identical"] for r in rows] == [False, False, True, False, False]
+    assert [r["equal"] for r in rows] == [True, False, True, True, False]  # key order, case and spacing aside
+    assert rates["identical"] == pytest.approx(1 / 5) and rates["equal"] == pytest.approx(3 / 5)
+    assert rates["category_same"] == 1.0  # 3 of the 3 hosted answers that have it
+    assert rates["urgency_same"] == 0.5  # 1 of the 2 that have it
+    assert rates["hosted_valid_json"] == pytest.approx(3 / 5)
+    assert "urgency_same" not in rows[2]
+    with pytest.raises(ValueError, match="2 hosted answers but 1"):
+        migrate.agreement(["a", "b"], ["a"])
