@@ -36,7 +36,7 @@ def tiny_job(client, tmp_path_factory):
     job = client.fine_tuning.jobs.create(
         model=MODEL, training_file=train_file.id, validation_file=valid_file.id, suffix="export", seed=3,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 5}}})
-    job = wait_for_job(client, job.id)
+    job = wait_for_job(client, job.id, timeout=900)  # generous: CI machines can be busy
     assert job.status == "succeeded", job.error
     job.train_sha256 = hashlib.sha256(train.read_bytes()).hexdigest()
     return job

@@ -40,7 +40,7 @@ def hosted(tmp_path_factory):
         model=MODEL, training_file=train.id, validation_file=valid.id, suffix="hosted", seed=11,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 1, "batch_size": 5}}},
         metadata={"team": "support"})
-    job = wait_for_job(client, job.id)
+    job = wait_for_job(client, job.id, timeout=900)  # generous: CI machines can be busy
     assert job.status == "succeeded", job.error
     yield server, job
     server.stop()
