@@ -57,7 +57,7 @@ def run(engine: Engine, *requests: GenerationRequest):
     """Submit together (so they share a batch) and wait for all."""
     for req in requests:
         engine.submit(req)
-    return [req.future.result(timeout=600) for req in requests]
+    return [req.future.result(timeout=1800) for req in requests]
 
 
 def test_strict_schema_answers_always_validate_even_from_a_random_model(engine):
@@ -256,20 +256,26 @@ def smollm2(tmp_path_factory):
 
 @pytest.mark.slow
 def test_smollm2_constrained_answers_are_always_valid(smollm2):
-    """One batch: 20 JSON-mode answers, the course's schema on test tickets, a forced tool call."""
+    """One batch: 20 JSON-mode answers, the course's schema on 8 test tickets, a forced tool call.
+
+    (JSON mode cannot make a 135M base model *finish* an open-ended object within max_tokens --
+    asked to describe a cat it adds keys until cut off, finish_reason "length", as on the hosted
+    API -- so the asks here are ones it can finish; the grammar guarantees the rest.)"""
     import jsonschema
 
     from ftkit.course import data_path
     from ftkit.local.render import parse_tool_calls
 
     engine, model = smollm2
-    things = ["a cat", "a city", "a book", "a planet", "a car", "a song", "a recipe", "a tree", "a river", "a chair",
-              "a phone", "a bird", "a movie", "a shoe", "a lamp", "a bridge", "a coin", "a cloud", "a clock", "a map"]
-    json_mode = [GenerationRequest(model, [{"role": "user", "content": f"Describe {t} as a JSON object."}],
-                                   max_tokens=96, temperature=0, constraint={"type": "json_object"}) for t in things]
+    names = ["Ada", "Bob", "Chen", "Dana", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo"]
+    cities = ["Paris", "Oslo", "Lima", "Rome", "Kyiv", "Seoul", "Cairo", "Quito", "Doha", "Bern"]
+    asks = [f'Repeat this JSON object exactly: {{"name": "{n}", "age": {20 + i}}}' for i, n in enumerate(names)]
+    asks += [f'Write a JSON object with the key "city" and the value "{c}".' for c in cities]
+    json_mode = [GenerationRequest(model, [{"role": "user", "content": ask}], max_tokens=32, temperature=0,
+                                   constraint={"type": "json_object"}) for ask in asks]
     tickets = [json.loads(line)["messages"][:-1]
                for line in data_path("tickets", "test.jsonl").read_text().splitlines()[:8]]
-    schema = [GenerationRequest(model, messages, max_tokens=40, temperature=0, constraint=TICKET_SPEC)
+    schema = [GenerationRequest(model, messages, max_tokens=32, temperature=0, constraint=TICKET_SPEC)
               for messages in tickets]
     tool = GenerationRequest(model, [{"role": "user", "content": "Where is my order 1234? I need it in the EU."}],
                              max_tokens=60, temperature=0, tools=[LOOKUP],

@@ -6,6 +6,13 @@ left-padded and prefilled together, then one token per row per step with a share
 Each row keeps its own ``max_tokens``, ``temperature``, ``top_p``, ``stop`` and ``seed``; rows that
 finish leave the batch so the rest run faster. Streaming rows get their text as it is decoded.
 
+A row may carry a constraint (``response_format`` JSON mode or schema, a forced tool call; see
+:mod:`.grammar`): at every step its grammar masks the tokens that would break it, so its answer
+can end only where the grammar is complete (``max_tokens`` still cuts it short: "length", as on
+the hosted API). Constrained and free rows share batches. With ``logprobs``, every token's log
+probability is the model's own (log-softmax of its logits before temperature, top_p and the
+grammar's mask: what the model thinks, whatever the sampler was allowed to pick).
+
 Fine-tuned models and checkpoints are LoRA adapters over their base model (peft), loaded on
 first use and kept (least recently used first out) up to ``max_adapters``.
 """
