@@ -6,7 +6,8 @@ queues and runs fine-tuning jobs (LoRA on SmolLM2-135M-Instruct, on CPU), writes
 checkpoints and the results file, and serves base and fine-tuned models for chat completions.
 
 Layers, data flowing one way: ``app`` (HTTP routes) → ``service`` / ``batches`` → ``store``
-(SQLite + files) and ``worker`` → ``trainer`` (a child process) / ``engine`` (inference thread).
-Installing the ``local`` extra brings torch, transformers, peft, FastAPI and uvicorn; nothing in
+(SQLite + files) and ``worker`` → ``trainer`` (a child process) / ``engine`` (inference thread,
+constrained by ``grammar`` for response_format and tool_choice).
+Installing the ``local`` extra brings torch, transformers, peft, llguidance, FastAPI and uvicorn; nothing in
 this package imports torch at import time.
 """
