@@ -13,7 +13,7 @@ import threading
 import warnings
 
 import pytest
-from tiny_models import TICKET_SCHEMA, save_tiny_llama, smollm2_tokenizer
+from tiny_models import TICKET_SCHEMA, save_tiny_adapter, save_tiny_llama, smollm2_tokenizer
 
 pytest.importorskip("torch")
 pytest.importorskip("llguidance")
@@ -46,6 +46,8 @@ def engine(tmp_path_factory):
     model_dir = save_tiny_llama(root / "tiny-llama", smollm2_tokenizer())
     store = Store(root / "home")
     store.add_model("tiny", kind="base", owned_by="system", source=str(model_dir))
+    adapter = save_tiny_adapter(root / "tiny-adapter", model_dir)
+    store.add_model("ft:tiny:local::x1", kind="fine-tuned", owned_by="local", base="tiny", adapter_path=str(adapter))
     engine = Engine(store, log=lambda *a: None)
     engine.start()
     yield engine
@@ -74,6 +76,20 @@ def test_strict_schema_answers_always_validate_even_from_a_random_model(engine):
     assert len({c.text for c in s}) > 1  # sampling still samples, among valid answers
     with pytest.raises(ValueError):  # the unconstrained row in the same batch is the random model's nonsense
         json.loads(f.text)
+
+
+def test_fine_tuned_models_are_constrained_too(engine):
+    import jsonschema
+
+    def ask(model: str, constraint=None):
+        return GenerationRequest(model, MESSAGES, max_tokens=40, temperature=0, constraint=constraint, logprobs=True)
+
+    [ft], [base], [ft_free], [base_free] = run(engine, ask("ft:tiny:local::x1", TICKET_SPEC), ask("tiny", TICKET_SPEC),
+                                               ask("ft:tiny:local::x1"), ask("tiny"))
+    jsonschema.validate(json.loads(ft.text), TICKET_SCHEMA)
+    assert ft.finish_reason == "stop" and ft.logprobs
+    assert ft_free.text != base_free.text  # the adapter is applied (and then switched off for the base)
+    assert [t.logprob for t in ft.logprobs] != [t.logprob for t in base.logprobs]
 
 
 def test_a_forced_tool_call_is_valid_against_the_function(engine):

@@ -58,3 +58,16 @@ def save_tiny_llama(directory: Path, tokenizer, seed: int = 0) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def save_tiny_adapter(directory: Path, model_dir: Path, seed: int = 1) -> Path:
+    """A LoRA adapter over the tiny model with random (non-zero) weights, so it changes the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    config = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(model, config).save_pretrained(directory)
+    return directory
