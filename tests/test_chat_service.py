@@ -163,13 +163,15 @@ def test_tool_choice_required_and_named_force_a_call(fake_client, fake_engine, c
         model=MODEL, messages=HI, tools=[ORDER_TOOL, REFUND_TOOL], tool_choice="required")
     check_schema(raw.http_response.json(), "CreateChatCompletionResponse")
     choice = raw.parse().choices[0]
-    assert _last(fake_engine).constraint == {"type": "tool_call", "tools": [ORDER_TOOL, REFUND_TOOL], "name": None}
+    assert _last(fake_engine).constraint == {"type": "tool_call", "tools": [ORDER_TOOL, REFUND_TOOL], "name": None,
+                                              "parallel": True, "param": "tools"}
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     assert choice.message.tool_calls[0].function.name == "get_order"
     assert json.loads(choice.message.tool_calls[0].function.arguments) == {"id": "text"}
     named = fake_client.chat.completions.create(model=MODEL, messages=HI, tools=[ORDER_TOOL, REFUND_TOOL],
                                                 tool_choice={"type": "function", "function": {"name": "refund"}})
     assert _last(fake_engine).constraint["name"] == "refund"
+    assert _last(fake_engine).constraint["parallel"] is False  # a named tool is called once
     assert json.loads(named.choices[0].message.tool_calls[0].function.arguments) == {"amount": 1.5}
     # the SDK's strict pydantic tools parse their arguments
     parsed = fake_client.chat.completions.parse(model=MODEL, messages=HI, tool_choice="required",
@@ -304,4 +306,5 @@ def test_langchain_structured_output_on_both_apis(fake_server, fake_engine):
         tool_result = llm.with_structured_output(Ticket, method="function_calling").invoke("Classify this")
         assert isinstance(tool_result, Ticket), use_responses_api
         assert fake_engine.requests[-1].constraint == {
-            "type": "tool_call", "name": "Ticket", "tools": fake_engine.requests[-1].constraint["tools"]}
+            "type": "tool_call", "name": "Ticket", "tools": fake_engine.requests[-1].constraint["tools"],
+            "parallel": False, "param": "tools"}

@@ -259,8 +259,9 @@ class ChatService:
         request.max_tokens = wanted
         if request.constraint is not None:
             # where the schema sits in this request, so a refusal names the exact field
-            is_tool = request.constraint["type"] == "tool_call"
-            request.constraint.setdefault("param", tools_param if is_tool else schema_param)
+            kind = request.constraint["type"]
+            if kind != "json_object":
+                request.constraint.setdefault("param", tools_param if kind == "tool_call" else schema_param)
             try:
                 self.engine.check_constraint(request.model, request.constraint)
             except ValueError as e:
