@@ -30,7 +30,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ... import lifecycle as lc
 from .. import hyperparameters, jobstate
@@ -80,6 +79,7 @@ class RunContext:
     precision: str
     pad_id: int
     total_steps: int = 0
+    step: int = 0  # steps done so far (methods that sample seed from it)
     store: Store | None = None
     job: dict | None = None
     log: Callable[[str], None] = print
@@ -186,21 +186,24 @@ class JobRun:
         ft_model = fine_tuned_model_id(start.base_id, job["suffix"], self.job_id)
         run = _Run(ctx, train, valid, state, params, optimizer, scheduler, ft_model, start)
 
-        while True:
-            try:
-                self.train_epochs(run)
-                break
-            except JobStopped as stop:
-                if self.store.get_job(self.job_id)["status"] == lc.CANCELLED:
-                    return
-                self.save_resume(run)
-                if stop.reason != lc.PAUSED:
-                    return  # the server is stopping: it resumes this job from the saved state
-                # Acknowledge the pause -- unless it was withdrawn (resumed) meanwhile, which this
-                # atomic update detects: then keep training in this process.
-                if jobstate.acknowledge_pause(self.store, self.job_id, step=state.step, total_steps=total_steps):
-                    return
-        self.finish(run, started)
+        try:
+            while True:
+                try:
+                    self.train_epochs(run)
+                    break
+                except JobStopped as stop:
+                    if self.store.get_job(self.job_id)["status"] == lc.CANCELLED:
+                        return
+                    self.save_resume(run)
+                    if stop.reason != lc.PAUSED:
+                        return  # the server is stopping: it resumes this job from the saved state
+                    # Acknowledge the pause -- unless it was withdrawn (resumed) meanwhile, which this
+                    # atomic update detects: then keep training in this process.
+                    if jobstate.acknowledge_pause(self.store, self.job_id, step=state.step, total_steps=total_steps):
+                        return
+            self.finish(run, started)
+        finally:
+            getattr(method, "close", lambda: None)()
 
     def train_epochs(self, run: _Run) -> None:
         """Train from ``run.state`` to the last epoch; raises :class:`JobStopped` between steps."""
@@ -216,6 +219,7 @@ class JobRun:
             for b in range(state.batch_in_epoch, len(batches)):
                 self.check_continue()
                 t0 = time.time()
+                ctx.step = state.step
                 loss, metrics = method.step(ctx, [run.train[i] for i in batches[b]])
                 if loss is not None:
                     steps.optimizer_step(loss, run.params, run.optimizer, run.scheduler)
@@ -227,7 +231,8 @@ class JobRun:
                 if valid_sample and (state.step % eval_every == 0 or state.step == total):
                     data.update(method.evaluate(ctx, valid_sample, "valid"))
                 state.results.append(method.results_row(data))
-                self.event(_step_message(data, total), type=lc.EVENT_TYPE_METRICS, data=data)
+                message = method.message(data, total) if hasattr(method, "message") else _step_message(data, total)
+                self.event(message, type=lc.EVENT_TYPE_METRICS, data=data)
                 run.step_times.append(time.time() - t0)
                 recent = run.step_times[-10:]
                 remaining = (total - state.step) * sum(recent) / len(recent)
@@ -355,7 +360,3 @@ def _step_message(data: dict, total: int) -> str:
 def _full_validation_message(full: dict) -> str:
     parts = [f"{key.removeprefix('full_valid_').replace('_', ' ')}={value:.2f}" for key, value in full.items()]
     return "Full validation: " + ", ".join(parts)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
