@@ -65,6 +65,8 @@ CODES: dict[str, tuple[str, str]] = {
     "no_trained_messages": (WARNING, "every assistant message has weight 0: nothing is learned"),
     "assistant_message_too_long": (WARNING, "assistant answer far longer than the others in the file"),
     "preference_identical_outputs": (WARNING, "preferred and non-preferred outputs are identical"),
+    "reinforcement_last_message": (ERROR, "an RFT example must end with a user turn for the model to answer"),
+    "missing_grader_field": (ERROR, "an RFT example lacks a field the grader reads ({{ item.<field> }})"),
     "unknown_tool_call_id": (WARNING, "a tool message answers a tool call id not seen before it"),
 }
 
@@ -106,7 +108,7 @@ class ValidationReport:
     max_example_tokens: int | None
     n_lines: int = 0
     n_examples: int = 0
-    kind: str | None = None  # "chat", "preference", or "mixed"
+    kind: str | None = None  # "chat", "preference", "reinforcement" or "mixed"
     problems: list[Problem] = field(default_factory=list)
     example_lines: array = field(default_factory=lambda: array("q"))
     total_tokens: array = field(default_factory=lambda: array("q"))
@@ -263,9 +265,12 @@ class InvalidTrainingFile(ValueError):
 
 
 class _Checker:
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], method: str | None = None,
+                 grader_fields: Iterable[str] = ()) -> None:
         self.problems = problems
         self.line = 0
+        self.method = method
+        self.grader_fields = sorted(set(grader_fields))
 
     def add(self, code: str, field: str | None, message: str) -> None:
         self.problems.append(Problem(self.line, code, field, message, CODES[code][0]))
@@ -274,6 +279,9 @@ class _Checker:
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
+        if "messages" in ex and self.method == "reinforcement":
+            self.reinforcement(ex)
+            return "reinforcement"
         if "messages" in ex:
             self.chat(ex)
             return "chat"
@@ -318,6 +326,27 @@ class _Checker:
             self.add("no_trained_messages", "messages", "every assistant message has weight 0")
         if not has_system and any(isinstance(m, dict) for m in messages):
             self.add("missing_system_message", "messages", "no system message")
+
+    def reinforcement(self, ex: dict) -> None:
+        """An RFT line: a conversation ending with a user turn, plus the fields the grader reads
+        (any other top-level key is the grader's business, so none is 'unrecognized')."""
+        tools_ok = self.tools(ex, "") if ("tools" in ex or "functions" in ex or "parallel_tool_calls" in ex) else True
+        messages = ex.get("messages")
+        if not isinstance(messages, list) or not messages:
+            what = "an empty list" if messages == [] else _type_name(messages)
+            self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
+        else:
+            self.messages(messages, "messages", tools_ok)
+            last = messages[-1]
+            role = last.get("role") if isinstance(last, dict) else None
+            if role != "user":
+                self.add("reinforcement_last_message", f"messages[{len(messages) - 1}].role",
+                         f"the last message is from {role!r}; it must be the user's turn the model answers")
+            if not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+                self.add("missing_system_message", "messages", "no system message")
+        for name in self.grader_fields:
+            if name not in ex:
+                self.add("missing_grader_field", name, f"the grader reads {{{{ item.{name} }}}} but this line has no {name!r}")
 
     def messages(self, messages: list, path: str, tools_ok: bool = True) -> None:
         seen_call_ids: set[str] = set()
@@ -604,6 +633,8 @@ def validate(
     token_counter=None,
     min_examples: int = MIN_EXAMPLES,
     chunk_size: int = 4096,
+    method: str | None = None,
+    grader_fields: Iterable[str] = (),
 ) -> ValidationReport:
     """Check a fine-tuning file (path) or examples (list of dicts) and report every problem.
 
@@ -633,10 +664,10 @@ def validate(
     label, lines = _lines_of(source)
     report = ValidationReport(label, model, encoding, max_example_tokens)
     problems = report.problems
-    check = _Checker(problems)
+    check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": []}
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], "reinforcement": []}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 

@@ -103,11 +103,17 @@ class Worker:
             return
         method = job["method"].get("type", lc.SUPERVISED)
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
+        grader_fields: set[str] = set()
+        if method == lc.REINFORCEMENT:
+            from .. import graders
+
+            grader_fields = graders.compile_grader(job["method"][lc.REINFORCEMENT]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
             if not file_id:
                 continue
             report = validate(self.store.file_path(file_id), token_counter=counter, encoding=job["model"] + " tokenizer",
-                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1)
+                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1,
+                              method=method, grader_fields=grader_fields)
             report.source = file_id
             expected = FILE_KIND[method]
             if report.ok and report.kind != expected:
