@@ -1,8 +1,12 @@
 """Command line: ``python -m ftkit validate FILE [--model M]``.
 
-Exit status: 0 valid (warnings allowed), 1 the file has errors, 2 the input is unusable
-(missing, unreadable, a directory) or the command is wrong. Never a traceback
-(set FTKIT_DEBUG=1 to see one for a bug report).
+Exit status: 0 valid (warnings allowed), 1 the file has errors (each named with its line: an
+over-long or over-deep line too), 2 the input is unusable (missing, unreadable, or not a regular
+file: a directory, a FIFO, a device -- refused at once) or the command is wrong. Never a
+traceback (set FTKIT_DEBUG=1 to see one for a bug report).
+
+Each line is read up to ``--max-line-mb`` megabytes (default 16): a longer line is an error of
+that line, skipped without being held in memory.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import sys
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNUSABLE = 0, 1, 2
+MAX_LINE_BYTES = 16_000_000  # ftkit.validation.MAX_LINE_BYTES, without importing numpy for --help
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -20,7 +25,8 @@ def _validate(args: argparse.Namespace) -> int:
     from .validation import UnusableInputError, validate
 
     try:
-        report = validate(args.file, model=args.model, encoding=args.encoding)
+        report = validate(args.file, model=args.model, encoding=args.encoding,
+                          max_line_bytes=int(args.max_line_mb * 1_000_000))
     except UnusableInputError as e:
         print(f"ftkit validate: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -44,6 +50,16 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_ERRORS
 
 
+def _positive_mb(value: str) -> float:
+    try:
+        mb = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 0 < mb * 1_000_000 < 2**62:
+        raise argparse.ArgumentTypeError(f"must be a positive number of megabytes, got {value!r}")
+    return mb
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ftkit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", help="target model: picks the tokenizer and the per-example limit")
     v.add_argument("--encoding", choices=["o200k_base", "cl100k_base"], help="count with this encoding")
     v.add_argument("--lines", type=int, default=5, help="problems shown per code (default 5)")
+    v.add_argument("--max-line-mb", type=_positive_mb, default=MAX_LINE_BYTES / 1_000_000,
+                   help=f"longest line read, in MB (default {MAX_LINE_BYTES / 1_000_000:g}); a longer line is an error")
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
     v.set_defaults(run=_validate)
     return parser

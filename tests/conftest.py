@@ -49,13 +49,16 @@ class LocalServer:
     def start(self, timeout: float = 180) -> LocalServer:
         import httpx
 
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "server.log", "ab")  # noqa: SIM115
+        from ftkit.local.control import open_log
+
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ftkit.client() makes it
+        log = open_log(self.home)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ftkit.local", "serve", "--home", str(self.home), "--port", str(self.port),
              "--max-upload-mb", str(self.max_upload_mb)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FTKIT_HOME": str(self.home)},
         )
+        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -162,6 +165,19 @@ def _to_2020_12(node):
         for value in node:
             _to_2020_12(value)
     return node
+
+
+def loose_paths(home: Path) -> list[str]:
+    """Every path under ``home`` (itself included) that its group or other users may use: what a
+    private home (0700 folders, 0600 files) never has."""
+    import stat
+
+    loose = []
+    for path in [home, *sorted(home.rglob("*"))]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if not path.is_symlink() and mode & 0o077:
+            loose.append(f"{path.relative_to(home)} {mode:o}")
+    return loose
 
 
 def tiny_chat_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:

@@ -15,7 +15,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import LocalServer, needs_constrained_engine, tiny_chat_file, wait_for_job
+from conftest import needs_constrained_engine, tiny_chat_file, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -477,33 +477,7 @@ def test_batch_api_round_trip(client, check_schema, tmp_path):
     assert errors[0]["custom_id"] == "bad" and errors[0]["response"]["status_code"] == 404
 
 
-# -- durability ----------------------------------------------------------------------------------
-
-
-def test_restart_keeps_everything_and_a_killed_job_resumes(tmp_path):
-    server = LocalServer(tmp_path / "home").start()
-    try:
-        c = server.client()
-        f = c.files.create(file=tiny_chat_file(tmp_path / "r.jsonl", n=20).open("rb"), purpose="fine-tune")
-        job = c.fine_tuning.jobs.create(model=MODEL, training_file=f.id, suffix="restart",
-                                        hyperparameters={"n_epochs": 2, "batch_size": 2})
-        _wait_for_step(c, job.id, 12)  # past the first epoch's checkpoint (10 steps per epoch)
-        events_before = {e.id for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data}
-        server.kill()  # SIGKILL, mid-job
-        server.start()
-        c = server.client()
-        assert c.files.retrieve(f.id).bytes == f.bytes
-        job = wait_for_job(c, job.id)
-        assert job.status == "succeeded", job.error
-        events = list(c.fine_tuning.jobs.list_events(job.id, limit=50))  # the SDK follows has_more/after
-        assert events_before <= {e.id for e in events}  # nothing lost
-        messages = [e.message for e in events]
-        assert any(m.startswith("The server stopped while this job was running") for m in messages)
-        assert any(m.startswith("Resuming from step") for m in messages)
-        assert c.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=3).choices
-    finally:
-        server.stop()
+# -- durability: kill -9 at the worst moments is tests/test_durability.py -----------------------
 
 
 def _metric_steps(client, job_id):

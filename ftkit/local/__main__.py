@@ -14,6 +14,30 @@ import sys
 from pathlib import Path
 
 from .control import DEFAULT_PORT, home_dir, running_server, stop_server
+from .store import (
+    UnusableDatabase,
+    check_database,
+    make_home_private,
+    private_umask,
+    shared_directory,
+)
+
+
+def prepare_home(home: Path) -> None:
+    """Before the server opens anything: a private umask (inherited by the trainers it starts), a
+    private home (an older, looser one tightened, said in one line), a usable database (else
+    :class:`UnusableDatabase` with the one message to show)."""
+    private_umask()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if shared_directory(home):
+        print(f"warning: the home {home} is a shared directory; only ftkit's own files in it are made private. "
+              "Set FTKIT_HOME to a directory of its own.", flush=True)
+    tightened = make_home_private(home)
+    if tightened:
+        print(f"made the home {home} private: {tightened} of its files and folders could be read by other users; "
+              "now folders are 0700 and files 0600", flush=True)
+    for note in check_database(home):
+        print(note, flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -28,8 +52,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}, reachable from other machines; anyone with the key "
               f"in {home / 'api_key'} can use it", file=sys.stderr)
-    app = create_app(home, max_upload_mb=args.max_upload_mb, trainer_threads=args.trainer_threads,
-                     log=lambda m: print(m, flush=True))
+    try:
+        prepare_home(home)
+        app = create_app(home, max_upload_mb=args.max_upload_mb, trainer_threads=args.trainer_threads,
+                         log=lambda m: print(m, flush=True))
+    except UnusableDatabase as e:  # one message with the way out, no traceback
+        print(f"ftkit: {e}", file=sys.stderr, flush=True)
+        return 2
     info = home / "server.json"
 
     class Server(uvicorn.Server):
@@ -70,10 +99,15 @@ def register(args: argparse.Namespace) -> int:
     from .service import APIError, Platform
     from .store import Store
 
+    home = home_dir(args.home)
     try:
-        row = Platform(Store(home_dir(args.home)), max_upload_bytes=0).register_base_model(args.name, args.path)
+        prepare_home(home)
+        row = Platform(Store(home), max_upload_bytes=0).register_base_model(args.name, args.path)
     except APIError as e:
         print(e.message, file=sys.stderr)
+        return 2
+    except UnusableDatabase as e:
+        print(f"ftkit: {e}", file=sys.stderr)
         return 2
     print(f"registered base model {row['id']} from {row['source']}")
     return 0
