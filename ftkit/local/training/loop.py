@@ -163,7 +163,7 @@ class JobRun:
 
         state = TrainState()
         saved = self._load_resume()
-        model = starting.add_adapter(start.model, resume_from=self.resume_dir / "adapter" if saved else None)
+        model = starting.add_adapter(start.model, resume_from=self.resume_dir / saved["adapter"] if saved else None)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = steps.make_optimizer(params, hyperparameters.learning_rate(method.name, hp))
@@ -179,6 +179,9 @@ class JobRun:
             withdrawn = self.store.delete_metrics_events_after(self.job_id, state.step)
             note = f" ({withdrawn} metrics events of lost steps withdrawn)" if withdrawn else ""
             self.event(lc.JOB_RESUMED_FROM.format(step=state.step, total_steps=total_steps) + note)
+        elif self.store.delete_metrics_events_after(self.job_id, 0):
+            # a crash before any saved state: every step is done again, none reported twice
+            self.event(lc.RESTARTED, level="warn")
         else:
             self.event(lc.JOB_STARTED, data={"method": method.name, "precision": ctx.precision,
                                              "device": str(ctx.device), "examples": len(train),
@@ -193,6 +196,7 @@ class JobRun:
                     break
                 except JobStopped as stop:
                     if self.store.get_job(self.job_id)["status"] == lc.CANCELLED:
+                        shutil.rmtree(self.resume_dir, ignore_errors=True)
                         return
                     self.save_resume(run)
                     if stop.reason != lc.PAUSED:
@@ -266,15 +270,22 @@ class JobRun:
     # -- resumable state ------------------------------------------------------------------------
 
     def save_resume(self, run: _Run) -> None:
+        """Save what a new trainer needs to continue: the adapter (a new folder each time), then the
+        optimizer, schedule, random state and progress in ``state.pt`` naming that folder, replaced
+        atomically. A kill at any moment leaves the previous state whole; older folders go last."""
         import torch
 
         self.resume_dir.mkdir(parents=True, exist_ok=True)
-        run.ctx.model.save_pretrained(self.resume_dir / "adapter")
+        adapter = f"adapter-step-{run.state.step}-{time.time_ns()}"
+        run.ctx.model.save_pretrained(self.resume_dir / adapter)
         path = self.resume_dir / "state.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save({"state": run.state.as_dict(), "optimizer": run.optimizer.state_dict(),
+        torch.save({"state": run.state.as_dict(), "adapter": adapter, "optimizer": run.optimizer.state_dict(),
                     "scheduler": run.scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, path)
+        for old in self.resume_dir.glob("adapter-*"):
+            if old.name != adapter:
+                shutil.rmtree(old, ignore_errors=True)
         self._last_resume_save = time.monotonic()
 
     def _load_resume(self) -> dict | None:
@@ -284,7 +295,10 @@ class JobRun:
         if not path.exists():
             return None
         try:
-            return torch.load(path, weights_only=True)
+            saved = torch.load(path, weights_only=True)
+            if not (self.resume_dir / saved["adapter"] / starting.ADAPTER_CONFIG).exists():
+                raise FileNotFoundError(saved["adapter"])
+            return saved
         except Exception as e:  # an unreadable state (older format, damage): start over, say so
             self.event(f"The saved training state could not be read ({type(e).__name__}); starting from the "
                        "beginning", level="warn")
