@@ -18,6 +18,7 @@ BENCHMARKS = [
     ("LoRA training tokens/s", "bench_train", "speedup", ">= 2x a naive padded loop"),
     ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
     ("evaluate 100 held-out tickets", "bench_evaluate", "speedup", "<= 60 s, batched vs one at a time"),
+    ("constrained vs free decoding", "bench_constrained", "time_per_token_ratio", "< 1.15x free decoding's time/token"),
 ]
 
 

@@ -64,7 +64,7 @@ def headline(name: str, value, note: str = "") -> None:
 
 _PACKAGES = (
     "ftkit", "openai", "tiktoken", "pandas", "numpy", "matplotlib", "ipywidgets", "tqdm",
-    "torch", "transformers", "peft", "gguf", "fastapi", "uvicorn", "jupyterlab",
+    "torch", "transformers", "peft", "gguf", "llguidance", "fastapi", "uvicorn", "jupyterlab",
 )
 
 

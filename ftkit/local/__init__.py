@@ -9,8 +9,9 @@ the Responses API and the Batch API.
 Layers, data flowing one way: ``app`` (wiring) and ``routes`` (one router per resource, bodies
 checked by ``request_check`` against the spec) → ``service`` (files, jobs, models), ``chat``
 (chat completions, shared by ``batches`` and ``responses``) → ``store`` (SQLite + files) and
-``worker`` → ``trainer`` (a child process) / ``engine`` (inference thread). ``wire`` holds the
+``worker`` → ``trainer`` (a child process) / ``engine`` (inference thread,
+constrained by ``grammar`` for response_format and tool_choice). ``wire`` holds the
 OpenAI wire shapes (errors, pages, serialisers), ``parameters`` what is implemented or refused.
-Installing the ``local`` extra brings torch, transformers, peft, FastAPI and uvicorn; nothing in
+Installing the ``local`` extra brings torch, transformers, peft, llguidance, FastAPI and uvicorn; nothing in
 this package imports torch at import time.
 """

@@ -3,6 +3,7 @@
     python -m ftkit.local serve [--host 127.0.0.1] [--port 8765] [--home ~/.ftkit]
     python -m ftkit.local status | stop
     python -m ftkit.local register-model NAME PATH   # a Hugging Face directory or a .gguf file
+    python -m ftkit.local export MODEL --format adapter|merged|gguf --out DIR
 """
 
 from __future__ import annotations
@@ -113,6 +114,24 @@ def register(args: argparse.Namespace) -> int:
     return 0
 
 
+def export(args: argparse.Namespace) -> int:
+    """Export a fine-tuned model (ftkit.local.export); a clear message and exit 2 when it cannot."""
+    try:
+        from .export import ExportError, export_model
+        from .models import ModelNotAvailable
+    except ImportError as e:
+        print(f"export needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
+        return 2
+    types = [t.strip() for t in (args.gguf_types or "").split(",") if t.strip()]
+    try:
+        export_model(args.model, args.format, args.out, args.home, base=args.base, gguf_types=types,
+                     dtype=args.dtype, overwrite=args.force)
+    except (ExportError, ModelNotAvailable, OSError) as e:
+        print(f"ftkit export: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftkit.local", description="ftkit's local fine-tuning server")
     parser.add_argument("--home", type=Path, default=None, help="data directory (default $FTKIT_HOME or ~/.ftkit)")
@@ -131,6 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("name")
     r.add_argument("path")
     r.set_defaults(run=register)
+    e = sub.add_parser("export", help="export a fine-tuned model as a PEFT adapter, a merged model or GGUF files",
+                       description="MODEL: a fine-tuned model id (ft:...), a checkpoint id (ftckpt_...), a checkpoint "
+                                   "model id (ft:...:ckpt-step-N) or a job id; for merged/gguf also a base model name. "
+                                   "Reads the store directly: the server may run or not.")
+    e.add_argument("model")
+    e.add_argument("--format", required=True, choices=["adapter", "merged", "gguf"])
+    e.add_argument("--out", required=True, type=Path, help="folder to write (created; must be empty or new)")
+    e.add_argument("--home", type=Path, default=argparse.SUPPRESS)
+    e.add_argument("--base", default=None,
+                   help="adapter: what adapter_config.json names as the base (default: the hub id, e.g. "
+                        "HuggingFaceTB/SmolLM2-135M-Instruct)")
+    e.add_argument("--gguf-types", default="f16,q8_0", help="gguf: comma-separated types among f32,f16,bf16,q8_0 "
+                                                           "(default f16,q8_0)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="merged: weight type (default float32, the server's precision)")
+    e.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    e.set_defaults(run=export)
     args = parser.parse_args(argv)
     return args.run(args)
 

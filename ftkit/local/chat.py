@@ -172,7 +172,11 @@ def json_constraint(response_format: dict | None, messages: list[dict], *, param
 
 
 def _constraint_param(base: str, error: ValueError) -> str:
-    """The param an engine's refusal names: ``base`` + the path inside the schema it reports."""
+    """The param an engine's refusal names: its full ``param`` when it gives one (the engine is told
+    where the schema sits), else ``base`` + the path inside the schema it reports."""
+    full = getattr(error, "param", None)
+    if isinstance(full, str) and full:
+        return full
     path = getattr(error, "param_path", None)
     if isinstance(path, (list, tuple)):
         path = param_name(list(path))
@@ -202,7 +206,8 @@ class ChatService:
                                     "'response_format' asks for JSON: the local engine constrains an answer "
                                     "either to the schema or to a tool call")
         if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": all_tools, "name": forced}
+            constraint = {"type": "tool_call", "tools": all_tools, "name": forced,
+                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
 
         n = body.get("n") or 1
         if n > MAX_N:
@@ -253,6 +258,9 @@ class ChatService:
                            param=messages_param, code="context_length_exceeded")
         request.max_tokens = wanted
         if request.constraint is not None:
+            # where the schema sits in this request, so a refusal names the exact field
+            is_tool = request.constraint["type"] == "tool_call"
+            request.constraint.setdefault("param", tools_param if is_tool else schema_param)
             try:
                 self.engine.check_constraint(request.model, request.constraint)
             except ValueError as e:

@@ -209,7 +209,8 @@ class ResponsesService:
                                     "asks for JSON: the local engine constrains an answer either to the schema or "
                                     "to a tool call")
         if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": chat_tools, "name": forced}
+            constraint = {"type": "tool_call", "tools": chat_tools, "name": forced,
+                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
         for i, name in enumerate(body.get("include") or []):
             if name != LOGPROBS_INCLUDE:
                 raise unsupported_value(f"include[{i}]", name, f"'{LOGPROBS_INCLUDE}'")
