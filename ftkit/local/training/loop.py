@@ -169,7 +169,7 @@ class JobRun:
         optimizer = steps.make_optimizer(params, hyperparameters.learning_rate(method.name, hp))
         scheduler = steps.make_scheduler(optimizer, total_steps)
         ctx = RunContext(model, tokenizer, hp, seed, choose_precision("FTKIT_TRAIN_PRECISION"),
-                         tokenizer.pad_token_id, total_steps, self.store, job, self.log)
+                         tokenizer.pad_token_id, total_steps=total_steps, store=self.store, job=job, log=self.log)
         method.prepare(ctx, train, valid)
         if saved:
             state = TrainState(**saved["state"])
