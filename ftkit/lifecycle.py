@@ -108,5 +108,7 @@ PAUSED_MESSAGE = "Fine-tuning job paused"
 RESUMED_MESSAGE = "Fine-tuning job resumed"
 PAUSED_AT = "Job paused at step {step}/{total_steps}; resume it to continue"
 REQUEUED_AFTER_CRASH = "The server stopped while this job was running; it will resume from {where}"
+TRAINER_DIED = "The trainer stopped unexpectedly ({reason}); the job will resume from {where}"
+RESTARTED = "Restarting from the beginning: no saved state to resume from"
 INTERRUPTED_TOO_OFTEN = ("The job was interrupted {count} times (server stopped or crashed) "
                          "and was not restarted again.")

@@ -76,6 +76,8 @@ CODES: dict[str, tuple[str, str]] = {
     "no_trained_messages": (WARNING, "every assistant message has weight 0: nothing is learned"),
     "assistant_message_too_long": (WARNING, "assistant answer far longer than the others in the file"),
     "preference_identical_outputs": (WARNING, "preferred and non-preferred outputs are identical"),
+    "reinforcement_last_message": (ERROR, "an RFT example must end with a user turn for the model to answer"),
+    "missing_grader_field": (ERROR, "an RFT example lacks a field the grader reads ({{ item.<field> }})"),
     "unknown_tool_call_id": (WARNING, "a tool message answers a tool call id not seen before it"),
 }
 
@@ -124,7 +126,7 @@ class ValidationReport:
     max_example_tokens: int | None
     n_lines: int = 0
     n_examples: int = 0
-    kind: str | None = None  # "chat", "preference", or "mixed"
+    kind: str | None = None  # "chat", "preference", "reinforcement" or "mixed"
     problems: list[Problem] = field(default_factory=list)
     example_lines: array = field(default_factory=lambda: array("q"))
     total_tokens: array = field(default_factory=lambda: array("q"))
@@ -281,9 +283,12 @@ class InvalidTrainingFile(ValueError):
 
 
 class _Checker:
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], method: str | None = None,
+                 grader_fields: Iterable[str] = ()) -> None:
         self.problems = problems
         self.line = 0
+        self.method = method
+        self.grader_fields = sorted(set(grader_fields))
         # After example(): True when the example is only a list of plain text messages, so it
         # nests three levels at most -- the common case, which needs no depth check.
         self.shallow = False
@@ -297,6 +302,9 @@ class _Checker:
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
+        if "messages" in ex and self.method == "reinforcement":
+            self.reinforcement(ex)
+            return "reinforcement"
         if "messages" in ex:
             self.chat(ex)
             return "chat"
@@ -342,6 +350,27 @@ class _Checker:
             self.add("no_trained_messages", "messages", "every assistant message has weight 0")
         if not has_system and any(isinstance(m, dict) for m in messages):
             self.add("missing_system_message", "messages", "no system message")
+
+    def reinforcement(self, ex: dict) -> None:
+        """An RFT line: a conversation ending with a user turn, plus the fields the grader reads
+        (any other top-level key is the grader's business, so none is 'unrecognized')."""
+        tools_ok = self.tools(ex, "") if ("tools" in ex or "functions" in ex or "parallel_tool_calls" in ex) else True
+        messages = ex.get("messages")
+        if not isinstance(messages, list) or not messages:
+            what = "an empty list" if messages == [] else _type_name(messages)
+            self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
+        else:
+            self.messages(messages, "messages", tools_ok)
+            last = messages[-1]
+            role = last.get("role") if isinstance(last, dict) else None
+            if role != "user":
+                self.add("reinforcement_last_message", f"messages[{len(messages) - 1}].role",
+                         f"the last message is from {role!r}; it must be the user's turn the model answers")
+            if not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+                self.add("missing_system_message", "messages", "no system message")
+        for name in self.grader_fields:
+            if name not in ex:
+                self.add("missing_grader_field", name, f"the grader reads {{{{ item.{name} }}}} but this line has no {name!r}")
 
     def messages(self, messages: list, path: str, tools_ok: bool = True) -> None:
         seen_call_ids: set[str] = set()
@@ -743,6 +772,8 @@ def validate(
     token_counter=None,
     min_examples: int = MIN_EXAMPLES,
     chunk_size: int = 4096,
+    method: str | None = None,
+    grader_fields: Iterable[str] = (),
     max_line_bytes: int = MAX_LINE_BYTES,
     max_depth: int = MAX_DEPTH,
 ) -> ValidationReport:
@@ -781,10 +812,10 @@ def validate(
     label, lines = _lines_of(source, max_line_bytes)
     report = ValidationReport(label, model, encoding, max_example_tokens)
     problems = report.problems
-    check = _Checker(problems)
+    check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": []}
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], "reinforcement": []}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 

@@ -42,6 +42,8 @@ OPERATIONS = {
     "createFineTuningJob": ("post", "/fine_tuning/jobs"),
     "createBatch": ("post", "/batches"),
     "createResponse": ("post", "/responses"),
+    "runGrader": ("post", "/fine_tuning/alpha/graders/run"),
+    "validateGrader": ("post", "/fine_tuning/alpha/graders/validate"),
 }
 DROPPED = {"description", "example", "examples", "title", "discriminator", "format", "default", "deprecated",
            "readOnly", "writeOnly"}
@@ -119,13 +121,29 @@ def extract(spec: dict, *, license_text: str = "", version: str = "") -> dict:
         operations[operation_id] = {"method": method.upper(), "path": "/v1" + path, "schema": name}
         needed.add(name)
         _references(schemas[name], needed, schemas)
+    defs = {name: _clean(schemas[name]) for name in sorted(needed)}
+    _widen(defs)
     return {
         "source": "OpenAI OpenAPI spec (github.com/openai/openai-openapi), " + version.strip(),
         "license": license_text.strip(),
         "generated_by": "scripts/extract_request_schemas.py -- do not edit by hand",
         "operations": operations,
-        "$defs": {name: _clean(schemas[name]) for name in sorted(needed)},
+        "$defs": defs,
     }
+
+
+def _widen(defs: dict) -> None:
+    """Where OpenAI's own documentation sends what its spec does not admit, admit it too (each one
+    a documented deviation, README "Deviations"):
+
+    * ``GraderMulti.graders``: the spec types it as one grader; OpenAI's graders guide and its
+      reinforcement fine-tuning examples pass an object of named graders
+      (``{"category": {...}, "urgency": {...}}``), which ``calculate_output`` refers to by name.
+    """
+    multi = defs.get("GraderMulti")
+    if multi is not None:
+        one = multi["properties"]["graders"]
+        multi["properties"]["graders"] = {"anyOf": [one, {"type": "object", "additionalProperties": one}]}
 
 
 def render(extract_: dict) -> str:

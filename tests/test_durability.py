@@ -6,7 +6,7 @@ Then the home must be sound: SQLite's integrity check passes, every metric step 
 and in order (events and results file), every checkpoint once, nothing is left that the database
 does not know (files/, models/), the resume state is gone, and every path is private.
 A second job has its trainer killed: alone mid-epoch (a kill -9, the OOM killer), then with the
-server (a power cut); today this exposes two bugs, so it is a strict xfail naming them.
+server (a power cut).
 """
 
 from __future__ import annotations
@@ -158,12 +158,6 @@ def test_kill_9_of_the_server_at_validation_after_a_checkpoint_and_mid_epoch_los
     _check_nothing_lost(server, job.id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "two bugs in the trainer's lifecycle (worker.py, trainer.py; the harden branch's report gives the "
-    "fixes): (1) a trainer killed by a signal (kill -9, the OOM killer) fails the job -- 'Training "
-    "stopped unexpectedly (exit code -9)' -- instead of resuming from its last saved state as after a "
-    "server crash; (2) a job resumed after a crash reports the steps it trains again a second time "
-    "in its metrics events (the steps after the last saved state)"))
 def test_kill_9_of_the_trainer_mid_epoch_and_of_both_after_a_checkpoint_resumes_and_loses_nothing(tmp_path):
     server = LocalServer(tmp_path / "home").start()
     try:
@@ -187,10 +181,6 @@ def test_kill_9_of_the_trainer_mid_epoch_and_of_both_after_a_checkpoint_resumes_
     _check_nothing_lost(server, job.id)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "a cancelled job keeps its resume state (jobs/<id>/resume: adapter and optimizer state, tens of MB "
-    "of weights trained on the user's data): neither the cancel (service.py) nor the worker or trainer "
-    "removes it (the harden branch's report gives the fix)"))
 def test_a_cancelled_job_leaves_no_resume_state_behind(client, local_server, tmp_path):
     train = client.files.create(file=tiny_chat_file(tmp_path / "c.jsonl", n=10).open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, seed=1, method={

@@ -91,3 +91,65 @@ def test_dpo_loss_matches_trl(tmp_path, beta):
     margins = logged.get("rewards/margins")
     if margins is not None:  # TRL logs its rewards too: they must agree with ours
         assert float((chosen_rewards - rejected_rewards).mean()) == pytest.approx(margins, abs=1e-4)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+def test_grpo_loss_matches_trl(tmp_path, beta):
+    """The reinforcement step's loss (clipped policy gradient, per-answer token mean, optional KL to
+    the starting model) against TRL's GRPOTrainer with loss_type="grpo", on fixed prompts, answers,
+    advantages and sampling log-probabilities."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    from ftkit.local.training import rft
+
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    model = _policy(seed=6)
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    # two prompts of the same length (TRL left-pads prompts; equal lengths keep positions identical)
+    prompts = [tok(t)["input_ids"] for t in ("Subject: refund please", "Subject: parcel missing")]
+    width = min(len(p) for p in prompts)
+    prompts = [p[:width] for p in prompts]
+    answers = [[int(t) for t in torch.randint(5, len(tok), (n,), generator=gen)] for n in (3, 5, 2, 4)]
+    owners = [0, 0, 1, 1]
+    samples = [rft.Sampled(rft.Prompt(prompts[o], [], {}), a, "", "stop") for o, a in zip(owners, answers)]
+    advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+
+    with torch.no_grad():
+        logps, mask = rft.completion_logprobs(model, samples, tok.pad_token_id)
+        old = logps + torch.randn(logps.shape, generator=gen) * 0.3 * mask  # off-policy: the clip matters
+        ref = None
+        if beta:
+            with model.disable_adapter():
+                ref, _ = rft.completion_logprobs(model, samples, tok.pad_token_id)
+        ours, _ = rft.grpo_loss(logps, old, advantages, mask, ref_logps=ref, beta=beta)
+
+    args = GRPOConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, beta=beta, loss_type="grpo",
+                      num_generations=2, per_device_train_batch_size=2, max_completion_length=8)
+    trainer = GRPOTrainer(model=model, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args,
+                          train_dataset=Dataset.from_list([{"prompt": "x"}] * 2), processing_class=tok)
+    completion = torch.full((4, mask.shape[1]), tok.pad_token_id, dtype=torch.long)
+    for i, a in enumerate(answers):
+        completion[i, : len(a)] = torch.tensor(a)
+    inputs = {"prompt_ids": torch.tensor([prompts[o] for o in owners]), "prompt_mask": torch.ones((4, width), dtype=torch.long),
+              "completion_ids": completion, "completion_mask": mask.long(), "advantages": advantages,
+              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
+    if beta:
+        inputs["ref_per_token_logps"] = ref
+    with torch.no_grad():
+        theirs = trainer._compute_loss(trainer.model, inputs)
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-4)
+    assert float(ours) != pytest.approx(0.0, abs=1e-3)  # the case is not trivial
+
+
+def test_group_advantages_match_trl_normalisation():
+    from ftkit.local.training import rft
+
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.2, 0.2, 0.2, 0.9])
+    got = rft.group_advantages(rewards, 4)
+    grouped = rewards.view(-1, 4)
+    expected = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)
+    assert torch.allclose(got, expected.view(-1))
+    assert got[:4].sum().abs() < 1e-5

@@ -317,3 +317,93 @@ def test_run_raises_job_stopped_when_the_server_goes_away(store):
     run.run()  # saves the state and returns; the job stays running for the next server to resume
     assert store.get_job(job["id"])["status"] == lc.RUNNING
     assert (store.job_dir(job["id"]) / "resume" / "state.pt").exists()
+
+
+# -- reinforcement ----------------------------------------------------------------------------------
+
+
+def rft_line(i: int) -> dict:
+    cat = LABELS[i % 3]
+    return {"messages": [SYSTEM, {"role": "user", "content": f"Subject: ticket {i} about {cat}"}], "category": cat}
+
+
+FUZZY = {"type": "text_similarity", "name": "close", "input": "{{ sample.output_text }}",
+         "reference": "{{ item.category }}", "evaluation_metric": "fuzzy_match"}
+
+
+def test_engine_generate_samples_groups_in_shared_batches():
+    from ftkit.local.training import sampling
+
+    tok = tiny_tokenizer()
+    model = tiny_llama(seed=7)
+    prompts = [tok("Subject: refund")["input_ids"], tok("Subject: the Hub is offline again")["input_ids"]]
+    with torch.no_grad():
+        groups = sampling.generate(model, tok, prompts, n=3, max_tokens=6, temperature=1.0, seed=1)
+        again = sampling.generate(model, tok, prompts, n=3, max_tokens=6, temperature=1.0, seed=1)
+        greedy = sampling.generate(model, tok, prompts, n=2, max_tokens=6, temperature=0.0, seed=None)
+    assert [len(g) for g in groups] == [3, 3]
+    assert [[c.ids for c in g] for g in groups] == [[c.ids for c in g] for g in again]  # seeded
+    assert len({tuple(c.ids) for c in groups[1]}) > 1  # sampled, not copies
+    assert greedy[0][0].ids == greedy[0][1].ids
+    for c in (c for g in groups for c in g):
+        assert c.finish_reason in ("stop", "length") and 0 < len(c.ids) <= 7
+        assert (c.ids[-1] == tok.eos_token_id) == (c.finish_reason == "stop")
+
+
+def test_reinforcement_job_runs_on_the_shared_loop(store):
+    method = {"type": lc.REINFORCEMENT, lc.REINFORCEMENT: {
+        "grader": FUZZY, "hyperparameters": {"n_epochs": 1, "batch_size": 2, "compute_multiplier": 0.5,
+                                             "eval_interval": 2, "eval_samples": 2}}}
+    job = _start_job(store, method, _upload(store, [rft_line(i) for i in range(6)]),
+                     _upload(store, [rft_line(10), rft_line(11), rft_line(12)]))
+    from ftkit.local.training import rft
+
+    rft.MAX_COMPLETION_TOKENS, saved = 8, rft.MAX_COMPLETION_TOKENS
+    try:
+        JobRun(store, job, log=lambda m: None, load_base=load_tiny).run()
+    finally:
+        rft.MAX_COMPLETION_TOKENS = saved
+    done = store.get_job(job["id"])
+    assert done["status"] == lc.SUCCEEDED, done["error"]
+    hp = done["method"][lc.REINFORCEMENT]["hyperparameters"]
+    assert hp["compute_multiplier"] == 0.5 and hp["reasoning_effort"] == "default"
+    events, _ = store.list_events(job["id"], limit=100)
+    steps_ = sorted((e["data"] for e in events if e["type"] == "metrics" and "train_loss" in e["data"]),
+                    key=lambda d: d["step"])
+    assert [d["step"] for d in steps_] == [1, 2, 3]
+    assert all(0 <= d["train_reward_mean"] <= 1 and d["train_completion_tokens"] <= 9 for d in steps_)
+    assert [d["step"] for d in steps_ if "valid_reward_mean" in d] == [2, 3]  # every eval_interval, and the end
+    messages = [e["message"] for e in events if e["type"] == "metrics"]
+    assert any(m.startswith("Step 2/3: mean reward=") and "validation reward=" in m for m in messages), messages
+    rows = _results(store, job)
+    assert list(rows[0]) == lc.RESULT_COLUMNS[lc.REINFORCEMENT] and len(rows) == 3
+    assert "full_valid_reward_mean" in store.list_checkpoints(job["id"])[0]["metrics"]
+
+
+def test_reinforcement_steps_raise_the_reward():
+    from ftkit import graders
+    from ftkit.local.training import rft
+
+    tok = tiny_tokenizer()
+    model = recipe.LoraRecipe(rank=8, alpha=16).apply(tiny_llama(seed=8))
+    # the reward: answers that contain the letter "e" (about half of a random model's samples)
+    grader = {"type": "string_check", "name": "e", "operation": "like", "input": "{{ sample.output_text }}",
+              "reference": "e"}
+    method = rft.Reinforcement()
+    method.grader, method.group_size = graders.compile_grader(grader), 8
+    prompts = [rft.Prompt(tok(f"Subject: ticket {i}")["input_ids"], [], {}) for i in range(4)]
+    ctx = _ctx(model, tok, {"compute_multiplier": 2.0})
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = steps.make_optimizer(params, 3e-2)
+    sched = steps.make_scheduler(opt, 12)
+    rft.MAX_COMPLETION_TOKENS, saved = 4, rft.MAX_COMPLETION_TOKENS
+    try:
+        rewards = []
+        for step in range(12):
+            ctx.step = step
+            loss, metrics = method.step(ctx, prompts)
+            rewards.append(metrics["train_reward_mean"])
+            steps.optimizer_step(loss, params, opt, sched)
+    finally:
+        rft.MAX_COMPLETION_TOKENS = saved
+    assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards

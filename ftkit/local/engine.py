@@ -56,6 +56,7 @@ class Choice:
     finish_reason: str  # "stop" or "length"
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None  # when the request asked for logprobs
+    token_ids: list[int] | None = None  # the generated tokens (for the trainer: no end-of-sequence)
 
 
 @dataclass
@@ -109,6 +110,25 @@ class _Slot:
     eos: frozenset  # token ids that end an answer
     adapters: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # adapter name -> path
     peft: object | None = None
+
+
+def eos_ids(model, tokenizer) -> frozenset:
+    """Every token id that ends an answer: the tokenizer's and the model's generation config's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+    eos.discard(None)
+    return frozenset(eos)
+
+
+def generate(model, tokenizer, requests: list[GenerationRequest], *, precision: str = "fp32",
+             max_batch: int = 64, max_batch_tokens: int = 24_000) -> list[list[Choice]]:
+    """Decode ``requests`` on an already loaded ``model`` with the serving engine's batched decoder
+    (shared prefill and KV cache, per-row sampling, constraints, logprobs), outside the serving
+    loop: the choices of each request, in order. The caller holds no gradients (``torch.no_grad``)."""
+    engine = Engine(None, max_batch=max_batch, max_batch_tokens=max_batch_tokens, log=lambda message: None)
+    engine.precision = precision
+    engine.decode_requests(model, tokenizer, eos_ids(model, tokenizer), requests)
+    return [req.future.result() for req in requests]
 
 
 class Engine:
@@ -189,10 +209,7 @@ class Engine:
                 from .models import load_base_model
 
                 model, tokenizer = load_base_model(source or base, progress=self.log)
-                configured = getattr(model.generation_config, "eos_token_id", None)
-                eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
-                eos.discard(None)
-                slot = self._slots[base] = _Slot(model, tokenizer, frozenset(eos))
+                slot = self._slots[base] = _Slot(model, tokenizer, eos_ids(model, tokenizer))
             return slot
 
     def _activate(self, slot: _Slot, adapter_path: str | None):
@@ -261,14 +278,22 @@ class Engine:
                             req.future.set_exception(e)
 
     def _run_group(self, model_id: str, requests: list[GenerationRequest]) -> None:
+        base, source, adapter = self.resolve(model_id)
+        slot = self._slot(base, source)
+        module, context = self._activate(slot, adapter)
+        with context:
+            self.decode_requests(module, slot.tokenizer, slot.eos, requests)
+
+    def decode_requests(self, module, tok, eos: frozenset, requests: list[GenerationRequest]) -> None:
+        """Answer ``requests`` with ``module`` (a loaded model, with its adapter active): every
+        choice of every request decoded together, in sub-batches within the token budget; each
+        request's future gets its list of :class:`Choice`. Used by the serving loop and, through
+        :func:`generate`, by the trainer (reinforcement fine-tuning samples its own answers)."""
         import torch
 
         from .grammar import compile_constraint
         from .render import render_prompt
 
-        base, source, adapter = self.resolve(model_id)
-        slot = self._slot(base, source)
-        tok = slot.tokenizer
         rows: list[_Row] = []
         ready = []
         for req in requests:
@@ -277,7 +302,7 @@ class Engine:
                 if ids is None:
                     ids = tok(render_prompt(tok, req.messages, req.tools, req.functions),
                               add_special_tokens=False)["input_ids"]
-                grammar = compile_constraint(tok, req.constraint, slot.eos) if req.constraint else None
+                grammar = compile_constraint(tok, req.constraint, eos) if req.constraint else None
             except Exception as e:  # e.g. an unsupported schema the caller did not check: fail this one only
                 req.future.set_exception(e)
                 continue
@@ -290,10 +315,9 @@ class Engine:
                 rows.append(_Row(req, i, list(ids), gen, grammar.new_state() if grammar else None))
         if not rows:
             return
-        module, context = self._activate(slot, adapter)
         rows.sort(key=lambda r: len(r.prompt_ids))
         bf16 = self.precision == "bf16"
-        with context, torch.autocast(torch.device(module.device).type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(module.device).type, dtype=torch.bfloat16, enabled=bf16):
             start = 0
             while start < len(rows):  # sub-batches within the token budget
                 end = start + 1
@@ -302,7 +326,7 @@ class Engine:
                     if (end + 1 - start) * width > self.max_batch_tokens:
                         break
                     end += 1
-                self._decode(module, tok, slot.eos, rows[start:end])
+                self._decode(module, tok, eos, rows[start:end])
                 start = end
         by_request: dict[int, list[_Row]] = collections.defaultdict(list)
         for row in rows:
@@ -311,7 +335,7 @@ class Engine:
             choices = sorted(by_request[id(req)], key=lambda r: r.index)
             req.future.set_result([
                 Choice(r.text, r.finish_reason or "length", len(r.generated),
-                       r.logprobs[: self._kept_tokens(r)] if req.logprobs else None)
+                       r.logprobs[: self._kept_tokens(r)] if req.logprobs else None, list(r.generated))
                 for r in choices])
 
     def _decode(self, model, tok, eos: frozenset, rows: list[_Row]) -> None:

@@ -119,10 +119,12 @@ def succeed(store: Store, job_id: str, *, fine_tuned_model: str, trained_tokens:
     return True
 
 
-def requeue_after_crash(store: Store, job_id: str, *, max_interruptions: int, resumable: bool) -> str | None:
-    """A job left ``running`` by a server that crashed or was killed: ``queued`` again to resume
-    from its last saved state (or from the start), or ``failed`` after too many interruptions.
-    The new status, or None if the job was not running."""
+def requeue_after_crash(store: Store, job_id: str, *, max_interruptions: int, resumable: bool,
+                        trainer_died: str | None = None) -> str | None:
+    """A job left ``running`` by a server that crashed or was killed -- or whose trainer alone was
+    killed (``trainer_died``: how, e.g. "signal SIGKILL") -- ``queued`` again to resume from its
+    last saved state (or from the start), or ``failed`` after too many interruptions. The new
+    status, or None if the job was not running."""
     job = store.get_job(job_id)
     if job is None or job["status"] != lc.RUNNING:
         return None
@@ -133,7 +135,9 @@ def requeue_after_crash(store: Store, job_id: str, *, max_interruptions: int, re
     if store.update_job(job_id, only_if_status=[lc.RUNNING], status=lc.QUEUED, interruptions=count,
                         estimated_finish=None, trainer_pid=None):
         where = "its last saved state" if resumable else "the beginning"
-        store.add_event(job_id, lc.REQUEUED_AFTER_CRASH.format(where=where), level="warn")
+        text = (lc.TRAINER_DIED.format(reason=trainer_died, where=where) if trainer_died
+                else lc.REQUEUED_AFTER_CRASH.format(where=where))
+        store.add_event(job_id, text, level="warn")
         return lc.QUEUED
     return None
 

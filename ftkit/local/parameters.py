@@ -116,6 +116,8 @@ POLICY: dict[str, dict[str, Rule]] = {
             "model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata")},
         "integrations": accepted("recorded on the job (an event says so); no data is sent to them"),
     },
+    "runGrader": {name: IMPLEMENTED for name in ("grader", "item", "model_sample")},
+    "validateGrader": {"grader": IMPLEMENTED},
     "createBatch": {
         **{name: IMPLEMENTED for name in ("input_file_id", "endpoint", "completion_window", "metadata")},
         "output_expires_after": refused("output files are kept until deleted"),

@@ -172,11 +172,18 @@ class Platform:
         return out
 
     def _grader(self, grader) -> dict:
-        """A reinforcement job's grader, checked as the graders endpoint checks it."""
-        if not isinstance(grader, dict):
+        """A reinforcement job's grader, checked as the graders endpoint checks it (model graders
+        may name any model this server serves)."""
+        from .. import graders
+
+        if grader is None:
             raise APIError(400, "Missing required parameter: 'method.reinforcement.grader'",
                            param="method.reinforcement.grader", code="missing_required_parameter")
-        return grader
+        try:
+            return graders.validate_grader(grader, models=[m["id"] for m in self.list_models()])
+        except graders.GraderError as e:
+            raise APIError(400, f"Invalid grader: {e.message}", param=f"method.reinforcement.{e.param or 'grader'}",
+                           code=e.code or "invalid_grader") from None
 
     def _job_file(self, file_id, param: str, *, required: bool) -> str | None:
         if file_id is None:

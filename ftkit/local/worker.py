@@ -24,6 +24,7 @@ from .models import MAX_EXAMPLE_TOKENS
 from .store import Store
 
 MAX_INTERRUPTIONS = 3
+CLEANUP_EVERY_SECONDS = 5.0
 #: The kind of training file each method trains on (ftkit.validation's report.kind).
 FILE_KIND = {lc.SUPERVISED: "chat", lc.DPO: "preference", lc.REINFORCEMENT: "reinforcement"}
 
@@ -41,6 +42,7 @@ class Worker:
         self._child: subprocess.Popen | None = None
         self._child_job: str | None = None
         self._stop_seen_at: float | None = None  # when the running job was cancelled or paused
+        self._last_cleanup = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -83,6 +85,9 @@ class Worker:
             self._wake.clear()
 
     def _tick(self) -> None:
+        if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
+            self._last_cleanup = time.monotonic()
+            self.remove_stale_resume_state()
         for job in self.store.jobs_with_status(lc.VALIDATING_FILES):
             self._validate(job)
         if self._child is not None:
@@ -91,6 +96,17 @@ class Worker:
             queued = self.store.jobs_with_status(lc.QUEUED)
             if queued:
                 self._start(queued[0])
+
+    def remove_stale_resume_state(self) -> None:
+        """Delete the resume state (adapter and optimizer: weights trained on the user's data) of
+        jobs that ended -- cancelled or failed while paused or queued, when no trainer was there
+        to clean up after itself."""
+        import shutil
+
+        for resume in self.store.home.glob("jobs/*/resume"):
+            job = self.store.get_job(resume.parent.name)
+            if job is not None and job["status"] in lc.TERMINAL_STATUSES and job["trainer_pid"] is None:
+                shutil.rmtree(resume, ignore_errors=True)
 
     def _validate(self, job: dict) -> None:
         from ..validation import validate
@@ -103,11 +119,17 @@ class Worker:
             return
         method = job["method"].get("type", lc.SUPERVISED)
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
+        grader_fields: set[str] = set()
+        if method == lc.REINFORCEMENT:
+            from .. import graders
+
+            grader_fields = graders.compile_grader(job["method"][lc.REINFORCEMENT]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
             if not file_id:
                 continue
             report = validate(self.store.file_path(file_id), token_counter=counter, encoding=job["model"] + " tokenizer",
-                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1)
+                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1,
+                              method=method, grader_fields=grader_fields)
             report.source = file_id
             expected = FILE_KIND[method]
             if report.ok and report.kind != expected:
@@ -154,7 +176,13 @@ class Worker:
                     self._terminate_child(grace=30)
                     self._finish_child()
             return
-        if job["status"] == lc.RUNNING:  # the trainer exited without saying how the job ended
+        if job["status"] == lc.RUNNING and code < 0 and not self._stop.is_set():
+            # killed by a signal (kill -9, the out-of-memory killer): like a server crash, the job
+            # resumes from its last saved state (and fails after too many interruptions)
+            resumable = (self.store.job_dir(job["id"]) / "resume" / "state.pt").exists()
+            jobstate.requeue_after_crash(self.store, job["id"], max_interruptions=MAX_INTERRUPTIONS,
+                                         resumable=resumable, trainer_died=_signal_name(-code))
+        elif job["status"] == lc.RUNNING:  # the trainer exited without saying how the job ended
             tail = _tail(self.store.job_dir(job["id"]) / "trainer.log")
             self._fail(job["id"], "training_failed",
                        f"Training stopped unexpectedly (exit code {code}). Last output: {tail}")
@@ -201,6 +229,13 @@ def _wait_for_previous_trainer(pid_file: Path, timeout: float = 60) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {signal.Signals(number).name}"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _tail(path: Path, lines: int = 3) -> str:

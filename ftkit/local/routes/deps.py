@@ -35,6 +35,10 @@ def responses(request: Request):
     return request.app.state.responses
 
 
+def grading(request: Request):
+    return request.app.state.grading
+
+
 def authorize(request: Request) -> None:
     """Every /v1 route needs ``Authorization: Bearer <key>`` (the key in ``<home>/api_key``)."""
     header = request.headers.get("authorization", "")

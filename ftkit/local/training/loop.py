@@ -30,7 +30,6 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ... import lifecycle as lc
 from .. import hyperparameters, jobstate
@@ -80,6 +79,7 @@ class RunContext:
     precision: str
     pad_id: int
     total_steps: int = 0
+    step: int = 0  # steps done so far (methods that sample seed from it)
     store: Store | None = None
     job: dict | None = None
     log: Callable[[str], None] = print
@@ -163,13 +163,13 @@ class JobRun:
 
         state = TrainState()
         saved = self._load_resume()
-        model = starting.add_adapter(start.model, resume_from=self.resume_dir / "adapter" if saved else None)
+        model = starting.add_adapter(start.model, resume_from=self.resume_dir / saved["adapter"] if saved else None)
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = steps.make_optimizer(params, hyperparameters.learning_rate(method.name, hp))
         scheduler = steps.make_scheduler(optimizer, total_steps)
         ctx = RunContext(model, tokenizer, hp, seed, choose_precision("FTKIT_TRAIN_PRECISION"),
-                         tokenizer.pad_token_id, total_steps, self.store, job, self.log)
+                         tokenizer.pad_token_id, total_steps=total_steps, store=self.store, job=job, log=self.log)
         method.prepare(ctx, train, valid)
         if saved:
             state = TrainState(**saved["state"])
@@ -179,6 +179,9 @@ class JobRun:
             withdrawn = self.store.delete_metrics_events_after(self.job_id, state.step)
             note = f" ({withdrawn} metrics events of lost steps withdrawn)" if withdrawn else ""
             self.event(lc.JOB_RESUMED_FROM.format(step=state.step, total_steps=total_steps) + note)
+        elif self.store.delete_metrics_events_after(self.job_id, 0):
+            # a crash before any saved state: every step is done again, none reported twice
+            self.event(lc.RESTARTED, level="warn")
         else:
             self.event(lc.JOB_STARTED, data={"method": method.name, "precision": ctx.precision,
                                              "device": str(ctx.device), "examples": len(train),
@@ -186,21 +189,25 @@ class JobRun:
         ft_model = fine_tuned_model_id(start.base_id, job["suffix"], self.job_id)
         run = _Run(ctx, train, valid, state, params, optimizer, scheduler, ft_model, start)
 
-        while True:
-            try:
-                self.train_epochs(run)
-                break
-            except JobStopped as stop:
-                if self.store.get_job(self.job_id)["status"] == lc.CANCELLED:
-                    return
-                self.save_resume(run)
-                if stop.reason != lc.PAUSED:
-                    return  # the server is stopping: it resumes this job from the saved state
-                # Acknowledge the pause -- unless it was withdrawn (resumed) meanwhile, which this
-                # atomic update detects: then keep training in this process.
-                if jobstate.acknowledge_pause(self.store, self.job_id, step=state.step, total_steps=total_steps):
-                    return
-        self.finish(run, started)
+        try:
+            while True:
+                try:
+                    self.train_epochs(run)
+                    break
+                except JobStopped as stop:
+                    if self.store.get_job(self.job_id)["status"] == lc.CANCELLED:
+                        shutil.rmtree(self.resume_dir, ignore_errors=True)
+                        return
+                    self.save_resume(run)
+                    if stop.reason != lc.PAUSED:
+                        return  # the server is stopping: it resumes this job from the saved state
+                    # Acknowledge the pause -- unless it was withdrawn (resumed) meanwhile, which this
+                    # atomic update detects: then keep training in this process.
+                    if jobstate.acknowledge_pause(self.store, self.job_id, step=state.step, total_steps=total_steps):
+                        return
+            self.finish(run, started)
+        finally:
+            getattr(method, "close", lambda: None)()
 
     def train_epochs(self, run: _Run) -> None:
         """Train from ``run.state`` to the last epoch; raises :class:`JobStopped` between steps."""
@@ -216,6 +223,7 @@ class JobRun:
             for b in range(state.batch_in_epoch, len(batches)):
                 self.check_continue()
                 t0 = time.time()
+                ctx.step = state.step
                 loss, metrics = method.step(ctx, [run.train[i] for i in batches[b]])
                 if loss is not None:
                     steps.optimizer_step(loss, run.params, run.optimizer, run.scheduler)
@@ -227,7 +235,8 @@ class JobRun:
                 if valid_sample and (state.step % eval_every == 0 or state.step == total):
                     data.update(method.evaluate(ctx, valid_sample, "valid"))
                 state.results.append(method.results_row(data))
-                self.event(_step_message(data, total), type=lc.EVENT_TYPE_METRICS, data=data)
+                message = method.message(data, total) if hasattr(method, "message") else _step_message(data, total)
+                self.event(message, type=lc.EVENT_TYPE_METRICS, data=data)
                 run.step_times.append(time.time() - t0)
                 recent = run.step_times[-10:]
                 remaining = (total - state.step) * sum(recent) / len(recent)
@@ -261,15 +270,22 @@ class JobRun:
     # -- resumable state ------------------------------------------------------------------------
 
     def save_resume(self, run: _Run) -> None:
+        """Save what a new trainer needs to continue: the adapter (a new folder each time), then the
+        optimizer, schedule, random state and progress in ``state.pt`` naming that folder, replaced
+        atomically. A kill at any moment leaves the previous state whole; older folders go last."""
         import torch
 
         self.resume_dir.mkdir(parents=True, exist_ok=True)
-        run.ctx.model.save_pretrained(self.resume_dir / "adapter")
+        adapter = f"adapter-step-{run.state.step}-{time.time_ns()}"
+        run.ctx.model.save_pretrained(self.resume_dir / adapter)
         path = self.resume_dir / "state.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save({"state": run.state.as_dict(), "optimizer": run.optimizer.state_dict(),
+        torch.save({"state": run.state.as_dict(), "adapter": adapter, "optimizer": run.optimizer.state_dict(),
                     "scheduler": run.scheduler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
         os.replace(tmp, path)
+        for old in self.resume_dir.glob("adapter-*"):
+            if old.name != adapter:
+                shutil.rmtree(old, ignore_errors=True)
         self._last_resume_save = time.monotonic()
 
     def _load_resume(self) -> dict | None:
@@ -279,7 +295,10 @@ class JobRun:
         if not path.exists():
             return None
         try:
-            return torch.load(path, weights_only=True)
+            saved = torch.load(path, weights_only=True)
+            if not (self.resume_dir / saved["adapter"] / starting.ADAPTER_CONFIG).exists():
+                raise FileNotFoundError(saved["adapter"])
+            return saved
         except Exception as e:  # an unreadable state (older format, damage): start over, say so
             self.event(f"The saved training state could not be read ({type(e).__name__}); starting from the "
                        "beginning", level="warn")
@@ -355,7 +374,3 @@ def _step_message(data: dict, total: int) -> str:
 def _full_validation_message(full: dict) -> str:
     parts = [f"{key.removeprefix('full_valid_').replace('_', ' ')}={value:.2f}" for key, value in full.items()]
     return "Full validation: " + ", ".join(parts)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
