@@ -96,10 +96,10 @@ def test_prompt_customer_reads_the_name_every_prompt_gives():
     assert prompt_customer([{"role": "user", "content": "Rewrite this reply in our house style:\n\nok"}]) is None
 
 
-def test_quick_test_sample_covers_every_situation():
+def test_quick_test_sample_is_spread_over_situations_and_forms():
     from ftkit.preference import TONE_SETTINGS
 
     quick = TONE_SETTINGS["quick"].test_examples()
     assert len(quick) == TONE_SETTINGS["quick"].test_prompts and len({r["id"] for r in quick}) == len(quick)
-    assert len({r["scenario"] for r in quick}) >= 9 and any(r["customer"] is None for r in quick)
+    assert len({r["scenario"] for r in quick}) >= 7 and len({r["form"] for r in quick}) == 4
     assert len(TONE_SETTINGS["full"].test_examples()) == 48
