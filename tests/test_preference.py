@@ -140,3 +140,42 @@ def test_paired_shift_counts_flips_and_tests_them():
     assert paired_shift([True, False], [True, False])["mcnemar_p"] == 1.0
     with pytest.raises(ValueError, match="pair them"):
         paired_shift([True], [True, False])
+
+
+def test_find_job_reuses_only_a_matching_job_whose_model_still_exists():
+    import types
+
+    import httpx
+    import openai
+    from openai.types.fine_tuning import FineTuningJob
+
+    from ftkit.preference import TONE_SETTINGS, find_job
+
+    meta = TONE_SETTINGS["quick"].metadata("dpo")
+
+    def job(id_, status, model="ft:sft", metadata=meta, ft="ft:dpo"):
+        return FineTuningJob.construct(id=id_, status=status, model=model, metadata=metadata,
+                                       fine_tuned_model=ft if status == "succeeded" else None)
+
+    listed = [job("new-other-settings", "succeeded", metadata={**meta, "recipe": "other"}),
+              job("new-other-start", "succeeded", model="ft:another-sft"),
+              job("deleted-model", "succeeded", ft="ft:gone"),
+              job("running", "running"),
+              job("old-good", "succeeded")]
+
+    def retrieve(model):
+        if model == "ft:gone":
+            request = httpx.Request("GET", "http://x/v1/models/ft:gone")
+            raise openai.NotFoundError("gone", response=httpx.Response(404, request=request), body=None)
+        return types.SimpleNamespace(id=model)
+
+    client = types.SimpleNamespace(
+        fine_tuning=types.SimpleNamespace(jobs=types.SimpleNamespace(list=lambda **kw: iter(listed))),
+        models=types.SimpleNamespace(retrieve=retrieve))
+    assert find_job(client, meta, model="ft:sft").id == "old-good"
+    listed.pop()  # without a finished one, the job under way is the answer
+    assert find_job(client, meta, model="ft:sft").id == "running"
+    listed.pop()
+    assert find_job(client, meta, model="ft:sft") is None
+    assert TONE_SETTINGS["quick"].recipe("dpo") != TONE_SETTINGS["full"].recipe("dpo")
+    assert TONE_SETTINGS["quick"].recipe("supervised") != TONE_SETTINGS["quick"].recipe("dpo")
