@@ -21,9 +21,30 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 EXIT_OK, EXIT_ERRORS, EXIT_UNUSABLE = 0, 1, 2
 MAX_LINE_BYTES = 16_000_000  # ftkit.validation.MAX_LINE_BYTES, without importing numpy for --help
+
+
+class GraderFileError(ValueError):
+    """The --grader given to ``validate`` is not a usable grader."""
+
+
+def _grader_fields(source: str) -> set[str]:
+    """The ``{{ item.<field> }}`` names a grader reads; ``source`` is a JSON file or inline JSON."""
+    from . import graders
+
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else source
+        grader = json.loads(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise GraderFileError(f"--grader {source}: not a JSON grader ({e})") from None
+    try:
+        return graders.compile_grader(grader).item_fields()
+    except graders.GraderError as e:
+        raise GraderFileError(f"--grader {source}: {e.param}: {e.message}") from None
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -31,8 +52,12 @@ def _validate(args: argparse.Namespace) -> int:
     from .validation import UnusableInputError, validate
 
     try:
-        report = validate(args.file, model=args.model, encoding=args.encoding,
-                          max_line_bytes=int(args.max_line_mb * 1_000_000))
+        fields = _grader_fields(args.grader) if args.grader else ()
+        report = validate(args.file, model=args.model, encoding=args.encoding, method=args.method,
+                          grader_fields=fields, max_line_bytes=int(args.max_line_mb * 1_000_000))
+    except GraderFileError as e:
+        print(f"ftkit validate: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
     except UnusableInputError as e:
         print(f"ftkit validate: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -127,6 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lines", type=int, default=5, help="problems shown per code (default 5)")
     v.add_argument("--max-line-mb", type=_positive_mb, default=MAX_LINE_BYTES / 1_000_000,
                    help=f"longest line read, in MB (default {MAX_LINE_BYTES / 1_000_000:g}); a longer line is an error")
+    v.add_argument("--method", choices=["supervised", "dpo", "reinforcement"], default=None,
+                   help="the job's method (default: read from the first line's shape)")
+    v.add_argument("--grader", metavar="GRADER_JSON",
+                   help="reinforcement: the job's grader (a .json file or inline JSON); every line must "
+                        "carry the item fields it reads")
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
     v.set_defaults(run=_validate)
 

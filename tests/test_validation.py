@@ -46,8 +46,15 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 def test_cli_names_line_and_code_without_traceback(name):
     case = EXPECTED[name]
     args = ["validate", str(BAD / name)] + (["--model", case["model"]] if case["model"] else [])
-    if "max_line_bytes" in case.get("options", {}):
-        args += ["--max-line-mb", str(case["options"]["max_line_bytes"] / 1e6)]
+    options = case.get("options", {})
+    if "max_line_bytes" in options:
+        args += ["--max-line-mb", str(options["max_line_bytes"] / 1e6)]
+    if "method" in options:
+        args += ["--method", options["method"]]
+    if options.get("grader_fields"):  # an inline grader that reads exactly these item fields
+        graders = [{"type": "string_check", "name": f, "operation": "eq", "input": "{{ sample.output_text }}",
+                    "reference": f"{{{{ item.{f} }}}}"} for f in options["grader_fields"]]
+        args += ["--grader", json.dumps(graders[0])]
     result = run_cli(*args)
     has_errors = any(CODES[c][0] == "error" for c in case["codes"])
     assert result.returncode == (1 if has_errors else 0), result.stdout + result.stderr
@@ -307,3 +314,14 @@ def test_what_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
                        else "character device"):
         validate(path)
     assert time.monotonic() - start < 30
+
+
+def test_cli_refuses_an_unusable_grader_with_exit_2(tmp_path):
+    bad = tmp_path / "grader.json"
+    bad.write_text(json.dumps({"type": "string_check", "name": "x", "operation": "almost",
+                               "input": "{{ sample.output_text }}", "reference": "a"}))
+    result = run_cli("validate", str(BAD / "49_rft_missing_grader_field.jsonl"), "--method", "reinforcement",
+                     "--grader", str(bad))
+    assert result.returncode == 2 and "operation" in result.stderr and "Traceback" not in result.stderr
+    not_json = run_cli("validate", str(BAD / "49_rft_missing_grader_field.jsonl"), "--grader", "{oops")
+    assert not_json.returncode == 2 and "not a JSON grader" in not_json.stderr

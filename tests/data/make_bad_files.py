@@ -64,6 +64,18 @@ def dpo_file(bad: dict, at: int = 3) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
+def rft(**override) -> dict:
+    return {"messages": [SYSTEM, U], "category": "shipping", **override}
+
+
+def rft_file(bad: dict, at: int = 3) -> bytes:
+    lines = [line(rft(messages=[SYSTEM, {"role": "user", "content": f"Where is parcel {i}?"}])) for i in range(10)]
+    lines.insert(at - 1, line(bad))
+    return b"\n".join(lines) + b"\n"
+
+
+RFT_OPTIONS = {"method": "reinforcement", "grader_fields": ["category"]}
+
 # name -> (content, {code: [lines] or None}, model[, options for validate()])
 CASES: dict[str, tuple] = {
     "01_truncated_json": (with_bad(line(good(99))[:-7]), {"invalid_json": [3]}, None),
@@ -137,6 +149,11 @@ CASES: dict[str, tuple] = {
     # a 3 kB line against a 2 kB limit (the default, 16 MB, would make a large file)
     "47_line_too_long": (with_bad(msgs(SYSTEM, {"role": "user", "content": "word " * 600}, A)),
                          {"line_too_long": [3]}, None, {"max_line_bytes": 2000}),
+    # reinforcement lines: the conversation ends with the user's turn; the grader reads item.category
+    "48_rft_ends_with_assistant": (rft_file(rft(messages=[SYSTEM, U, A])), {"reinforcement_last_message": [3]}, None,
+                                   RFT_OPTIONS),
+    "49_rft_missing_grader_field": (rft_file({"messages": [SYSTEM, U]}), {"missing_grader_field": [3]}, None,
+                                    RFT_OPTIONS),
 }
 
 
