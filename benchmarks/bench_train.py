@@ -7,9 +7,9 @@ for one epoch over the same course examples and are then scored on the same vali
 
 * naive: one example at a time, every example padded to the longest in the set, float32,
   gradients accumulated over 8 examples -- the loop people write first;
-* ftkit: the trainer's own code path (``Trainer.batches`` / ``collate`` / ``loss_and_accuracy``):
-  length-grouped batches of 8 padded only to their longest member, bf16 mixed precision where
-  the CPU supports it (fp32 otherwise; the fp32 variant is measured too).
+* ftkit: the trainer's own step functions (``ftkit.local.training.steps``: length-grouped batches
+  of 8 padded only to their longest member, collation, the token loss, the optimiser step), bf16
+  mixed precision where the CPU supports it (fp32 otherwise; the fp32 variant is measured too).
 
 Throughput counts real (non-padding) tokens per second. Goal (issue 3): >= 2x at equal loss.
 """
@@ -28,15 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fresh_model(seed: int):
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from ftkit.local.models import load_base_model
-    from ftkit.local.trainer import LORA_ALPHA, LORA_RANK, LORA_TARGETS
+    from ftkit.local.training.recipe import RECIPE
 
     torch.manual_seed(seed)
     model, tokenizer = load_base_model(progress=None)
-    model = get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                                             target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    model = RECIPE.apply(model)  # the server's own LoRA recipe
     model.train()
     return model, tokenizer
 
@@ -72,25 +70,20 @@ def naive_epoch(examples, seed: int, lr: float, accumulate: int = 8):
 
 
 def ftkit_epoch(examples, seed: int, lr: float, precision: str, batch_size: int = 8):
-    import torch
-
-    from ftkit.local.trainer import Trainer
+    from ftkit.local.training import steps
 
     model, tok = fresh_model(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    trainer = Trainer.__new__(Trainer)  # only the step code, no store or job needed
-    trainer.precision = precision
+    opt = steps.make_optimizer(params, lr)
+    batches = steps.length_grouped_batches([len(e.ids) for e in examples], batch_size=batch_size, epoch=0, seed=seed)
+    sched = steps.make_scheduler(opt, len(batches))
     tokens, start = 0, time.perf_counter()
-    for batch in trainer.batches(examples, 0, batch_size, seed):
-        ids, labels, mask = trainer.collate([examples[i] for i in batch], tok.pad_token_id)
-        loss, _, _ = trainer.loss_and_accuracy(model, ids, labels, mask)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
+    for batch in batches:
+        ids, labels, mask = steps.collate([examples[i] for i in batch], tok.pad_token_id)
+        loss, _, _ = steps.token_loss_and_accuracy(model, ids, labels, mask, precision)
+        steps.optimizer_step(loss, params, opt, sched)
         tokens += int(mask.sum())
-    return model, tokens / (time.perf_counter() - start), trainer
+    return model, tokens / (time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,32 +92,30 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="benchmarks/results/train.json")
     args = parser.parse_args(argv)
 
-    import torch
-
-    from ftkit.local.models import load_base_model
-    from ftkit.local.trainer import BASE_LEARNING_RATE, Trainer, load_examples, training_precision
+    from ftkit import lifecycle
+    from ftkit.local.hyperparameters import BASE_LEARNING_RATE
+    from ftkit.local.models import load_base_model, precision
+    from ftkit.local.training import steps
+    from ftkit.local.training.sft import Supervised
 
     _, tok = load_base_model(progress=None)
-    train = load_examples(ROOT / "data" / "tickets" / "train.jsonl", tok)[: args.examples]
-    valid = load_examples(ROOT / "data" / "tickets" / "validation.jsonl", tok)
-    lr, seed = BASE_LEARNING_RATE, 0
-    scorer = Trainer.__new__(Trainer)
-    scorer.precision = "fp32"
+    train = Supervised().load(ROOT / "data" / "tickets" / "train.jsonl", tok)[: args.examples]
+    valid = Supervised().load(ROOT / "data" / "tickets" / "validation.jsonl", tok)
+    lr, seed = BASE_LEARNING_RATE[lifecycle.SUPERVISED], 0
 
     def valid_loss(model) -> float:
-        with torch.no_grad():
-            return scorer.evaluate(model, valid, tok.pad_token_id)[0]
+        return steps.evaluate_tokens(model, valid, tok.pad_token_id, precision="fp32")[0]
 
     print(f"{len(train)} training examples, {sum(len(e.ids) for e in train):,} tokens, 1 epoch, effective batch 8")
     runs = {}
     model, tps = naive_epoch(train, seed, lr)
     runs["naive padded per-example (fp32)"] = (tps, valid_loss(model))
-    model, tps, _ = ftkit_epoch(train, seed, lr, "fp32")
+    model, tps = ftkit_epoch(train, seed, lr, "fp32")
     runs["ftkit trainer (fp32)"] = (tps, valid_loss(model))
-    precision = training_precision()
-    if precision != "fp32":
-        model, tps, _ = ftkit_epoch(train, seed, lr, precision)
-        runs[f"ftkit trainer ({precision}, as configured)"] = (tps, valid_loss(model))
+    configured = precision("FTKIT_TRAIN_PRECISION")
+    if configured != "fp32":
+        model, tps = ftkit_epoch(train, seed, lr, configured)
+        runs[f"ftkit trainer ({configured}, as configured)"] = (tps, valid_loss(model))
     base_tps = runs["naive padded per-example (fp32)"][0]
     print(f"\n{'loop':40} {'tokens/s':>9} {'speed-up':>9} {'valid loss':>11}")
     for name, (tps, loss) in runs.items():

@@ -16,8 +16,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BENCHMARKS = [
     ("validate + count 100k examples", "bench_validate", "speedup_vs_cookbook", ">= 4x the cookbook recipe"),
     ("LoRA training tokens/s", "bench_train", "speedup", ">= 2x a naive padded loop"),
+    ("DPO pairs/s vs TRL", "bench_dpo", "speedup", ">= 1x TRL's DPOTrainer at equal loss"),
     ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
     ("evaluate 100 held-out tickets", "bench_evaluate", "speedup", "<= 60 s, batched vs one at a time"),
+    ("constrained vs free decoding", "bench_constrained", "time_per_token_ratio", "< 1.15x free decoding's time/token"),
 ]
 
 

@@ -6,6 +6,7 @@ Modules, one per lesson:
 * :mod:`ftkit.tokens` -- offline per-model token counting (02_data_formatting)
 * :mod:`ftkit.concepts` -- full fine-tuning vs LoRA on the real model (01_concepts)
 * :mod:`ftkit.catalog`, :mod:`ftkit.cost` -- dated models and prices, cost and break-even (03_cost_math)
+* :mod:`ftkit.graders` -- OpenAI's graders, run locally, for evals and RFT (07_reinforcement_fine_tuning)
 * :mod:`ftkit.course` -- quick mode, data paths, the ``make course`` runner
 
 The local OpenAI-compatible fine-tuning server lives in :mod:`ftkit.local` (``pip install

@@ -38,6 +38,7 @@ __all__ = [
     "UnknownCatalogModel",
     "availability",
     "availability_table",
+    "deadlines",
     "entries",
     "lookup",
     "max_example_tokens",
@@ -240,7 +241,9 @@ class Availability:
     ``training_closed`` (no new jobs; existing fine-tuned models still answer), ``shut_down``
     (fine-tuned models no longer answer) or ``not_yet`` (not offered before that date).
     ``can_train`` is ``None`` when it depends on your organization. ``upcoming`` lists the
-    model's and the platform's later dates as ``(date, what happens)``.
+    model's and the platform's later dates as ``(date, what happens)``. ``fine_tuned_model`` is
+    the fine-tuned model asked about (``ft:...``), if one was; ``stops_answering`` is the day its
+    fine-tuned models stop answering (None when no shutdown is announced).
     """
 
     model: str
@@ -252,6 +255,8 @@ class Availability:
     can_use_fine_tuned: bool
     reason: str
     upcoming: tuple[tuple[dt.date, str], ...] = ()
+    fine_tuned_model: str | None = None
+    stops_answering: dt.date | None = None
 
     @property
     def ok(self) -> bool:
@@ -259,7 +264,8 @@ class Availability:
         return self.status == "available"
 
     def __str__(self) -> str:
-        lines = [f"{self.snapshot} on {self.on}: {self.status.upper().replace('_', ' ')} -- {self.reason}"]
+        name = f"{self.fine_tuned_model} (on {self.snapshot})" if self.fine_tuned_model else self.snapshot
+        lines = [f"{name} on {self.on}: {self.status.upper().replace('_', ' ')} -- {self.reason}"]
         for day, what in self.upcoming:
             lines.append(f"  {day} (in {(day - self.on).days} days): {what}")
         return "\n".join(lines)
@@ -271,8 +277,9 @@ class Availability:
         items = "".join(
             f"<li>{day} (in {(day - self.on).days} days): {html.escape(what)}</li>" for day, what in self.upcoming
         )
+        name = f"{self.fine_tuned_model} (on {self.snapshot})" if self.fine_tuned_model else self.snapshot
         return (
-            f"<div><b>{html.escape(self.snapshot)}</b> on {self.on}: "
+            f"<div><b>{html.escape(name)}</b> on {self.on}: "
             f"<b style='color:{colour}'>{self.status.replace('_', ' ')}</b> &mdash; {html.escape(self.reason)}"
             + (f"<ul>{items}</ul>" if items else "")
             + "</div>"
@@ -286,8 +293,13 @@ def availability(model: str, on: dt.date | str | None = None) -> Availability:
     ``shutdown``) with the backend's platform-wide changes (for OpenAI: 2026-05-07 and
     2026-07-02 restrict who may create jobs, 2027-01-06 stops new jobs for everyone).
 
+    ``model`` may be a fine-tuned model (``ft:gpt-4o-mini-2024-07-18:org::id``) or checkpoint: it
+    answers as long as its base model's fine-tunes do (``stops_answering``).
+
     >>> availability("gpt-4.1-nano", on="2026-11-21").status
     'shut_down'
+    >>> availability("ft:gpt-4o-mini-2024-07-18:acme::abc123", on="2027-01-14").can_use_fine_tuned
+    False
 
     Taught in notebooks/03_cost_math.ipynb.
     """
@@ -296,9 +308,18 @@ def availability(model: str, on: dt.date | str | None = None) -> Availability:
     entry = lookup(model, day)
     name = entry.snapshot
 
+    fine_tuned = model.strip() if model.strip().startswith("ft:") else None
+
     def result(status: str, can_train: bool | None, can_use: bool, reason: str) -> Availability:
         upcoming = () if status == "shut_down" else _upcoming(entry, day)
-        return Availability(model, name, entry.backend, day, status, can_train, can_use, reason, upcoming)
+        if fine_tuned and entry.backend != "local":
+            # Asked about one fine-tuned model: say first whether it still answers, and until when.
+            if not can_use and status != "not_yet":
+                reason = f"{fine_tuned} no longer answers: {name} {reason}"
+            elif entry.shutdown:
+                reason = f"{fine_tuned} stops answering on {entry.shutdown}, when {name} shuts down. {reason}"
+        return Availability(model, name, entry.backend, day, status, can_train, can_use, reason, upcoming,
+                            fine_tuned, entry.shutdown)
 
     if entry.backend == "local":
         return result(
@@ -372,6 +393,39 @@ def availability_table(on: dt.date | str | None = None, *, priced_only: bool = F
         rows,
         columns=["model", "snapshot", "status", "can_train", "can_use_fine_tuned", "next_date", "next_change", "reason"],
     )
+
+
+def deadlines(on: dt.date | str | None = None, *, backend: str = "openai"):
+    """When to act, per hosted fine-tunable model: the day new fine-tuning jobs end (the model's
+    own end of training or the platform's closing, whichever comes first: from that day on no job
+    can be created), the day its fine-tuned models stop answering, and the days left until then
+    from ``on`` (default today).
+    One row per model in force on ``on``; a pandas DataFrame sorted by the shutdown date.
+
+    Taught in notebooks/08_own_your_model.ipynb.
+    """
+    import pandas as pd
+
+    day = _as_date(on)
+    closed = next((e.date for e in platform_events(backend) if e.status == "closed"), None)
+    rows = []
+    for name in models(priced=True):
+        entry = lookup(name, day)
+        if entry.backend != backend:
+            continue
+        ends = [d for d in (entry.training_ends, closed) if d is not None]
+        no_new_jobs = min(ends) if ends else None
+        a = availability(name, day)
+        rows.append({
+            "model": name, "snapshot": entry.snapshot, "status": a.status,
+            "new_jobs_end": no_new_jobs,
+            "fine_tunes_stop_answering": entry.shutdown,
+            "days_left": (entry.shutdown - day).days if entry.shutdown and entry.shutdown > day else 0
+            if entry.shutdown else None,
+            "confirmed": entry.confirmed,
+        })
+    df = pd.DataFrame(rows)
+    return df.sort_values(["fine_tunes_stop_answering", "model"], na_position="last", kind="stable").reset_index(drop=True)
 
 
 def timeline(model: str | None = None):

@@ -17,8 +17,11 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .local.training import recipe as _recipe
+
 __all__ = [
     "LORA_TARGETS",
+    "RECIPE",
     "ParameterCount",
     "TrainingMemory",
     "add_lora",
@@ -32,8 +35,11 @@ __all__ = [
     "timeline",
 ]
 
+#: The recipe the local server trains with (rank, alpha, dropout, target modules): what this
+#: lesson counts and measures is exactly what notebook 04's job trains.
+RECIPE = _recipe.RECIPE
 #: The projections LoRA adapts in the course: attention (q, k, v, o) and the MLP (gate, up, down).
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = RECIPE.target_modules
 
 MB = 1024 * 1024
 
@@ -76,18 +82,19 @@ def lora_parameter_count(model, r: int, target_modules: Sequence[str] = LORA_TAR
     return sum(r * (m.in_features + m.out_features) for _, m in _targets(model, target_modules))
 
 
-def add_lora(model, r: int, target_modules: Sequence[str] = LORA_TARGETS, *, alpha: int | None = None,
-             dropout: float = 0.0, copy_model: bool = True):
+def add_lora(model, r: int = RECIPE.rank, target_modules: Sequence[str] = LORA_TARGETS, *,
+             alpha: int | None = None, dropout: float = RECIPE.dropout, copy_model: bool = True):
     """The model wrapped with peft LoRA adapters of rank ``r`` (on a copy unless ``copy_model=False``).
 
-    peft freezes the original weights; only the adapters are trainable.
+    With the defaults this is the server's own recipe (:data:`RECIPE`: rank 16, alpha 32, every
+    projection); another ``r`` keeps the recipe's alpha / rank. peft freezes the original weights;
+    only the adapters are trainable.
     """
-    from peft import LoraConfig, get_peft_model
-
     base = copy.deepcopy(model) if copy_model else model
-    config = LoraConfig(r=r, lora_alpha=alpha or 2 * r, lora_dropout=dropout, target_modules=list(target_modules),
-                        task_type="CAUSAL_LM")
-    return get_peft_model(base, config)
+    recipe = RECIPE.with_rank(r)
+    recipe = _recipe.LoraRecipe(rank=recipe.rank, alpha=alpha or recipe.alpha, dropout=dropout,
+                                target_modules=tuple(target_modules))
+    return recipe.apply(base)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
-from . import catalog
+from . import catalog, lifecycle
 
 __all__ = [
     "MAX_DEFAULT_EPOCHS",
@@ -849,7 +849,7 @@ def local_run_cost(
     )
 
 
-COMPLETED_MESSAGE = "The job has successfully completed"
+COMPLETED_MESSAGE = lifecycle.COMPLETED
 
 
 def local_run_cost_from_job(client, job_id: str, *, usd_per_cpu_hour: float | None = None) -> LocalRunCost:
@@ -861,7 +861,7 @@ def local_run_cost_from_job(client, job_id: str, *, usd_per_cpu_hour: float | No
     Taught in notebooks/03_cost_math.ipynb.
     """
     job = client.fine_tuning.jobs.retrieve(job_id)
-    if job.status != "succeeded":
+    if job.status != lifecycle.SUCCEEDED:
         raise ValueError(f"job {job_id} is {job.status!r}, not 'succeeded': no CPU time to read yet")
     events = client.fine_tuning.jobs.list_events(job_id, limit=100).data  # newest first
     for event in events:

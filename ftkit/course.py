@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import lifecycle
+
 __all__ = [
     "QUICK", "EnvironmentProblem", "check_environment", "data_path", "environment", "headline", "repo_root", "run",
 ]
@@ -62,7 +64,7 @@ def headline(name: str, value, note: str = "") -> None:
 
 _PACKAGES = (
     "ftkit", "openai", "tiktoken", "pandas", "numpy", "matplotlib", "ipywidgets", "tqdm",
-    "torch", "transformers", "peft", "gguf", "fastapi", "uvicorn", "jupyterlab",
+    "torch", "transformers", "peft", "gguf", "llguidance", "fastapi", "uvicorn", "jupyterlab",
 )
 
 
@@ -472,7 +474,7 @@ def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 *
     for job in client.fine_tuning.jobs.list(metadata=settings.metadata, limit=100):
         if any((job.metadata or {}).get(k) != v for k, v in settings.metadata.items()):
             continue
-        if job.status == "succeeded" and job.fine_tuned_model:
+        if job.status == lifecycle.SUCCEEDED and job.fine_tuned_model:
             try:
                 client.models.retrieve(job.fine_tuned_model)
             except openai.NotFoundError:
@@ -480,7 +482,7 @@ def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 *
             say(f"Reusing {job.id} ({settings.mode} mode, finished {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.finished_at))}): "
                 f"{job.fine_tuned_model}")
             return job
-        if running is None and job.status in ("validating_files", "queued", "running"):
+        if running is None and job.status in (lifecycle.VALIDATING_FILES, lifecycle.QUEUED, lifecycle.RUNNING):
             running = job
     if running is not None:
         say(f"A matching job is already under way: {running.id} ({running.status}); waiting for it.")
@@ -493,7 +495,7 @@ def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 *
                             min_examples=1, verbose=verbose)
         job = jobs.create_job(client, train, validation_file=valid, verbose=verbose, **settings.job_kwargs())
         job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
-    if job.status != "succeeded":
+    if job.status != lifecycle.SUCCEEDED:
         error = getattr(job.error, "message", None) or job.error
         raise RuntimeError(f"the ticket-triage job {job.id} ended {job.status}: {error}")
     return job

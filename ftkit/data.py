@@ -41,6 +41,7 @@ __all__ = [
     "assistant",
     "build_chat_examples",
     "build_preference_pairs",
+    "build_reinforcement_examples",
     "chat_example",
     "check_leakage",
     "example_input_text",
@@ -49,6 +50,7 @@ __all__ = [
     "function_tool",
     "preference_pair",
     "read_jsonl",
+    "reinforcement_example",
     "split",
     "system",
     "tool",
@@ -169,6 +171,35 @@ def preference_pair(
     }
 
 
+def reinforcement_example(
+    prompt: str | Sequence[dict],
+    *,
+    system_prompt: str | None = None,
+    tools: Sequence[dict] | None = None,
+    **fields: Any,
+) -> Example:
+    """A reinforcement fine-tuning (RFT) example: the conversation to answer, ending with a user
+    turn, plus the fields the grader reads (``{{ item.category }}``): no answer is given -- the
+    model samples its own and the grader scores them.
+
+    >>> reinforcement_example("2+2?", system_prompt="Be brief.", answer="4")
+    {'messages': [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': '2+2?'}], 'answer': '4'}
+
+    Taught in notebooks/02_data_formatting.ipynb and notebooks/07_reinforcement_fine_tuning.ipynb.
+    """
+    messages = [user(prompt)] if isinstance(prompt, str) else list(prompt)
+    if system_prompt:
+        messages.insert(0, system(system_prompt))
+    example: dict[str, Any] = {"messages": messages}
+    if tools:
+        example["tools"] = list(tools)
+    reserved = {"messages", "tools", "parallel_tool_calls"} & fields.keys()
+    if reserved:
+        raise ValueError(f"grader fields cannot be named {', '.join(sorted(reserved))}")
+    example.update(fields)
+    return example
+
+
 # ---------------------------------------------------------------------------------------------
 # From tables
 
@@ -286,6 +317,31 @@ def build_preference_pairs(
         )
         for label, row in _rows(table)
     ]
+
+
+def build_reinforcement_examples(
+    table,
+    *,
+    user: Field,
+    fields: Sequence[str],
+    system: str | None = None,
+    tools: Sequence[dict] | None = None,
+) -> list[Example]:
+    """One RFT example per row: the prompt, and the row's ``fields`` for the grader to read.
+
+    Taught in notebooks/02_data_formatting.ipynb and notebooks/07_reinforcement_fine_tuning.ipynb.
+    """
+    get_user = _resolver(user, "user")
+    return [
+        reinforcement_example(_text(get_user(label, row)), system_prompt=system, tools=tools,
+                              **{name: _plain(row[name]) for name in fields})
+        for label, row in _rows(table)
+    ]
+
+
+def _plain(value):
+    """A table cell as a JSON value (numpy scalars to Python numbers)."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
 
 
 def from_prompt_completion(

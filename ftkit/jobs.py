@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import catalog
+from . import catalog, lifecycle
 from .backend import backend_of
 from .validation import InvalidTrainingFile, ValidationReport
 
@@ -70,6 +70,7 @@ __all__ = [
     "create_job",
     "estimate",
     "events",
+    "method_of_metrics",
     "file_sha256",
     "monitor",
     "parse_results",
@@ -83,17 +84,18 @@ __all__ = [
     "watch",
 ]
 
-#: Statuses after which a job never changes again.
-TERMINAL_STATUSES = ("succeeded", "failed", "cancelled")
-#: Statuses of a job that is still going (``paused`` waits for :func:`resume`).
-ACTIVE_STATUSES = ("validating_files", "queued", "running", "paused")
-KNOWN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
-
-COMPLETED_MESSAGE = "The job has successfully completed"  # the local server's last event (data: cpu time)
-RESULT_COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
-CHECKPOINT_METRICS = [
-    "train_loss", "train_mean_token_accuracy", "valid_loss", "valid_mean_token_accuracy",
-    "full_valid_loss", "full_valid_mean_token_accuracy",
+# The job vocabulary is shared with the local server (one home: ftkit.lifecycle).
+TERMINAL_STATUSES = lifecycle.TERMINAL_STATUSES
+ACTIVE_STATUSES = lifecycle.ACTIVE_STATUSES
+KNOWN_STATUSES = lifecycle.KNOWN_STATUSES
+COMPLETED_MESSAGE = lifecycle.COMPLETED  # the local server's last event (data: cpu time)
+RESULT_COLUMNS = lifecycle.RESULT_COLUMNS[lifecycle.SUPERVISED]
+CHECKPOINT_METRICS = lifecycle.CHECKPOINT_METRICS
+#: Checkpoint metrics of a DPO job: the last step's (as in its results file) and the full-validation
+#: figures (``full_valid_loss``, ``full_valid_reward_margin`` ...).
+DPO_CHECKPOINT_METRICS = [
+    *(c for c in lifecycle.RESULT_COLUMNS[lifecycle.DPO] if c != lifecycle.STEP),
+    lifecycle.FULL_VALID_LOSS, *(lifecycle.dpo_metric("full_valid", q) for q in lifecycle.DPO_QUANTITIES),
 ]
 _TRANSIENT = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError")
 
@@ -602,12 +604,19 @@ def estimate(
                        counted_with, avail, tuple(notes))
 
 
-def _hyperparameters(hyperparameters: Mapping | None, **given) -> dict:
+_METHOD_HYPERPARAMETERS = {
+    lifecycle.SUPERVISED: ("n_epochs", "batch_size", "learning_rate_multiplier"),
+    lifecycle.DPO: ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
+}
+
+
+def _hyperparameters(hyperparameters: Mapping | None, method: str = lifecycle.SUPERVISED, **given) -> dict:
     hp = dict(hyperparameters or {})
-    unknown = set(hp) - {"n_epochs", "batch_size", "learning_rate_multiplier"}
+    known = _METHOD_HYPERPARAMETERS[method]
+    unknown = set(hp) - set(known) | {k for k, v in given.items() if v is not None and k not in known}
     if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)}: use n_epochs, batch_size, "
-                         "learning_rate_multiplier")
+        raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for the {method} method: use "
+                         + ", ".join(known))
     for name, value in given.items():
         if value is not None:
             hp[name] = value
@@ -624,6 +633,8 @@ def create_job(
     batch_size: int | None = None,
     learning_rate_multiplier: float | None = None,
     hyperparameters: Mapping | None = None,
+    method: str = "supervised",
+    beta: float | None = None,
     suffix: str | None = None,
     seed: int | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -633,12 +644,15 @@ def create_job(
     training_data=None,
     verbose: bool = True,
 ):
-    """Create a supervised fine-tuning job, after showing what it will cost.
+    """Create a fine-tuning job, after showing what it will cost.
 
     ``training_file`` / ``validation_file`` are uploaded files (objects or ids, see
-    :func:`upload`). ``model`` defaults to the backend's base model. Hyperparameters (``n_epochs``,
-    ``batch_size``, ``learning_rate_multiplier``, or a ``hyperparameters`` dict; unset ones are
-    "auto") go in ``method={"type": "supervised", ...}``, not in the deprecated top-level field.
+    :func:`upload`). ``model`` defaults to the backend's base model; it may be a fine-tuned model
+    (e.g. DPO on top of a supervised model). ``method``: ``"supervised"`` (chat examples) or
+    ``"dpo"`` (preference pairs). Hyperparameters (``n_epochs``, ``batch_size``,
+    ``learning_rate_multiplier``, for DPO also ``beta``, or a ``hyperparameters`` dict; unset ones
+    are "auto") go in ``method={"type": method, method: {"hyperparameters": ...}}``, not in the
+    deprecated top-level field.
 
     Before anything is created the estimate is printed (see :func:`estimate`: billed tokens x
     epochs x price; on the local backend the cost is CPU time) with the model's availability. On
@@ -661,10 +675,12 @@ def create_job(
                                               and Path(given).exists()):
             raise JobsError(f"{given} is a local file: upload it first (file = ftkit.jobs.upload(client, path)) and "
                             "pass the uploaded file")
+    if method not in _METHOD_HYPERPARAMETERS:
+        raise ValueError(f"method must be one of {', '.join(_METHOD_HYPERPARAMETERS)}, not {method!r}")
     train_id = _file_id(training_file)
     valid_id = _file_id(validation_file) if validation_file is not None else None
-    hp = _hyperparameters(hyperparameters, n_epochs=n_epochs, batch_size=batch_size,
-                          learning_rate_multiplier=learning_rate_multiplier)
+    hp = _hyperparameters(hyperparameters, method, n_epochs=n_epochs, batch_size=batch_size,
+                          learning_rate_multiplier=learning_rate_multiplier, beta=beta)
     est = estimate(client, training_data if training_data is not None else train_id, model=model,
                    n_epochs=hp.get("n_epochs"))
     if verbose:
@@ -686,9 +702,9 @@ def create_job(
             raise OverBudget(f"no job created: the estimate {_usd(est.usd)} is above max_cost_usd="
                              f"{_usd(max_cost_usd)}. Train on fewer examples or epochs, raise the budget, or pass "
                              "allow_over_budget=True.", est)
-    supervised: dict[str, Any] = {"hyperparameters": hp} if hp else {}
+    settings: dict[str, Any] = {"hyperparameters": hp} if hp else {}
     kwargs: dict[str, Any] = {"model": model, "training_file": train_id,
-                              "method": {"type": "supervised", "supervised": supervised}}
+                              "method": {"type": method, method: settings}}
     for name, value in (("validation_file", valid_id), ("suffix", suffix), ("seed", seed),
                         ("metadata", dict(metadata) if metadata else None)):
         if value is not None:
@@ -739,6 +755,15 @@ def _metric_data(event) -> dict | None:
     if getattr(event, "type", None) == "metrics" and "step" in data and "train_loss" in data:
         return data
     return None
+
+
+def _preference_parts(metrics: Mapping) -> list[str]:
+    """The DPO figures of a step's metrics, short ("margin 0.42", "pref. acc. 0.80"); [] for others."""
+    parts = []
+    for key, label in (("train_reward_margin", "margin"), ("train_preference_accuracy", "pref. acc.")):
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {float(metrics[key]):.2f}")
+    return parts
 
 
 def _event_line(event) -> str:
@@ -850,6 +875,7 @@ def watch(
                 parts = [status]
                 if "train_loss" in last_metrics:
                     parts.append(f"loss {float(last_metrics['train_loss']):.3f}")
+                parts += _preference_parts(last_metrics)
                 eta = getattr(current, "estimated_finish", None)
                 if eta and status not in TERMINAL_STATUSES:
                     parts.append(f"finish ~{_local_time(eta):%H:%M}")
@@ -874,7 +900,7 @@ def watch(
             f"ftkit.jobs.cancel(client, '{job_id}').", current) from None
     finally:
         if bar is not None:
-            if current is not None and current.status == "succeeded" and bar.total:
+            if current is not None and current.status == lifecycle.SUCCEEDED and bar.total:
                 bar.update(bar.total - bar.n)
             bar.close()
     _print_outcome(current, time.monotonic() - started)
@@ -883,12 +909,12 @@ def watch(
 
 def _print_outcome(job, waited: float) -> None:
     took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
-    if job.status == "succeeded":
+    if job.status == lifecycle.SUCCEEDED:
         print(f"{job.id} succeeded in {_duration(took)}: {job.fine_tuned_model}")
     elif job.status == "failed":
         error = _as_dict(job.error)
         print(f"{job.id} failed: {error.get('message') or error or 'no reason given'}")
-    elif job.status == "cancelled":
+    elif job.status == lifecycle.CANCELLED:
         print(f"{job.id} was cancelled")
     elif job.status == "paused":
         print(f"{job.id} is paused: it will not move until resumed -- ftkit.jobs.resume(client, '{job.id}'), "
@@ -924,52 +950,100 @@ def events(client, job, *, limit: int | None = None):
     return df
 
 
-def step_metrics_from_events(events_df):
+def method_of_metrics(keys: Iterable[str]) -> str:
+    """Which fine-tuning method's metrics these are (``"supervised"``, ``"dpo"`` or
+    ``"reinforcement"``), from metric keys or results-file columns: DPO jobs report
+    ``train_reward_margin`` and the other quantities of :data:`ftkit.lifecycle.DPO_QUANTITIES`,
+    reinforcement jobs ``train_reward_mean`` ..., supervised jobs neither.
+
+    Taught in notebooks/06_preference_tuning.ipynb.
+    """
+    keys = set(keys)
+    splits = ("train", "valid", "full_valid")
+    if any(f"{split}_{q}" in keys for split in splits for q in lifecycle.DPO_QUANTITIES):
+        return lifecycle.DPO
+    if any(f"{split}_{q}" in keys for split in splits for q in lifecycle.RFT_QUANTITIES):
+        return lifecycle.REINFORCEMENT
+    return lifecycle.SUPERVISED
+
+
+def step_metrics_from_events(events_df, method: str | None = None):
     """The step metrics carried by metrics events (available while a job runs, before its results
-    file exists), with the results file's columns."""
+    file exists), with the results file's columns for the job's method: ``step, train_loss,
+    train_accuracy, valid_loss, valid_mean_token_accuracy`` for supervised jobs; ``step,
+    train_loss, train_reward_margin, train_preference_accuracy, train_chosen_reward,
+    train_rejected_reward, valid_loss, valid_reward_margin ...`` for DPO jobs. ``method`` defaults
+    to what the events carry (:func:`method_of_metrics`).
+
+    Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb).
+    """
     import pandas as pd
 
+    found = [data for data in events_df["data"] if isinstance(data, dict) and "step" in data and "train_loss" in data]
+    method = method or method_of_metrics(k for data in found for k in data)
+    columns = lifecycle.RESULT_COLUMNS[method]
     rows = []
-    for data in events_df["data"]:
-        if isinstance(data, dict) and "step" in data and "train_loss" in data:
+    for data in found:
+        if method == lifecycle.SUPERVISED:
             rows.append({
                 "step": int(data["step"]), "train_loss": data.get("train_loss"),
                 "train_accuracy": data.get("train_mean_token_accuracy", data.get("train_accuracy")),
                 "valid_loss": data.get("valid_loss"),
                 "valid_mean_token_accuracy": data.get("valid_mean_token_accuracy"),
             })
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+        else:  # the other methods' events carry the results file's own names
+            rows.append({c: int(data["step"]) if c == lifecycle.STEP else data.get(c) for c in columns})
+    df = pd.DataFrame(rows, columns=columns)
     if len(df):
         df = df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
-    for c in RESULT_COLUMNS[1:]:
+    for c in columns[1:]:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df
 
 
-def checkpoints(client, job):
+def _method_of_job(job) -> str | None:
+    """The method type of a job object (None for a bare id or a job without ``method``)."""
+    kind = _as_dict(getattr(job, "method", None)).get("type") if not isinstance(job, str) else None
+    return kind if kind in lifecycle.METHODS else None
+
+
+def checkpoints(client, job, method: str | None = None):
     """A job's checkpoints as a DataFrame, by step: ``step``, ``checkpoint`` (a model name you can
-    call), the metrics at that step (``train_loss`` ... ``full_valid_loss``,
-    ``full_valid_mean_token_accuracy``), ``created_at`` and ``id``. The API keeps the last three
+    call), the metrics at that step, ``created_at`` and ``id``. The API keeps the last three
     epochs' checkpoints.
 
-    Taught in notebooks/04_job_lifecycle.ipynb.
+    The metric columns follow the job's method: for supervised jobs the hosted checkpoint's
+    (``train_loss`` ... ``full_valid_loss``, ``full_valid_mean_token_accuracy``); for DPO jobs
+    :data:`DPO_CHECKPOINT_METRICS` (``train_loss``, ``train_reward_margin`` ...,
+    ``full_valid_loss``, ``full_valid_reward_margin``, ``full_valid_preference_accuracy`` ...).
+    ``method`` defaults to the job object's, else to what the metrics carry.
+
+    Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb).
     """
     import pandas as pd
 
-    rows = []
+    found = []
     for ckpt in client.fine_tuning.jobs.checkpoints.list(_job_id(job), limit=100):
-        metrics = _as_dict(ckpt.metrics)
-        rows.append({"step": ckpt.step_number, "checkpoint": ckpt.fine_tuned_model_checkpoint,
-                     **{k: metrics.get(k) for k in CHECKPOINT_METRICS},
-                     "created_at": _local_time(ckpt.created_at), "id": ckpt.id})
-    df = pd.DataFrame(rows, columns=["step", "checkpoint", *CHECKPOINT_METRICS, "created_at", "id"])
-    for c in CHECKPOINT_METRICS:
+        found.append((ckpt, _as_dict(ckpt.metrics)))
+    method = method or _method_of_job(job) or method_of_metrics(k for _, m in found for k in m)
+    metric_columns = DPO_CHECKPOINT_METRICS if method == lifecycle.DPO else CHECKPOINT_METRICS
+    rows = [{"step": ckpt.step_number, "checkpoint": ckpt.fine_tuned_model_checkpoint,
+             **{k: metrics.get(k) for k in metric_columns},
+             "created_at": _local_time(ckpt.created_at), "id": ckpt.id} for ckpt, metrics in found]
+    df = pd.DataFrame(rows, columns=["step", "checkpoint", *metric_columns, "created_at", "id"])
+    for c in metric_columns:
         df[c] = pd.to_numeric(df[c], errors="coerce")
     return df.sort_values("step").reset_index(drop=True)
 
 
+def _higher_is_better(metric: str) -> bool:
+    """Accuracies, reward margins and chosen rewards should rise; losses and rejected rewards fall."""
+    return "accuracy" in metric or metric.endswith(("reward_margin", "chosen_reward"))
+
+
 def best_checkpoint(checkpoints_df, metric: str = "full_valid_loss"):
-    """The checkpoint row with the lowest ``metric`` (a loss) -- or the highest, for an accuracy.
+    """The checkpoint row with the lowest ``metric`` (a loss) -- or the highest, for an accuracy
+    or a DPO reward margin.
 
     Full validation loss (the whole validation file, computed at each checkpoint) is the fairest
     single number for choosing: the per-step ``valid_loss`` is measured on a small batch only.
@@ -981,15 +1055,18 @@ def best_checkpoint(checkpoints_df, metric: str = "full_valid_loss"):
     values = checkpoints_df[metric].dropna()
     if values.empty:
         raise NotReady(f"no checkpoint has {metric} (was a validation file given?)")
-    best = values.idxmax() if "accuracy" in metric else values.idxmin()
+    best = values.idxmax() if _higher_is_better(metric) else values.idxmin()
     return checkpoints_df.loc[best]
 
 
 def parse_results(content: bytes | str):
     """A results file's content as a DataFrame: plain CSV, or CSV encoded in base64 (as the hosted
-    API sometimes returns it). Columns ``step``, ``train_loss``, ``train_accuracy``,
-    ``valid_loss``, ``valid_mean_token_accuracy`` (and any others the file has); numbers as
-    numbers, missing values as NaN.
+    API sometimes returns it), with the file's own columns: for a supervised job ``step``,
+    ``train_loss``, ``train_accuracy``, ``valid_loss``, ``valid_mean_token_accuracy``; for a DPO
+    job ``step``, ``train_loss``, ``train_reward_margin``, ``train_preference_accuracy``,
+    ``train_chosen_reward``, ``train_rejected_reward`` and the same with ``valid_``
+    (:data:`ftkit.lifecycle.RESULT_COLUMNS`; :func:`method_of_metrics` tells them apart). Numbers
+    as numbers, missing values as NaN.
 
     Taught in notebooks/04_job_lifecycle.ipynb.
     """
@@ -1049,55 +1126,105 @@ def results(client, job_or_file):
     return parse_results(client.files.content(file_id).content)
 
 
+def _draw_metric(ax, df, checkpoints_df, *, train_col: str, valid_col: str, full_col: str, name: str,
+                 window: int, colours=("C0", "C1", "C3"), checkpoint_lines: bool = True) -> None:
+    """One metric on one axis: every training step (with its moving average over ``window``
+    steps when ``window``), the validation batches (dots), a dotted line per checkpoint and the
+    full validation at checkpoints (squares)."""
+    steps = df["step"] if "step" in df else []
+    n = len(df)
+    train_colour, valid_colour, full_colour = colours
+    if train_col in df and df[train_col].notna().any():
+        ax.plot(steps, df[train_col], color=train_colour, lw=1, alpha=0.45 if window else 1.0, label=f"train {name}",
+                marker="." if n <= 30 else None)
+        if window:
+            avg = df[train_col].rolling(window, min_periods=1, center=True).mean()
+            ax.plot(steps, avg, color=train_colour, lw=2, label=f"train {name} ({window}-step average)")
+    if valid_col in df and df[valid_col].notna().any():
+        v = df[[valid_col]].assign(step=steps).dropna()
+        ax.plot(v["step"], v[valid_col], "o-", color=valid_colour, ms=4, lw=1.2, label=f"validation {name}")
+    if checkpoint_lines and checkpoints_df is not None and len(checkpoints_df):
+        for i, step in enumerate(checkpoints_df["step"]):
+            ax.axvline(step, color="grey", ls=":", lw=1, label="checkpoint" if i == 0 else None)
+    if checkpoints_df is not None and len(checkpoints_df) and full_col in checkpoints_df \
+            and checkpoints_df[full_col].notna().any():
+        c = checkpoints_df[["step", full_col]].dropna()
+        ax.plot(c["step"], c[full_col], "s", color=full_colour, ms=7, label=f"full validation {name}")
+
+
+def _finish_axis(ax, df, *, ylabel: str, title: str, total_steps: int | None) -> None:
+    steps = df["step"] if "step" in df else []
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    if total_steps:
+        ax.set_xlim(0, max(int(total_steps), int(max(steps, default=0))) + 0.5)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+
+
 def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, smooth: int | None = None,
-                 total_steps: int | None = None):
-    """Training curves against step: loss (left) and token accuracy (right).
+                 total_steps: int | None = None, method: str | None = None):
+    """Training curves against step, for the job's method. Returns the matplotlib Figure.
 
-    Lines: ``train loss`` / ``train token accuracy`` (every step; with a moving average over
-    ``smooth`` steps, default about a twentieth of the run, when there are 40 steps or more),
-    ``validation loss`` / ``validation token accuracy`` (measured on a validation batch at some
-    steps, dots) and, with ``checkpoints_df``, ``full validation loss`` / ``full validation token
-    accuracy`` at each checkpoint (squares, the whole validation file) and a dotted vertical line
-    per checkpoint. ``total_steps`` fixes the step axis to the whole run (the live monitor's chart
-    then grows from left to right). Returns the matplotlib Figure.
+    * **Supervised** (two panels): loss and token accuracy. Lines: ``train loss`` / ``train token
+      accuracy`` (every step), ``validation loss`` / ``validation token accuracy`` (measured on a
+      validation batch at some steps, dots) and, with ``checkpoints_df``, ``full validation
+      loss`` / ``full validation token accuracy`` at each checkpoint (squares, the whole
+      validation file).
+    * **DPO** (four panels): the DPO loss; the **reward margin** (how much more the model prefers
+      the preferred answer than the reference model did: above 0 is the right way); the
+      **preference accuracy** (the share of pairs where the preferred answer has the higher
+      reward); and the **chosen and rejected rewards** apart -- lines named the same way
+      (``train reward margin``, ``validation preference accuracy``, ``full validation reward
+      margin`` ...).
 
-    Taught in notebooks/04_job_lifecycle.ipynb.
+    Training lines get a moving average over ``smooth`` steps (default about a twentieth of the
+    run) when there are 40 steps or more; a dotted vertical line marks each checkpoint.
+    ``total_steps`` fixes the step axis to the whole run (the live monitor's chart then grows from
+    left to right). ``method`` defaults to what the columns carry (:func:`method_of_metrics`).
+
+    Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb).
     """
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.2), layout="constrained")
-    loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     df = results_df
-    steps = df["step"] if "step" in df else []
+    ckpt_columns = list(checkpoints_df.columns) if checkpoints_df is not None else []
+    method = method or method_of_metrics([*df.columns, *ckpt_columns])
     n = len(df)
     window = smooth if smooth is not None else (max(3, n // 20) if n >= 40 else 0)
-    panels = ((loss_ax, "train_loss", "valid_loss", "full_valid_loss", "loss"),
-              (acc_ax, "train_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy",
-               "token accuracy"))
-    for ax, train_col, valid_col, full_col, name in panels:
-        if train_col in df and df[train_col].notna().any():
-            ax.plot(steps, df[train_col], color="C0", lw=1, alpha=0.45 if window else 1.0, label=f"train {name}",
-                    marker="." if n <= 30 else None)
-            if window:
-                avg = df[train_col].rolling(window, min_periods=1, center=True).mean()
-                ax.plot(steps, avg, color="C0", lw=2, label=f"train {name} ({window}-step average)")
-        if valid_col in df and df[valid_col].notna().any():
-            v = df[[valid_col]].assign(step=steps).dropna()
-            ax.plot(v["step"], v[valid_col], "o-", color="C1", ms=4, lw=1.2, label=f"validation {name}")
-        if checkpoints_df is not None and len(checkpoints_df):
-            for i, step in enumerate(checkpoints_df["step"]):
-                ax.axvline(step, color="grey", ls=":", lw=1, label="checkpoint" if i == 0 else None)
-            if full_col in checkpoints_df and checkpoints_df[full_col].notna().any():
-                c = checkpoints_df[["step", full_col]].dropna()
-                ax.plot(c["step"], c[full_col], "s", color="C3", ms=7, label=f"full validation {name}")
-        ax.set(xlabel="step", ylabel=name, title=name.capitalize())
-        if total_steps:
-            ax.set_xlim(0, max(int(total_steps), int(max(steps, default=0))) + 0.5)
-        ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    if "accuracy" in acc_ax.get_ylabel():
-        acc_ax.set_ylim(top=1.0)
+    if method == lifecycle.DPO:
+        fig = Figure(figsize=(12, 7.6), layout="constrained")
+        axes = [fig.add_subplot(2, 2, i) for i in range(1, 5)]
+        panels = ((axes[0], "loss", "DPO loss"), (axes[1], "reward_margin", "Reward margin (chosen - rejected)"),
+                  (axes[2], "preference_accuracy", "Preference accuracy"))
+        axes[1].axhline(0, color="black", lw=0.8)
+        axes[2].axhline(0.5, color="black", lw=0.8, ls="--", label="chance (0.5)")
+        axes[3].axhline(0, color="black", lw=0.8)
+        for ax, quantity, heading in panels:
+            name = quantity.replace("_", " ")
+            _draw_metric(ax, df, checkpoints_df, train_col=f"train_{quantity}", valid_col=f"valid_{quantity}",
+                         full_col=f"full_valid_{quantity}", name=name, window=window)
+            _finish_axis(ax, df, ylabel=name, title=heading, total_steps=total_steps)
+        rewards = axes[3]
+        for quantity, colour in (("chosen_reward", "C2"), ("rejected_reward", "C3")):
+            _draw_metric(rewards, df, checkpoints_df, train_col=f"train_{quantity}", valid_col=f"valid_{quantity}",
+                         full_col=f"full_valid_{quantity}", name=quantity.replace("_", " "), window=window,
+                         colours=(colour, colour, colour), checkpoint_lines=quantity == "chosen_reward")
+        axes[2].set_ylim(-0.02, 1.05)
+        _finish_axis(rewards, df, ylabel="reward (beta x log-ratio to the reference)",
+                     title="Chosen and rejected rewards", total_steps=total_steps)
+    else:
+        fig = Figure(figsize=(12, 4.2), layout="constrained")
+        loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+        panels = ((loss_ax, "train_loss", "valid_loss", "full_valid_loss", "loss"),
+                  (acc_ax, "train_accuracy", "valid_mean_token_accuracy", "full_valid_mean_token_accuracy",
+                   "token accuracy"))
+        for ax, train_col, valid_col, full_col, name in panels:
+            _draw_metric(ax, df, checkpoints_df, train_col=train_col, valid_col=valid_col, full_col=full_col,
+                         name=name, window=window)
+            _finish_axis(ax, df, ylabel=name, title=name.capitalize(), total_steps=total_steps)
+        if "accuracy" in acc_ax.get_ylabel():
+            acc_ax.set_ylim(top=1.0)
     if title:
         fig.suptitle(title)
     return fig
@@ -1193,12 +1320,13 @@ def resume(client, job):
 def _job_row(job) -> dict:
     hp = _as_dict(getattr(job, "hyperparameters", None))
     method = _as_dict(getattr(job, "method", None))
-    method_hp = _as_dict(_as_dict(method.get("supervised")).get("hyperparameters"))
+    kind = method.get("type") or lifecycle.SUPERVISED
+    method_hp = _as_dict(_as_dict(method.get(kind)).get("hyperparameters"))
     hp = {k: method_hp.get(k, hp.get(k)) for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
     took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
     error = _as_dict(job.error)
     return {
-        "id": job.id, "status": job.status, "model": job.model, "fine_tuned_model": job.fine_tuned_model,
+        "id": job.id, "status": job.status, "method": kind, "model": job.model, "fine_tuned_model": job.fine_tuned_model,
         "created_at": _local_time(job.created_at), "finished_at": _local_time(job.finished_at),
         "minutes": None if took is None else round(took / 60, 1), "trained_tokens": job.trained_tokens,
         "suffix": getattr(job, "user_provided_suffix", None), **hp,
@@ -1208,8 +1336,9 @@ def _job_row(job) -> dict:
 
 
 def recent_jobs(client, limit: int = 10, *, metadata: Mapping[str, str] | None = None):
-    """The newest ``limit`` fine-tuning jobs as a DataFrame (newest first): id, status, models,
-    times, trained tokens, suffix, hyperparameters, metadata, error. ``metadata`` filters (the
+    """The newest ``limit`` fine-tuning jobs as a DataFrame (newest first): id, status, method
+    (``supervised``, ``dpo`` ...), models, times, trained tokens, suffix, hyperparameters (the
+    method's), metadata, error. ``metadata`` filters (the
     API's own filter).
 
     Taught in notebooks/04_job_lifecycle.ipynb.
@@ -1226,7 +1355,7 @@ def recent_jobs(client, limit: int = 10, *, metadata: Mapping[str, str] | None =
         rows.append(_job_row(job))
         if len(rows) >= limit:
             break
-    columns = ["id", "status", "model", "fine_tuned_model", "created_at", "finished_at", "minutes",
+    columns = ["id", "status", "method", "model", "fine_tuned_model", "created_at", "finished_at", "minutes",
                "trained_tokens", "suffix", "n_epochs", "batch_size", "learning_rate_multiplier", "metadata", "error"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -1492,7 +1621,7 @@ class JobMonitor:
                     self.metrics_rows.append(data)
             self.events.extend(new)
             if self.checkpoints_df is None or any("Checkpoint" in e.message for e in new) or _is_finished(self.job):
-                self.checkpoints_df = checkpoints(self.client, self.job_id)
+                self.checkpoints_df = checkpoints(self.client, self.job)
             self.updates += 1
         self._render(final=False)
 
@@ -1510,14 +1639,15 @@ class JobMonitor:
         job = self.job
         if job is None:
             return f"<b>{html.escape(self.job_id)}</b>: waiting for the first poll"
-        colour = {"succeeded": "#1a7f37", "failed": "#cf222e", "cancelled": "#6e7781"}.get(job.status, "#0969da")
+        colour = {lifecycle.SUCCEEDED: "#1a7f37", lifecycle.FAILED: "#cf222e", lifecycle.CANCELLED: "#6e7781"}.get(job.status, "#0969da")
         parts = [f"<b>{html.escape(job.id)}</b> on {html.escape(job.model)}: "
                  f"<b style='color:{colour}'>{html.escape(str(job.status))}</b>"]
         if self.metrics_rows:
             last = self.metrics_rows[-1]
             total = last.get("total_steps")
             parts.append(f"step {last['step']}{f'/{total}' if total else ''}, "
-                         f"training loss {float(last['train_loss']):.3f}")
+                         f"training loss {float(last['train_loss']):.3f}"
+                         + "".join(f", {p}" for p in _preference_parts(last)))
         finish = _finish_text(job)
         if finish and job.status not in TERMINAL_STATUSES:
             parts.append(finish)
@@ -1547,7 +1677,8 @@ class JobMonitor:
         df = self.checkpoints_df
         if df is None or not len(df):
             return "<i>none yet (one per epoch)</i>"
-        cols = ["step", "checkpoint", "train_loss", "full_valid_loss", "full_valid_mean_token_accuracy"]
+        cols = ["step", "checkpoint", "train_loss", "full_valid_loss", "full_valid_mean_token_accuracy",
+                "full_valid_reward_margin", "full_valid_preference_accuracy"]
         cols = [c for c in cols if c in df and (c in ("step", "checkpoint") or df[c].notna().any())]
         return df[cols].to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="")
 

@@ -6,6 +6,13 @@ Taught in notebooks/02_data_formatting.ipynb; exposed as :func:`ftkit.data.valid
 Design: one streaming pass over the file in binary. Each line is decoded, parsed and checked;
 the texts of a chunk of examples are then token-counted in one batch. Memory holds a few
 integers per example, never the file. Nothing is ever written to the input.
+
+Hostile input is bounded: a line is read up to ``max_line_bytes`` (default 16 MB, the CLI's
+``--max-line-mb``) and a longer one is skipped as an error of that line without being held in
+memory; a line nested deeper than ``max_depth`` (default 128 levels, the bound serde_json uses)
+is an error of that line, measured without recursion before anything recursive (json, a
+comparison, the token counter) sees it; only regular files are read (a FIFO, a device such as
+/dev/zero or a directory is refused at once).
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import difflib
 import io
 import json
 import os
+import re
+import stat
 from array import array
 from collections import Counter, deque
 from collections.abc import Iterable
@@ -42,6 +51,8 @@ CODES: dict[str, tuple[str, str]] = {
     "example_missing_assistant_message": (ERROR, "no assistant message to learn from"),
     "invalid_json": (ERROR, "the line is not valid JSON"),
     "invalid_utf8": (ERROR, "the line is not valid UTF-8 text"),
+    "line_too_long": (ERROR, "the line is longer than the per-line limit (max_line_bytes, --max-line-mb)"),
+    "nesting_too_deep": (ERROR, "the JSON is nested deeper than the limit (max_depth levels)"),
     "utf8_bom": (ERROR, "the file starts with a byte-order mark (BOM)"),
     "empty_file": (ERROR, "the file has no examples"),
     "too_few_examples": (ERROR, "fewer than the API's minimum of 10 examples"),
@@ -65,6 +76,8 @@ CODES: dict[str, tuple[str, str]] = {
     "no_trained_messages": (WARNING, "every assistant message has weight 0: nothing is learned"),
     "assistant_message_too_long": (WARNING, "assistant answer far longer than the others in the file"),
     "preference_identical_outputs": (WARNING, "preferred and non-preferred outputs are identical"),
+    "reinforcement_last_message": (ERROR, "an RFT example must end with a user turn for the model to answer"),
+    "missing_grader_field": (ERROR, "an RFT example lacks a field the grader reads ({{ item.<field> }})"),
     "unknown_tool_call_id": (WARNING, "a tool message answers a tool call id not seen before it"),
 }
 
@@ -74,6 +87,12 @@ CHAT_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 PREFERENCE_KEYS = {"input", "preferred_output", "non_preferred_output"}
 MIN_EXAMPLES = 10
 BOM = b"\xef\xbb\xbf"
+#: Longest line read (bytes, newline excluded). A fine-tuning example is at most some 65k-200k
+#: tokens (well under 2 MB of text); the margin leaves room for a base64 image or two.
+MAX_LINE_BYTES = 16_000_000
+#: Deepest JSON nesting accepted. Real examples (tool schemas included) stay far below it; the
+#: parsers' own limits (orjson 1024, json about 1000 with Python's recursion limit) are far above.
+MAX_DEPTH = 128
 
 
 @dataclass(frozen=True)
@@ -93,7 +112,8 @@ class Problem:
 
 
 class UnusableInputError(OSError):
-    """The input cannot be read at all (missing, a directory, no permission)."""
+    """The input cannot be read at all (missing, no permission, or not a regular file: a directory,
+    a FIFO, a device such as /dev/zero)."""
 
 
 @dataclass
@@ -106,7 +126,7 @@ class ValidationReport:
     max_example_tokens: int | None
     n_lines: int = 0
     n_examples: int = 0
-    kind: str | None = None  # "chat", "preference", or "mixed"
+    kind: str | None = None  # "chat", "preference", "reinforcement" or "mixed"
     problems: list[Problem] = field(default_factory=list)
     example_lines: array = field(default_factory=lambda: array("q"))
     total_tokens: array = field(default_factory=lambda: array("q"))
@@ -263,17 +283,28 @@ class InvalidTrainingFile(ValueError):
 
 
 class _Checker:
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], method: str | None = None,
+                 grader_fields: Iterable[str] = ()) -> None:
         self.problems = problems
         self.line = 0
+        self.method = method
+        self.grader_fields = sorted(set(grader_fields))
+        # After example(): True when the example is only a list of plain text messages, so it
+        # nests three levels at most -- the common case, which needs no depth check.
+        self.shallow = False
+        self._all_plain = False
 
     def add(self, code: str, field: str | None, message: str) -> None:
         self.problems.append(Problem(self.line, code, field, message, CODES[code][0]))
 
     def example(self, ex) -> str | None:
+        self.shallow = False
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
+        if "messages" in ex and self.method == "reinforcement":
+            self.reinforcement(ex)
+            return "reinforcement"
         if "messages" in ex:
             self.chat(ex)
             return "chat"
@@ -303,6 +334,7 @@ class _Checker:
             self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
             return
         self.messages(messages, "messages", tools_ok)
+        self.shallow = self._all_plain and len(ex) == 1
         has_system = has_assistant = trained = False
         for m in messages:
             if isinstance(m, dict):
@@ -319,11 +351,34 @@ class _Checker:
         if not has_system and any(isinstance(m, dict) for m in messages):
             self.add("missing_system_message", "messages", "no system message")
 
+    def reinforcement(self, ex: dict) -> None:
+        """An RFT line: a conversation ending with a user turn, plus the fields the grader reads
+        (any other top-level key is the grader's business, so none is 'unrecognized')."""
+        tools_ok = self.tools(ex, "") if ("tools" in ex or "functions" in ex or "parallel_tool_calls" in ex) else True
+        messages = ex.get("messages")
+        if not isinstance(messages, list) or not messages:
+            what = "an empty list" if messages == [] else _type_name(messages)
+            self.add("missing_messages_list", "messages", f"'messages' must be a non-empty list, got {what}")
+        else:
+            self.messages(messages, "messages", tools_ok)
+            last = messages[-1]
+            role = last.get("role") if isinstance(last, dict) else None
+            if role != "user":
+                self.add("reinforcement_last_message", f"messages[{len(messages) - 1}].role",
+                         f"the last message is from {role!r}; it must be the user's turn the model answers")
+            if not any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages):
+                self.add("missing_system_message", "messages", "no system message")
+        for name in self.grader_fields:
+            if name not in ex:
+                self.add("missing_grader_field", name, f"the grader reads {{{{ item.{name} }}}} but this line has no {name!r}")
+
     def messages(self, messages: list, path: str, tools_ok: bool = True) -> None:
         seen_call_ids: set[str] = set()
+        self._all_plain = True
         for i, m in enumerate(messages):
             if _plainly_valid(m):
                 continue  # the common case, checked without building field paths
+            self._all_plain = False
             p = f"{path}[{i}]"
             if not isinstance(m, dict):
                 self.add("data_type", p, f"a message must be an object, got {_type_name(m)}")
@@ -571,28 +626,141 @@ def _type_name(value) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _lines_of(source) -> tuple[str, Iterable[tuple[int, object]]]:
-    """(label, iterator of (line number, bytes or already-parsed record))."""
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(path: Path, mode: int) -> UnusableInputError:
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    if stat.S_ISDIR(mode):
+        return UnusableInputError(f"{path} is a directory, not a JSONL file")
+    return UnusableInputError(f"{path} is {kind}, not a regular file; save the data to a .jsonl file "
+                              "and validate that")
+
+
+def _open_regular(path: Path):
+    """Open ``path`` for reading only if it is a regular file, without ever blocking.
+
+    ``os.stat`` first refuses FIFOs and devices before they are opened (opening a FIFO with no
+    writer blocks, /dev/zero never ends); the open itself is non-blocking and checked again with
+    ``fstat``, so a file swapped for a FIFO in between cannot hang either.
+    """
+    try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except UnusableInputError:
+        raise
+    except FileNotFoundError:
+        raise UnusableInputError(f"{path}: no such file") from None
+    except PermissionError:
+        raise UnusableInputError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise UnusableInputError(f"{path} is a directory, not a JSONL file") from None
+    except OSError as e:
+        raise UnusableInputError(f"{path}: cannot be read ({e.strerror or e})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, mode)
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)  # a regular file: ordinary reads from here on
+    return os.fdopen(fd, "rb")
+
+
+class _TooLong:
+    """Stands for a line longer than the limit: only its length is kept, never its bytes."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+def _bounded_lines(fh, max_line_bytes: int):
+    """(line number, bytes) for each line, each read up to ``max_line_bytes`` (plus its newline).
+
+    A longer line yields a :class:`_TooLong` instead; the rest of it is skipped in small reads, so
+    memory stays bounded even for a file with no newline at all.
+    """
+    readline = fh.readline
+    limit = max_line_bytes + 1  # room for the newline
+    line_no = 0
+    with fh:
+        while True:
+            raw = readline(limit)
+            if not raw:
+                return
+            line_no += 1
+            if len(raw) == limit and raw[-1:] != b"\n":
+                size, tail = len(raw), raw[-1:]
+                while True:
+                    rest = readline(1 << 16)
+                    if not rest:
+                        break
+                    size, tail = size + len(rest), tail[-1:] + rest[-2:]
+                    if rest[-1:] == b"\n":
+                        break
+                ending = 2 if tail.endswith(b"\r\n") else 1 if tail.endswith(b"\n") else 0
+                yield line_no, _TooLong(size - ending)
+            else:
+                yield line_no, raw
+
+
+def _lines_of(source, max_line_bytes: int = MAX_LINE_BYTES) -> tuple[str, Iterable[tuple[int, object]]]:
+    """(label, iterator of (line number, bytes, a :class:`_TooLong`, or an already-parsed record))."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if path.is_dir():
-            raise UnusableInputError(f"{path} is a directory, not a JSONL file")
-        try:
-            fh = open(path, "rb")  # noqa: SIM115 -- closed by the generator below
-        except FileNotFoundError:
-            raise UnusableInputError(f"{path}: no such file") from None
-        except PermissionError:
-            raise UnusableInputError(f"{path}: permission denied") from None
-
-        def gen():
-            with fh:
-                yield from enumerate(fh, start=1)
-
-        return str(path), gen()
+        return str(path), _bounded_lines(_open_regular(path), max_line_bytes)
     if hasattr(source, "to_dict") and hasattr(source, "columns"):  # a DataFrame of examples
         records = source.to_dict("records")
         return "<DataFrame>", enumerate(records, start=1)
     return "<records>", enumerate(source, start=1)
+
+
+# A JSON string, escapes included. An unterminated one runs to the end of the text: so every
+# match attempt succeeds and the substitution stays one linear pass, whatever the quotes.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def _nesting_depth(text: bytes) -> int:
+    """How deep the JSON in ``text`` nests, counted without parsing (no recursion, any depth).
+
+    Brackets inside strings are not counted; for text that is not valid JSON the figure is an
+    estimate, which is all the depth check needs.
+    """
+    steps = _JSON_STRING.sub(b"", text).translate(_DEPTH_STEP, _NOT_BRACKETS)
+    deepest = level = 0
+    for start in range(0, len(steps), 1 << 20):  # in slices: memory stays small for a huge line
+        running = np.cumsum(np.frombuffer(steps[start : start + (1 << 20)], dtype=np.int8), dtype=np.int64) + level
+        if running.size:
+            deepest = max(deepest, int(running.max()))
+            level = int(running[-1])
+    return deepest
+
+
+def _too_deep(text: bytes | str, max_depth: int) -> int | None:
+    """The nesting depth of ``text`` (a line, or a record as JSON) if it is over ``max_depth``.
+
+    Counting brackets (a C loop over the bytes) bounds the depth from above, so the exact count
+    runs only on the rare line with more brackets than the limit.
+    """
+    if isinstance(text, str):
+        if text.count("[") + text.count("{") <= max_depth:
+            return None
+        text = text.encode("utf-8", "surrogatepass")
+    elif text.count(b"[") + text.count(b"{") <= max_depth:
+        return None
+    depth = _nesting_depth(text)
+    return depth if depth > max_depth else None
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 100_000 else f"{n:,} bytes"
 
 
 def validate(
@@ -604,6 +772,10 @@ def validate(
     token_counter=None,
     min_examples: int = MIN_EXAMPLES,
     chunk_size: int = 4096,
+    method: str | None = None,
+    grader_fields: Iterable[str] = (),
+    max_line_bytes: int = MAX_LINE_BYTES,
+    max_depth: int = MAX_DEPTH,
 ) -> ValidationReport:
     """Check a fine-tuning file (path) or examples (list of dicts) and report every problem.
 
@@ -612,11 +784,18 @@ def validate(
     object with ``count_examples(list[dict]) -> list[ExampleTokens]``) replaces tiktoken, e.g.
     with a local model's own tokenizer.
 
-    Raises :class:`UnusableInputError` only when the input cannot be read at all; everything
-    else -- bad bytes, bad JSON, bad fields -- becomes a :class:`Problem` in the report.
+    Each line is read up to ``max_line_bytes`` (default 16 MB) and may nest at most
+    ``max_depth`` levels (default 128): a longer or deeper line is an error of that line
+    (``line_too_long``, ``nesting_too_deep``) and the next lines are still checked.
+
+    Raises :class:`UnusableInputError` only when the input cannot be read at all (missing, no
+    permission, or not a regular file: a directory, a FIFO, a device); everything else -- bad
+    bytes, bad JSON, bad fields, over-long or over-deep lines -- becomes a :class:`Problem`.
 
     Taught in notebooks/02_data_formatting.ipynb.
     """
+    if isinstance(source, (str, os.PathLike)):
+        _open_regular(Path(source)).close()  # an unusable input is refused at once, before any set-up
     if token_counter is None:
         if encoding is None and model is None:
             encoding = "o200k_base"
@@ -630,13 +809,13 @@ def validate(
         except catalog.UnknownCatalogModel:
             max_example_tokens = None
 
-    label, lines = _lines_of(source)
+    label, lines = _lines_of(source, max_line_bytes)
     report = ValidationReport(label, model, encoding, max_example_tokens)
     problems = report.problems
-    check = _Checker(problems)
+    check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": []}
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], "reinforcement": []}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 
@@ -677,6 +856,12 @@ def validate(
     for line_no, raw in lines:
         n_lines = line_no
         check.line = line_no
+        if isinstance(raw, _TooLong):
+            report.n_examples += 1
+            check.add("line_too_long", None,
+                      f"the line is {_mb(raw.size)} long; the limit is {_mb(max_line_bytes)} per line "
+                      "(raise it with --max-line-mb or max_line_bytes= if the line is meant to be this long)")
+            continue
         if isinstance(raw, bytes):
             if line_no == 1 and raw.startswith(BOM):
                 check.add("utf8_bom", None, "the file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
@@ -699,20 +884,44 @@ def validate(
                         "(save the file as UTF-8)",
                     )
                     continue
+                depth = _too_deep(stripped, max_depth)  # orjson stops at 1,024 levels; json would recurse
+                if depth is not None:
+                    check.add("nesting_too_deep", None, _deep_message(depth, max_depth))
+                    continue
                 try:  # the standard library's parser: its messages, and what it accepts (NaN, big ints)
                     ex = json.loads(text)
                 except json.JSONDecodeError as e:
                     check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
                     continue
             key = hash(stripped)
+            text = stripped
         else:
             report.n_examples += 1
             ex = raw
             try:
-                key = hash(json.dumps(ex, sort_keys=True, ensure_ascii=False))
-            except (TypeError, ValueError):
-                key = None
-        kind = check.example(ex)
+                text = json.dumps(ex, sort_keys=True, ensure_ascii=False)
+            except (TypeError, ValueError):  # not JSON-serialisable (or circular): checked as it is
+                text = None
+            except RecursionError:
+                check.add("nesting_too_deep", None, f"the record nests deeper than Python can serialise; "
+                                                    f"the limit is {max_depth} levels")
+                continue
+            key = hash(text) if text is not None else None
+        # Checked first, measured after: only an example that is more than plain text messages can
+        # nest deeply, so the common case pays nothing for the depth check. A deep example's other
+        # problems are dropped: its one error is the depth, and nothing recursive sees it.
+        mark, recursed = len(problems), False
+        try:
+            kind = check.example(ex)
+        except RecursionError:  # a comparison or repr deeper than Python's limit
+            kind, recursed = None, True
+        if recursed or not check.shallow:
+            depth = _too_deep(text, max_depth) if text is not None else None
+            if depth is not None or recursed:
+                del problems[mark:]
+                check.add("nesting_too_deep", None, _deep_message(depth, max_depth) if depth is not None
+                          else f"the example nests deeper than the limit of {max_depth} levels")
+                continue
         if kind is None:
             continue
         kinds[kind] += 1
@@ -777,6 +986,11 @@ def _flag_long_answers(report: ValidationReport, factor: float = 4.0) -> None:
                 WARNING,
             )
         )
+
+
+def _deep_message(depth: int, max_depth: int) -> str:
+    return (f"the JSON is nested {depth:,} levels deep; the limit is {max_depth} "
+            "(real examples nest a few levels, tool schemas a few dozen)")
 
 
 def _excerpt(text: str, pos: int, width: int = 30) -> str:

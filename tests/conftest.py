@@ -49,13 +49,16 @@ class LocalServer:
     def start(self, timeout: float = 180) -> LocalServer:
         import httpx
 
-        self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.home / "server.log", "ab")  # noqa: SIM115
+        from ftkit.local.control import open_log
+
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as ftkit.client() makes it
+        log = open_log(self.home)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ftkit.local", "serve", "--home", str(self.home), "--port", str(self.port),
              "--max-upload-mb", str(self.max_upload_mb)],
             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FTKIT_HOME": str(self.home)},
         )
+        log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -137,13 +140,18 @@ def check_schema(openapi_spec):
 def _to_2020_12(node):
     """The spec mixes in two OpenAPI 3.0 idioms that JSON Schema 2020-12 reads differently:
     boolean ``exclusiveMinimum: true`` (meaning "> minimum", read as the number 1) and
-    ``nullable: true`` (ignored, so null is rejected). Rewrite both to 2020-12."""
+    ``nullable: true`` (ignored, so null is rejected; also beside a ``$ref``). Rewrite both to
+    2020-12."""
     if isinstance(node, dict):
         if node.pop("nullable", False):
             if isinstance(node.get("type"), str):
                 node["type"] = [node["type"], "null"]
             if isinstance(node.get("enum"), list) and None not in node["enum"]:
                 node["enum"].append(None)
+            if "type" not in node and "enum" not in node:  # e.g. a nullable $ref: null or the reference
+                inner = dict(node)
+                node.clear()
+                node["anyOf"] = [inner, {"type": "null"}]
         for bound in ("Minimum", "Maximum"):
             flag = node.get(f"exclusive{bound}")
             if isinstance(flag, bool):
@@ -157,6 +165,19 @@ def _to_2020_12(node):
         for value in node:
             _to_2020_12(value)
     return node
+
+
+def loose_paths(home: Path) -> list[str]:
+    """Every path under ``home`` (itself included) that its group or other users may use: what a
+    private home (0700 folders, 0600 files) never has."""
+    import stat
+
+    loose = []
+    for path in [home, *sorted(home.rglob("*"))]:
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        if not path.is_symlink() and mode & 0o077:
+            loose.append(f"{path.relative_to(home)} {mode:o}")
+    return loose
 
 
 def tiny_chat_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
@@ -179,6 +200,24 @@ def tiny_chat_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
     return path
 
 
+def tiny_preference_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
+    """A small valid DPO file: the JSON answer preferred over a chatty one."""
+    import random
+
+    rng = random.Random(seed)
+    cats = ["billing", "technical", "shipping"]
+    lines = []
+    for i in range(n):
+        cat = cats[i % 3]
+        prompt = [{"role": "system", "content": "Triage. Reply with JSON."},
+                  {"role": "user", "content": f"Ticket {i}: problem with my {cat} ({rng.randint(100, 999)})"}]
+        lines.append({"input": {"messages": prompt},
+                      "preferred_output": [{"role": "assistant", "content": json.dumps({"category": cat})}],
+                      "non_preferred_output": [{"role": "assistant", "content": f"This looks like {cat} to me."}]})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
 def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,3 +226,50 @@ def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelle
             return job
         time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+
+
+# -- the app with a fake engine: fast tests of routes, request checks and the chat service ----------
+
+
+@pytest.fixture(scope="session")
+def fake_engine():
+    from fake_engine import FakeEngine
+
+    return FakeEngine()
+
+
+@pytest.fixture(scope="session")
+def fake_server(fake_engine, tmp_path_factory):
+    """The real app (routes, checks, services, store, batch runner) in-process, on a fake engine:
+    a ``TestClient`` (an ``httpx.Client``) with the app's key set."""
+    from fastapi.testclient import TestClient
+
+    from ftkit.local.app import create_app
+
+    app = create_app(tmp_path_factory.mktemp("ftkit-fake-home"), engine=fake_engine, log=lambda message: None)
+    # server errors come back as the 500 a client sees (tests check status codes), not as exceptions
+    with TestClient(app, base_url="http://local.test", raise_server_exceptions=False) as http:
+        http.headers["Authorization"] = f"Bearer {app.state.key}"
+        yield http
+
+
+@pytest.fixture(scope="session")
+def fake_client(fake_server):
+    """The official ``openai`` SDK talking to :func:`fake_server`."""
+    import openai
+
+    return openai.OpenAI(base_url="http://local.test/v1", api_key=fake_server.headers["Authorization"][7:],
+                         http_client=fake_server, max_retries=0)
+
+
+def engine_supports_constraints() -> bool:
+    """Whether this checkout's engine does constrained decoding and logprobs (the engine side of
+    issue 11 brings ``ftkit/local/grammar.py``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("ftkit.local.grammar") is not None
+
+
+needs_constrained_engine = pytest.mark.skipif(
+    not engine_supports_constraints(),
+    reason="engine supports constraints and logprobs: needs ftkit/local/grammar.py (the engine side of issue 11)")

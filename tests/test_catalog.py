@@ -143,3 +143,55 @@ def test_models_lists_priced_models_oldest_first():
     assert "SmolLM2-135M-Instruct" not in priced
     assert "SmolLM2-135M-Instruct" in catalog.models()
     assert priced.index("gpt-4o-mini") < priced.index("gpt-4.1-mini")
+
+
+@pytest.mark.parametrize(
+    ("model", "on", "status", "can_use", "stops"),
+    [
+        # fine-tunes of gpt-4o, gpt-4o-mini, gpt-4.1 and gpt-4.1-mini answer until their base shuts down
+        ("ft:gpt-4o-mini-2024-07-18:acme::abc123", "2027-01-05", "restricted", True, "2027-01-14"),
+        ("ft:gpt-4o-mini-2024-07-18:acme::abc123", "2027-01-06", "training_closed", True, "2027-01-14"),
+        ("ft:gpt-4o-mini-2024-07-18:acme::abc123", "2027-01-13", "training_closed", True, "2027-01-14"),
+        ("ft:gpt-4o-mini-2024-07-18:acme::abc123", "2027-01-14", "shut_down", False, "2027-01-14"),
+        ("ft:gpt-4o-2024-08-06:acme:triage:xyz", "2027-01-14", "shut_down", False, "2027-01-14"),
+        ("ft:gpt-4.1-2025-04-14:acme::q1", "2027-01-13", "training_closed", True, "2027-01-14"),
+        ("ft:gpt-4.1-mini-2025-04-14:acme::q1:ckpt-step-30", "2027-01-14", "shut_down", False, "2027-01-14"),
+        # o4-mini (reinforcement fine-tuning) and gpt-4.1-nano went earlier
+        ("ft:o4-mini-2025-04-16:acme::rft1", "2026-10-22", "restricted", True, "2026-10-23"),
+        ("ft:o4-mini-2025-04-16:acme::rft1", "2026-10-23", "shut_down", False, "2026-10-23"),
+        ("ft:gpt-4.1-nano-2025-04-14:acme::n1", "2026-10-23", "shut_down", False, "2026-10-23"),
+    ],
+)
+def test_availability_of_a_fine_tuned_model_follows_its_base(model, on, status, can_use, stops):
+    a = catalog.availability(model, on=on)
+    assert (a.status, a.can_use_fine_tuned) == (status, can_use)
+    assert a.fine_tuned_model == model
+    assert a.stops_answering == dt.date.fromisoformat(stops)
+    assert model in a.reason and model in str(a)
+    if can_use:
+        assert f"stops answering on {stops}" in a.reason
+    else:
+        assert "no longer answers" in a.reason
+
+
+def test_no_new_hosted_jobs_from_2027_01_06_for_any_model():
+    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"):
+        assert catalog.availability(model, on="2027-01-05").can_train is None  # restricted: depends on you
+        a = catalog.availability(model, on="2027-01-06")
+        assert (a.status, a.can_train, a.can_use_fine_tuned) == ("training_closed", False, True)
+        assert catalog.availability(model, on="2027-01-14").status == "shut_down"
+    local = catalog.availability("ft:SmolLM2-135M-Instruct:local:triage:ab12cd34", on="2030-01-01")
+    assert (local.status, local.stops_answering) == ("available", None)
+
+
+def test_deadlines_say_when_to_act():
+    table = catalog.deadlines("2026-11-27").set_index("model")
+    for model in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"):
+        assert table.loc[model, "new_jobs_end"] == dt.date(2027, 1, 6)
+        assert table.loc[model, "fine_tunes_stop_answering"] == dt.date(2027, 1, 14)
+        assert table.loc[model, "days_left"] == 48
+    for model in ("o4-mini", "gpt-4.1-nano"):
+        assert table.loc[model, "fine_tunes_stop_answering"] == dt.date(2026, 10, 23)
+        assert table.loc[model, "days_left"] == 0 and table.loc[model, "status"] == "shut_down"
+    assert "SmolLM2-135M-Instruct" not in table.index
+    assert list(table["fine_tunes_stop_answering"]) == sorted(table["fine_tunes_stop_answering"])

@@ -431,13 +431,13 @@ def test_rate_limits_are_retried_with_backoff(faulty_server):
 
 
 def test_fault_spec_is_checked():
-    from ftkit.local.app import _faults
+    from ftkit.local.middleware import Faults
 
-    assert _faults("") == {}
-    assert _faults("chat=503:2") == {"chat": [503, 2]}
+    assert Faults("").left == {}
+    assert Faults("chat=503:2").left == {"chat": [503, 2]}
     for bad in ("chat=429", "files=429:1", "chat=200:1", "chat=abc:1"):
         with pytest.raises(ValueError):
-            _faults(bad)
+            Faults(bad)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from conftest import tiny_chat_file, wait_for_job
 
-from ftkit import catalog, course, jobs
+from ftkit import catalog, course, jobs, lifecycle
 from ftkit.backend import Backend
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -264,6 +264,172 @@ def test_paused_job_returns_unknown_finished_status_too(capsys):
     scripted.retrieve = lambda job_id: FineTuningJob.construct(
         id=job_id, status="expired", model=MODEL, created_at=1, finished_at=2, estimated_finish=None, error=None)
     assert jobs.watch(_scripted_client(scripted), "ftjob-e", poll=0.01).status == "expired"
+
+
+# -- DPO jobs: frames, plots, checkpoints and the monitor, from a DPO job's events and files ------
+
+# The columns and numbers a DPO job of the local server writes (ftkit.lifecycle.RESULT_COLUMNS["dpo"]).
+DPO_RESULTS_CSV = (
+    "step,train_loss,train_reward_margin,train_preference_accuracy,train_chosen_reward,train_rejected_reward,"
+    "valid_loss,valid_reward_margin,valid_preference_accuracy,valid_chosen_reward,valid_rejected_reward\n"
+    "1,0.6931,0.0,0.0,0.0,0.0,0.6931,0.0,0.0,0.0,0.0\n"
+    "2,0.61,0.2,0.6,0.05,-0.15,,,,,\n"
+    "3,0.4,0.9,1.0,0.3,-0.6,0.45,0.8,0.75,0.2,-0.6\n"
+)
+
+
+def _dpo_event(n: int, data: dict, *, kind: str = "metrics"):
+    from openai.types.fine_tuning import FineTuningJobEvent
+
+    return FineTuningJobEvent.construct(id=f"ev{n}", created_at=100 + n, level="info", message=f"event {n}",
+                                        object="fine_tuning.job.event", type=kind, data=data)
+
+
+def _dpo_step_data() -> list[dict]:
+    rows = jobs.parse_results(DPO_RESULTS_CSV).to_dict("records")
+    return [{k: (int(v) if k == "step" else v) for k, v in row.items() if v == v} | {"total_steps": 3} for row in rows]
+
+
+class _Page(list):
+    """A page of the SDK: iterable, with ``.data`` and ``.has_more``."""
+
+    has_more = False
+
+    @property
+    def data(self):
+        return list(self)
+
+
+class _ScriptedDpoJobs:
+    """Stands in for client.fine_tuning.jobs of a finished DPO job: its events (newest first, as the
+    API lists them) and its checkpoints, with the metric names the local server uses."""
+
+    def __init__(self):
+        data = _dpo_step_data()
+        self.events = [_dpo_event(0, {}, kind="message")] + [_dpo_event(i + 1, d) for i, d in enumerate(data)]
+        self.events.append(_dpo_event(9, {"step": 3, "full_valid_loss": 0.42, "full_valid_reward_margin": 0.85,
+                                          "full_valid_preference_accuracy": 0.75, "full_valid_chosen_reward": 0.25,
+                                          "full_valid_rejected_reward": -0.6}))
+        self.checkpoints = types.SimpleNamespace(list=self._checkpoints)
+
+    def retrieve(self, job_id):
+        from openai.types.fine_tuning import FineTuningJob
+
+        return FineTuningJob.construct(id=job_id, status="succeeded", model="ft:sft", created_at=100, finished_at=160,
+                                       fine_tuned_model="ft:dpo", estimated_finish=None, error=None,
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
+
+    def list_events(self, job_id, **kw):
+        return _Page(reversed(self.events))
+
+    def _checkpoints(self, job_id, **kw):
+        from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+        metrics = {"step": 3, "train_loss": 0.4, "train_reward_margin": 0.9, "train_preference_accuracy": 1.0,
+                   "train_chosen_reward": 0.3, "train_rejected_reward": -0.6, "valid_loss": 0.45,
+                   "full_valid_loss": 0.42, "full_valid_reward_margin": 0.85, "full_valid_preference_accuracy": 0.75,
+                   "full_valid_chosen_reward": 0.25, "full_valid_rejected_reward": -0.6}
+        return [FineTuningJobCheckpoint.model_validate({
+            "id": "ftckpt-1", "created_at": 150, "fine_tuned_model_checkpoint": "ft:dpo:ckpt-step-3",
+            "fine_tuning_job_id": job_id, "metrics": metrics, "object": "fine_tuning.job.checkpoint",
+            "step_number": 3})]
+
+
+def test_dpo_results_and_events_give_the_dpo_columns():
+    res = jobs.parse_results(DPO_RESULTS_CSV)
+    assert list(res.columns) == lifecycle.RESULT_COLUMNS[lifecycle.DPO]
+    assert jobs.method_of_metrics(res.columns) == "dpo"
+    assert jobs.method_of_metrics(jobs.parse_results(RESULTS_CSV).columns) == "supervised"
+    assert res["train_reward_margin"].tolist() == [0.0, 0.2, 0.9]
+    assert res["valid_preference_accuracy"].isna().tolist() == [False, True, False]
+
+    scripted = _ScriptedDpoJobs()
+    ev = jobs.events(_scripted_client(scripted), "ftjob-dpo")
+    frame = jobs.step_metrics_from_events(ev)  # while a job runs: the same columns as its results file
+    assert list(frame.columns) == lifecycle.RESULT_COLUMNS[lifecycle.DPO]
+    pd.testing.assert_frame_equal(frame, res, check_dtype=False)  # the full-validation event is not a step
+    # a supervised job's events still give the supervised columns
+    sft = pd.DataFrame({"data": [{"step": 1, "train_loss": 2.0, "train_mean_token_accuracy": 0.5, "total_steps": 2}]})
+    assert list(jobs.step_metrics_from_events(sft).columns) == jobs.RESULT_COLUMNS
+
+
+def test_dpo_checkpoints_and_best_checkpoint():
+    client = _scripted_client(_ScriptedDpoJobs())
+    ck = jobs.checkpoints(client, "ftjob-dpo")  # a bare id: the method comes from the metrics
+    assert list(ck.columns) == ["step", "checkpoint", *jobs.DPO_CHECKPOINT_METRICS, "created_at", "id"]
+    row = ck.iloc[0]
+    assert row["full_valid_reward_margin"] == 0.85 and row["full_valid_preference_accuracy"] == 0.75
+    assert row["train_rejected_reward"] == -0.6 and pd.isna(row["valid_reward_margin"])
+    two = pd.DataFrame({"step": [2, 4], "full_valid_loss": [0.5, 0.6], "full_valid_reward_margin": [0.4, 0.9],
+                        "full_valid_rejected_reward": [-0.1, -0.5]})
+    assert jobs.best_checkpoint(two)["step"] == 2  # lowest loss
+    assert jobs.best_checkpoint(two, "full_valid_reward_margin")["step"] == 4  # highest margin
+    assert jobs.best_checkpoint(two, "full_valid_rejected_reward")["step"] == 4  # lowest rejected reward
+
+
+def test_plot_metrics_draws_the_dpo_panels():
+    res = jobs.parse_results(DPO_RESULTS_CSV)
+    ckpts = pd.DataFrame({"step": [3], "full_valid_loss": [0.42], "full_valid_reward_margin": [0.85],
+                          "full_valid_preference_accuracy": [0.75], "full_valid_chosen_reward": [0.25],
+                          "full_valid_rejected_reward": [-0.6]})
+    fig = jobs.plot_metrics(res, ckpts)
+    loss_ax, margin_ax, acc_ax, rewards_ax = fig.axes
+
+    def lines(ax):
+        return {line.get_label(): line for line in ax.get_lines()}
+
+    assert {"train loss", "validation loss", "full validation loss", "checkpoint"} <= set(lines(loss_ax))
+    margin = lines(margin_ax)
+    assert list(margin["train reward margin"].get_ydata()) == [0.0, 0.2, 0.9]
+    assert list(margin["validation reward margin"].get_xdata()) == [1, 3]
+    assert list(margin["full validation reward margin"].get_ydata()) == [0.85]
+    acc = lines(acc_ax)
+    assert {"train preference accuracy", "validation preference accuracy", "full validation preference accuracy",
+            "chance (0.5)"} <= set(acc)
+    assert acc_ax.get_ylim()[1] <= 1.05
+    rewards = lines(rewards_ax)
+    assert list(rewards["train chosen reward"].get_ydata()) == [0.0, 0.05, 0.3]
+    assert list(rewards["train rejected reward"].get_ydata()) == [0.0, -0.15, -0.6]
+    assert list(rewards["full validation rejected reward"].get_ydata()) == [-0.6]
+    assert [ax.get_title() for ax in fig.axes] == ["DPO loss", "Reward margin (chosen - rejected)",
+                                                  "Preference accuracy", "Chosen and rejected rewards"]
+    assert len(jobs.plot_metrics(jobs.parse_results(RESULTS_CSV)).axes) == 2  # supervised: as before
+
+
+def test_monitor_and_watch_show_a_dpo_job(capsys):
+    scripted = _ScriptedDpoJobs()
+    mon = jobs.JobMonitor(_scripted_client(scripted), "ftjob-dpo", start=False)
+    mon.refresh()
+    assert list(mon.metrics().columns) == lifecycle.RESULT_COLUMNS[lifecycle.DPO] and len(mon.metrics()) == 3
+    status = mon.status_html()
+    assert "training loss 0.400" in status and "margin 0.90" in status and "pref. acc. 1.00" in status
+    assert "full_valid_reward_margin" in mon.checkpoints_html() and "0.8500" in mon.checkpoints_html()
+    assert len(mon.figure().axes) == 4
+    html = mon.snapshot_html()
+    assert "<img" in html and "ckpt-step-3" in html
+    job = jobs.watch(_scripted_client(_ScriptedDpoJobs()), "ftjob-dpo", poll=0.01)
+    assert job.status == "succeeded" and "succeeded in" in capsys.readouterr().out
+
+
+def test_create_job_sends_the_dpo_method_shape():
+    sent = {}
+
+    class _Jobs:
+        def create(self, **kwargs):
+            from openai.types.fine_tuning import FineTuningJob
+
+            sent.update(kwargs)
+            return FineTuningJob.construct(id="ftjob-new", status="validating_files", model=kwargs["model"])
+
+    client = types.SimpleNamespace(fine_tuning=types.SimpleNamespace(jobs=_Jobs()), base_url="http://127.0.0.1:1/v1",
+                                   ftkit_backend=Backend("local", "test"))
+    jobs.create_job(client, "file-abc", model="ft:base:local:sft:1", method="dpo", beta=0.2, n_epochs=2,
+                    training_data=[], verbose=False)
+    assert sent["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "beta": 0.2}}}
+    with pytest.raises(ValueError, match="beta"):
+        jobs.create_job(client, "file-abc", beta=0.2, training_data=[], verbose=False)  # supervised has no beta
+    with pytest.raises(ValueError, match="method must be one of"):
+        jobs.create_job(client, "file-abc", method="rlhf", training_data=[], verbose=False)
 
 
 # -- real jobs -----------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import LocalServer, tiny_chat_file, wait_for_job
+from conftest import needs_constrained_engine, tiny_chat_file, wait_for_job
 
 pytestmark = pytest.mark.slow
 
@@ -124,10 +124,20 @@ def test_invalid_job_requests_are_400_with_the_param(client, training_file, tmp_
         (dict(model="gpt-9-imaginary", training_file=training_file.id), "model"),
         (dict(model=MODEL, training_file=batch_file.id), "training_file"),
         (dict(model=MODEL, training_file="file-missing"), "training_file"),
-        (dict(model=MODEL, training_file=training_file.id, hyperparameters={"n_epochs": 0}), "hyperparameters"),
+        (dict(model=MODEL, training_file=training_file.id, hyperparameters={"n_epochs": 0}),
+         "hyperparameters.n_epochs"),
         (dict(model=MODEL, training_file=training_file.id, hyperparameters={"learning_rate_multiplier": "fast"}),
-         "hyperparameters"),
-        (dict(model=MODEL, training_file=training_file.id, method={"type": "dpo"}), "method.type"),
+         "hyperparameters.learning_rate_multiplier"),
+        (dict(model=MODEL, training_file=training_file.id, hyperparameters={"learning_rate_multiplier": 1000}),
+         "hyperparameters.learning_rate_multiplier"),  # within the spec, beyond what the trainer accepts
+        (dict(model=MODEL, training_file=training_file.id, method={"type": "rlhf"}), "method.type"),
+        (dict(model=MODEL, training_file=training_file.id,
+              method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 3}}}), "method.dpo.hyperparameters.beta"),
+        (dict(model=MODEL, training_file=training_file.id,
+              method={"type": "supervised", "supervised": {"hyperparameters": {"beta": 0.1}}}),
+         "method.supervised.hyperparameters.beta"),
+        (dict(model=MODEL, training_file=training_file.id, method={"type": "dpo"},
+              hyperparameters={"n_epochs": 1}), "hyperparameters"),
     ]
     for kwargs, param in cases:
         with pytest.raises(openai.BadRequestError) as err:
@@ -226,6 +236,24 @@ def test_fine_tuned_model_and_checkpoint_answer(client, finished_job, check_sche
         assert r.model == model and r.choices[0].message.role == "assistant"
         assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
         assert 0 < r.usage.completion_tokens <= 20
+
+
+@needs_constrained_engine
+def test_fine_tuned_model_and_checkpoint_structured_output(client, finished_job):
+    from pydantic import BaseModel
+
+    class Category(BaseModel):
+        category: str
+
+    messages = [{"role": "system", "content": "Triage. Reply with JSON."},
+                {"role": "user", "content": "Ticket 42: problem with my billing (123)"}]
+    for model in (finished_job.fine_tuned_model, f"{finished_job.fine_tuned_model}:ckpt-step-2"):
+        r = client.chat.completions.parse(model=model, messages=messages, response_format=Category, temperature=0,
+                                          max_tokens=30)
+        assert isinstance(r.choices[0].message.parsed, Category), model
+        answer = client.responses.parse(model=model, input=messages[1]["content"], instructions=messages[0]["content"],
+                                        text_format=Category, temperature=0, max_output_tokens=30)
+        assert isinstance(answer.output_parsed, Category), model
 
 
 def test_list_jobs_pagination_and_metadata_filter(client, finished_job, check_schema):
@@ -449,33 +477,7 @@ def test_batch_api_round_trip(client, check_schema, tmp_path):
     assert errors[0]["custom_id"] == "bad" and errors[0]["response"]["status_code"] == 404
 
 
-# -- durability ----------------------------------------------------------------------------------
-
-
-def test_restart_keeps_everything_and_a_killed_job_resumes(tmp_path):
-    server = LocalServer(tmp_path / "home").start()
-    try:
-        c = server.client()
-        f = c.files.create(file=tiny_chat_file(tmp_path / "r.jsonl", n=20).open("rb"), purpose="fine-tune")
-        job = c.fine_tuning.jobs.create(model=MODEL, training_file=f.id, suffix="restart",
-                                        hyperparameters={"n_epochs": 2, "batch_size": 2})
-        _wait_for_step(c, job.id, 12)  # past the first epoch's checkpoint (10 steps per epoch)
-        events_before = {e.id for e in c.fine_tuning.jobs.list_events(job.id, limit=100).data}
-        server.kill()  # SIGKILL, mid-job
-        server.start()
-        c = server.client()
-        assert c.files.retrieve(f.id).bytes == f.bytes
-        job = wait_for_job(c, job.id)
-        assert job.status == "succeeded", job.error
-        events = list(c.fine_tuning.jobs.list_events(job.id, limit=50))  # the SDK follows has_more/after
-        assert events_before <= {e.id for e in events}  # nothing lost
-        messages = [e.message for e in events]
-        assert any(m.startswith("The server stopped while this job was running") for m in messages)
-        assert any(m.startswith("Resuming from step") for m in messages)
-        assert c.chat.completions.create(model=job.fine_tuned_model, messages=[{"role": "user", "content": "hi"}],
-                                         max_tokens=3).choices
-    finally:
-        server.stop()
+# -- durability: kill -9 at the worst moments is tests/test_durability.py -----------------------
 
 
 def _metric_steps(client, job_id):

@@ -26,7 +26,7 @@ def test_the_corpus_is_large_and_covers_every_code():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bad_file_reports_its_codes_on_its_lines(name):
     case = EXPECTED[name]
-    report = validate(BAD / name, model=case["model"])
+    report = validate(BAD / name, model=case["model"], **case.get("options", {}))
     got: dict[str, set] = {}
     for p in report.problems:
         got.setdefault(p.code, set()).add(p.line)
@@ -46,6 +46,8 @@ def run_cli(*args) -> subprocess.CompletedProcess:
 def test_cli_names_line_and_code_without_traceback(name):
     case = EXPECTED[name]
     args = ["validate", str(BAD / name)] + (["--model", case["model"]] if case["model"] else [])
+    if "max_line_bytes" in case.get("options", {}):
+        args += ["--max-line-mb", str(case["options"]["max_line_bytes"] / 1e6)]
     result = run_cli(*args)
     has_errors = any(CODES[c][0] == "error" for c in case["codes"])
     assert result.returncode == (1 if has_errors else 0), result.stdout + result.stderr
@@ -188,3 +190,120 @@ def test_fast_parser_accepts_exactly_what_json_accepts(tmp_path):
     assert [p.line for p in bad_json] == [5]
     assert bad_json[0].message.startswith("Expecting value at column 15")
     assert len(report.total_tokens) == 9  # the NaN and big-integer lines were parsed and counted
+
+
+# Hostile input (issue 12): over-deep and over-long lines are errors of their line, the next
+# lines are still checked; what is not a regular file is refused at once; memory stays bounded.
+
+
+def _good_lines(n: int) -> list[bytes]:
+    return [json.dumps(_example(i)).encode() for i in range(n)]
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("where", ["messages", "tools", "object"])
+def test_over_deep_line_is_an_error_of_that_line(tmp_path, depth, where):
+    deep = {"messages": b'{"messages": ' + b"[" * depth + b"]" * depth + b"}",
+            "tools": b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}], '
+                     b'"tools": ' + b"[" * depth + b"]" * depth + b"}",
+            "object": b'{"x": ' * depth + b"1" + b"}" * depth}[where]
+    lines = _good_lines(12)
+    lines.insert(2, deep)
+    lines.insert(5, b'{"messages": [}')  # a later bad line is still found
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    report = validate(path)
+    assert [(p.line, p.code) for p in report.errors] == [(3, "nesting_too_deep"), (6, "invalid_json")]
+    assert f"nested {depth + (where != 'object'):,} levels deep" in report.errors[0].message
+    assert len(report.token_counts()) == 12  # every good line after it was checked and counted
+    if (depth, where) != (100_000, "tools"):
+        return  # one CLI run is enough (each costs a process start)
+    result = run_cli("validate", str(path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert "nesting_too_deep" in result.stdout and "line 3" in result.stdout
+
+
+def test_nesting_up_to_the_limit_is_fine_and_brackets_in_strings_do_not_count(tmp_path):
+    schema: dict = {"type": "string"}
+    for _ in range(40):  # a tool schema nested 80+ levels: unusual, but allowed
+        schema = {"type": "object", "properties": {"inner": schema}}
+    tools = [data.function_tool("deep", "d", schema)]
+    examples = [data.chat_example([data.system("s"), data.user("[" * 500 + f" {i}"),
+                                   data.assistant("{" * 300)], tools=tools) for i in range(10)]
+    report = validate(examples)
+    assert report.ok, report.summary()
+    path = tmp_path / "ok.jsonl"
+    data.write_jsonl(examples, path)
+    assert validate(path).ok
+    assert validate(path, max_depth=50).codes()["nesting_too_deep"] == 10
+
+
+def test_over_deep_records_are_reported_too():
+    deep: list = []
+    for _ in range(5_000):
+        deep = [deep]
+    records = [_example(i) for i in range(10)] + [{"messages": deep}]
+    report = validate(records)
+    assert [(p.line, p.code) for p in report.errors] == [(11, "nesting_too_deep")]
+
+
+def test_over_long_line_is_an_error_of_that_line(tmp_path):
+    lines = _good_lines(11)
+    lines.insert(1, json.dumps(data.chat_example([data.user("word " * 400), data.assistant("ok")])).encode())
+    lines.insert(4, b"x" * 10_000)  # not even JSON: never parsed, only measured
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(b"\r\n".join(lines))  # CRLF, and no newline after the last line
+    report = validate(path, max_line_bytes=1_500)
+    assert [(p.line, p.code) for p in report.errors] == [(2, "line_too_long"), (5, "line_too_long")]
+    assert "10,000 bytes long; the limit is 1,500 bytes" in report.errors[1].message
+    assert report.n_lines == 13 and len(report.token_counts()) == 11
+    assert validate(path).codes()["line_too_long"] == 0  # under the default limit (16 MB)
+    result = run_cli("validate", str(path), "--max-line-mb", "0.0015")
+    assert result.returncode == 1 and "line 2" in result.stdout and "line_too_long" in result.stdout
+    assert run_cli("validate", str(path), "--max-line-mb", "-1").returncode == 2
+
+
+def test_a_file_without_newlines_is_read_in_bounded_memory(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "endless.jsonl"
+    with open(path, "wb") as fh:  # 24 MB without a newline: more than the limit it is read with
+        for _ in range(24):
+            fh.write(b"[" * 1_000_000)
+    tracemalloc.start()
+    try:
+        report = validate(path, max_line_bytes=2_000_000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(p.line, p.code) for p in report.errors] == [(None, "too_few_examples"), (1, "line_too_long")]
+    assert "24.0 MB long" in report.errors[1].message
+    assert peak < 8_000_000, peak  # the limit plus small reads, never the file
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory", "symlink to a device"])
+def test_what_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    import os
+    import time
+
+    from ftkit.validation import UnusableInputError
+
+    path = tmp_path / "input.jsonl"
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: opening it for reading would block forever
+    elif kind == "device":
+        path = Path("/dev/zero")  # endless, no newline
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.symlink_to("/dev/zero")
+    if kind in ("fifo", "device"):  # the two that hung (a hang would hit run_cli's timeout)
+        result = run_cli("validate", str(path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert str(path) in result.stderr and "Traceback" not in result.stderr
+        assert "not a regular file" in result.stderr
+    start = time.monotonic()
+    with pytest.raises(UnusableInputError, match="FIFO" if kind == "fifo" else "directory" if kind == "directory"
+                       else "character device"):
+        validate(path)
+    assert time.monotonic() - start < 30

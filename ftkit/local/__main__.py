@@ -3,6 +3,7 @@
     python -m ftkit.local serve [--host 127.0.0.1] [--port 8765] [--home ~/.ftkit]
     python -m ftkit.local status | stop
     python -m ftkit.local register-model NAME PATH   # a Hugging Face directory or a .gguf file
+    python -m ftkit.local export MODEL --format adapter|merged|gguf --out DIR
 """
 
 from __future__ import annotations
@@ -14,6 +15,30 @@ import sys
 from pathlib import Path
 
 from .control import DEFAULT_PORT, home_dir, running_server, stop_server
+from .store import (
+    UnusableDatabase,
+    check_database,
+    make_home_private,
+    private_umask,
+    shared_directory,
+)
+
+
+def prepare_home(home: Path) -> None:
+    """Before the server opens anything: a private umask (inherited by the trainers it starts), a
+    private home (an older, looser one tightened, said in one line), a usable database (else
+    :class:`UnusableDatabase` with the one message to show)."""
+    private_umask()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if shared_directory(home):
+        print(f"warning: the home {home} is a shared directory; only ftkit's own files in it are made private. "
+              "Set FTKIT_HOME to a directory of its own.", flush=True)
+    tightened = make_home_private(home)
+    if tightened:
+        print(f"made the home {home} private: {tightened} of its files and folders could be read by other users; "
+              "now folders are 0700 and files 0600", flush=True)
+    for note in check_database(home):
+        print(note, flush=True)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -28,8 +53,13 @@ def serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}, reachable from other machines; anyone with the key "
               f"in {home / 'api_key'} can use it", file=sys.stderr)
-    app = create_app(home, max_upload_mb=args.max_upload_mb, trainer_threads=args.trainer_threads,
-                     log=lambda m: print(m, flush=True))
+    try:
+        prepare_home(home)
+        app = create_app(home, max_upload_mb=args.max_upload_mb, trainer_threads=args.trainer_threads,
+                         log=lambda m: print(m, flush=True))
+    except UnusableDatabase as e:  # one message with the way out, no traceback
+        print(f"ftkit: {e}", file=sys.stderr, flush=True)
+        return 2
     info = home / "server.json"
 
     class Server(uvicorn.Server):
@@ -70,12 +100,35 @@ def register(args: argparse.Namespace) -> int:
     from .service import APIError, Platform
     from .store import Store
 
+    home = home_dir(args.home)
     try:
-        row = Platform(Store(home_dir(args.home)), max_upload_bytes=0).register_base_model(args.name, args.path)
+        prepare_home(home)
+        row = Platform(Store(home), max_upload_bytes=0).register_base_model(args.name, args.path)
     except APIError as e:
         print(e.message, file=sys.stderr)
         return 2
+    except UnusableDatabase as e:
+        print(f"ftkit: {e}", file=sys.stderr)
+        return 2
     print(f"registered base model {row['id']} from {row['source']}")
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """Export a fine-tuned model (ftkit.local.export); a clear message and exit 2 when it cannot."""
+    try:
+        from .export import ExportError, export_model
+        from .models import ModelNotAvailable
+    except ImportError as e:
+        print(f"export needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
+        return 2
+    types = [t.strip() for t in (args.gguf_types or "").split(",") if t.strip()]
+    try:
+        export_model(args.model, args.format, args.out, args.home, base=args.base, gguf_types=types,
+                     dtype=args.dtype, overwrite=args.force)
+    except (ExportError, ModelNotAvailable, OSError) as e:
+        print(f"ftkit export: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -97,6 +150,23 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("name")
     r.add_argument("path")
     r.set_defaults(run=register)
+    e = sub.add_parser("export", help="export a fine-tuned model as a PEFT adapter, a merged model or GGUF files",
+                       description="MODEL: a fine-tuned model id (ft:...), a checkpoint id (ftckpt_...), a checkpoint "
+                                   "model id (ft:...:ckpt-step-N) or a job id; for merged/gguf also a base model name. "
+                                   "Reads the store directly: the server may run or not.")
+    e.add_argument("model")
+    e.add_argument("--format", required=True, choices=["adapter", "merged", "gguf"])
+    e.add_argument("--out", required=True, type=Path, help="folder to write (created; must be empty or new)")
+    e.add_argument("--home", type=Path, default=argparse.SUPPRESS)
+    e.add_argument("--base", default=None,
+                   help="adapter: what adapter_config.json names as the base (default: the hub id, e.g. "
+                        "HuggingFaceTB/SmolLM2-135M-Instruct)")
+    e.add_argument("--gguf-types", default="f16,q8_0", help="gguf: comma-separated types among f32,f16,bf16,q8_0 "
+                                                           "(default f16,q8_0)")
+    e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="merged: weight type (default float32, the server's precision)")
+    e.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    e.set_defaults(run=export)
     args = parser.parse_args(argv)
     return args.run(args)
 

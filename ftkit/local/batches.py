@@ -15,23 +15,22 @@ import secrets
 import threading
 import time
 
-from . import chat
-from .service import APIError, after_cursor, not_found
+from .chat import ChatService, response
+from .request_check import check_body, parse_json
 from .store import Store, new_id, valid_id
+from .wire import APIError, after_cursor, batch_object, not_found  # noqa: F401 -- batch_object: kept importable
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOWS = ("24h",)
 
 
-def batch_object(batch: dict) -> dict:
-    """The Batch object as the API returns it: optional fields that are not set are left out."""
-    return {k: v for k, v in batch.items() if v is not None}
-
-
 class BatchRunner:
-    def __init__(self, store: Store, engine, *, log=print) -> None:
+    """Runs batches in a background thread; each line goes through the chat service (the same
+    request checks, model lookup, context and constraint checks as ``POST /v1/chat/completions``)."""
+
+    def __init__(self, store: Store, chat: ChatService, *, log=print) -> None:
         self.store = store
-        self.engine = engine
+        self.chat = chat
         self.log = log
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -124,26 +123,35 @@ class BatchRunner:
             self._wake.clear()
 
     def _parse(self, batch: dict) -> tuple[list[tuple[str, object]], list[dict]]:
-        """(custom_id, request or APIError) per line, and file-level errors."""
+        """(custom_id, checked request body or APIError) per line, and file-level errors."""
         items, errors, seen = [], [], set()
         raw = self.store.file_path(batch["input_file_id"]).read_bytes().decode("utf-8", errors="replace")
         for line_no, line in enumerate(raw.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                entry = json.loads(line)
+                entry = parse_json(line)  # bounded: a line nested 100k deep is this line's error
+                if not isinstance(entry, dict):
+                    raise ValueError("each line must be a JSON object")
                 custom_id = entry["custom_id"]
+                if not isinstance(custom_id, str):
+                    raise ValueError("custom_id must be a string")
                 if entry.get("url") != ENDPOINT or entry.get("method", "POST") != "POST":
                     raise ValueError(f"url must be {ENDPOINT} with method POST")
                 if custom_id in seen:
                     raise ValueError(f"duplicate custom_id {custom_id!r}")
                 seen.add(custom_id)
-            except (ValueError, KeyError, TypeError) as e:
-                errors.append({"code": "invalid_request", "message": f"line {line_no}: {e}", "param": None,
+            except (ValueError, KeyError, TypeError, APIError) as e:
+                message = e.message if isinstance(e, APIError) else str(e)
+                errors.append({"code": "invalid_request", "message": f"line {line_no}: {message}", "param": None,
                                "line": line_no})
                 continue
             try:
-                items.append((custom_id, chat.parse_request(entry.get("body") or {})))
+                body = check_body("createChatCompletion", entry.get("body"))
+                if body.get("stream"):
+                    raise APIError(400, "Invalid value for 'stream': batch requests cannot stream.", param="stream",
+                                   code="invalid_value")
+                items.append((custom_id, body))
             except APIError as e:
                 items.append((custom_id, e))
         return items, errors
@@ -157,29 +165,27 @@ class BatchRunner:
         batch["request_counts"] = {"total": len(items), "completed": 0, "failed": 0}
         self._set(batch, "in_progress")
         futures = []
-        for custom_id, req in items:
-            if isinstance(req, APIError):
-                futures.append((custom_id, req, None))
-                continue
+        for custom_id, body in items:  # all lines go to the engine at once: decoded in large batches
             try:
-                self.engine.resolve(req.model)
-            except LookupError:
-                futures.append((custom_id, APIError(404, f"The model '{req.model}' does not exist", param="model",
-                                                    code="model_not_found"), None))
+                if isinstance(body, APIError):
+                    raise body
+                call = self.chat.prepare(body)
+            except APIError as e:
+                futures.append((custom_id, e, None))
                 continue
-            futures.append((custom_id, req, self.engine.submit(req)))
+            futures.append((custom_id, call, self.chat.submit(call)))
         outputs, failures = [], []
-        for custom_id, req, future in futures:
+        for custom_id, call, future in futures:
             if self.store.get_batch(batch["id"])["status"] == "cancelling":
                 break
             line_id = "batch_req_" + secrets.token_hex(12)
             if future is None:
                 failures.append({"id": line_id, "custom_id": custom_id,
-                                 "response": {"status_code": req.status, "request_id": line_id, "body": req.body()},
+                                 "response": {"status_code": call.status, "request_id": line_id, "body": call.body()},
                                  "error": None})
                 continue
             try:
-                body = chat.response(req, future.result())
+                body = response(call, future.result())
             except Exception as e:
                 failures.append({"id": line_id, "custom_id": custom_id, "response": None,
                                  "error": {"code": "server_error", "message": f"{type(e).__name__}: {e}"}})

@@ -2,7 +2,8 @@
 
 The server writes ``server.json`` (pid, host, port) into its home directory when it is up;
 ``ensure_server`` reuses a live one or starts ``python -m ftkit.local serve`` in the background
-and waits until it answers. Its output goes to ``<home>/server.log``.
+and waits until it answers. Its output goes to ``<home>/server.log``. The home and everything
+this module creates in it are private to their owner (0700 / 0600).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def home_dir(home: str | os.PathLike | None = None) -> Path:
 
 def api_key(home: Path) -> str:
     """The server's bearer key, generated on first use into ``<home>/api_key`` with mode 0600."""
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = home / "api_key"
     if not path.exists():
         key = KEY_PREFIX + secrets.token_hex(24)
@@ -98,14 +99,29 @@ def _free_port(host: str, preferred: int) -> int:
     raise OSError("no free port")
 
 
+class ServerStartError(RuntimeError):
+    """The local server stopped while starting; the message is what it said (its log)."""
+
+
+def open_log(home: Path):
+    """``<home>/server.log`` for appending, private to its owner (created 0600)."""
+    fd = os.open(home / "server.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "ab")
+
+
 def start_server(
     home: Path, *, host: str = "127.0.0.1", port: int | None = None, timeout: float = 120.0
 ) -> ServerInfo:
-    """Start the server in the background and wait until it answers."""
-    home.mkdir(parents=True, exist_ok=True)
+    """Start the server in the background and wait until it answers.
+
+    If it stops instead, :class:`ServerStartError` carries what it wrote while starting, e.g. why
+    its database cannot be used and what to do about it.
+    """
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
     api_key(home)
     port = _free_port(host, port if port is not None else int(os.environ.get("FTKIT_PORT", DEFAULT_PORT)))
-    log = open(home / "server.log", "ab")  # noqa: SIM115 -- handed to the child process
+    log = open_log(home)
+    started_at = log.seek(0, os.SEEK_END)  # what this start writes begins here
     cmd = [sys.executable, "-m", "ftkit.local", "serve", "--home", str(home), "--host", host, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)  # outlives the notebook kernel that started it
@@ -114,13 +130,26 @@ def start_server(
     info = ServerInfo(proc.pid, host, port, home)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = (home / "server.log").read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError("the local server exited while starting:\n" + "\n".join(tail))
+            raise ServerStartError(f"the local server stopped while starting (exit code {proc.returncode}):\n"
+                                   + _log_since(home / "server.log", started_at))
         if _answers(info, timeout=1.0):
             return info
         time.sleep(0.25)
     proc.terminate()
     raise TimeoutError(f"the local server did not answer within {timeout:.0f} s; see {home / 'server.log'}")
+
+
+def _log_since(path: Path, offset: int, limit: int = 6000) -> str:
+    """What the log gained since ``offset`` (its last ``limit`` characters), or a pointer to it."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode("utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    if len(text) > limit:
+        text = "...\n" + text[-limit:]
+    return text or f"(it wrote nothing; see {path})"
 
 
 def ensure_server(home: Path | None = None) -> ServerInfo:

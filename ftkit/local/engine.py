@@ -6,6 +6,13 @@ left-padded and prefilled together, then one token per row per step with a share
 Each row keeps its own ``max_tokens``, ``temperature``, ``top_p``, ``stop`` and ``seed``; rows that
 finish leave the batch so the rest run faster. Streaming rows get their text as it is decoded.
 
+A row may carry a constraint (``response_format`` JSON mode or schema, a forced tool call; see
+:mod:`.grammar`): at every step its grammar masks the tokens that would break it, so its answer
+can end only where the grammar is complete (``max_tokens`` still cuts it short: "length", as on
+the hosted API). Constrained and free rows share batches. With ``logprobs``, every token's log
+probability is the model's own (log-softmax of its logits before temperature, top_p and the
+grammar's mask: what the model thinks, whatever the sampler was allowed to pick).
+
 Fine-tuned models and checkpoints are LoRA adapters over their base model (peft), loaded on
 first use and kept (least recently used first out) up to ``max_adapters``.
 """
@@ -29,10 +36,27 @@ class ModelNotFound(LookupError):
 
 
 @dataclass
+class TokenLogprob:
+    """One generated token with its log probability and the most likely alternatives (hosted shape).
+
+    ``logprob`` is the model's own log-softmax at that step: before temperature and top_p, and
+    before a response_format / tool_choice grammar masks tokens out -- what the model thinks,
+    whatever the sampler was allowed to pick. ``token`` is the token's text; a token that is only
+    part of a UTF-8 character reads ``bytes:\\xe2\\x80`` and ``bytes`` has its exact bytes."""
+
+    token: str
+    bytes: list[int] | None
+    logprob: float
+    top_logprobs: list[tuple[str, list[int] | None, float]] = field(default_factory=list)
+
+
+@dataclass
 class Choice:
     text: str
     finish_reason: str  # "stop" or "length"
     completion_tokens: int
+    logprobs: list[TokenLogprob] | None = None  # when the request asked for logprobs
+    token_ids: list[int] | None = None  # the generated tokens (for the trainer: no end-of-sequence)
 
 
 @dataclass
@@ -50,6 +74,15 @@ class GenerationRequest:
     on_delta: Callable[[int, str], None] | None = None  # (choice index, new text) while decoding
     future: Future = field(default_factory=Future)
     prompt_tokens: int = 0
+    #: None: free text; else a plain-data spec (see ftkit.local.grammar): {"type": "json_object"},
+    #: {"type": "json_schema", "schema": {...}, "strict": bool}, {"type": "tool_call", "tools": [...], "name": ...}
+    constraint: dict | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0  # 0..20 alternatives per token
+    #: (choice index, [TokenLogprob]) for the tokens whose text on_delta has just sent
+    on_logprobs: Callable[[int, list[TokenLogprob]], None] | None = None
+    #: the rendered, tokenised prompt (Engine.encode_prompt), when the caller has it already
+    prompt_ids: list[int] | None = None
 
 
 @dataclass
@@ -58,10 +91,14 @@ class _Row:
     index: int  # choice index within its request
     prompt_ids: list[int]
     generator: object | None
+    state: object | None = None  # grammar.ConstraintState when the request has a constraint
     generated: list[int] = field(default_factory=list)
     sent: int = 0  # characters already streamed
     text: str = ""
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    ends: list[int | None] = field(default_factory=list)  # text length after each token (None: mid-character)
+    logprobs_sent: int = 0  # tokens whose logprobs were streamed
 
 
 @dataclass
@@ -70,8 +107,28 @@ class _Slot:
 
     model: object
     tokenizer: object
+    eos: frozenset  # token ids that end an answer
     adapters: collections.OrderedDict = field(default_factory=collections.OrderedDict)  # adapter name -> path
     peft: object | None = None
+
+
+def eos_ids(model, tokenizer) -> frozenset:
+    """Every token id that ends an answer: the tokenizer's and the model's generation config's."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = {tokenizer.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
+    eos.discard(None)
+    return frozenset(eos)
+
+
+def generate(model, tokenizer, requests: list[GenerationRequest], *, precision: str = "fp32",
+             max_batch: int = 64, max_batch_tokens: int = 24_000) -> list[list[Choice]]:
+    """Decode ``requests`` on an already loaded ``model`` with the serving engine's batched decoder
+    (shared prefill and KV cache, per-row sampling, constraints, logprobs), outside the serving
+    loop: the choices of each request, in order. The caller holds no gradients (``torch.no_grad``)."""
+    engine = Engine(None, max_batch=max_batch, max_batch_tokens=max_batch_tokens, log=lambda message: None)
+    engine.precision = precision
+    engine.decode_requests(model, tokenizer, eos_ids(model, tokenizer), requests)
+    return [req.future.result() for req in requests]
 
 
 class Engine:
@@ -119,15 +176,27 @@ class Engine:
         base, source, _ = self.resolve(model_id)
         return self._slot(base, source).tokenizer
 
-    def count_prompt(self, model_id: str, messages: list[dict], tools=None, functions=None) -> int:
+    def encode_prompt(self, model_id: str, messages: list[dict], tools=None, functions=None) -> list[int]:
+        """The prompt's token ids: the messages (and tools) rendered with the model's chat template and
+        tokenised, once; pass them on as ``GenerationRequest.prompt_ids``."""
         from .render import render_prompt
 
         tok = self.tokenizer_for(model_id)
-        return len(tok(render_prompt(tok, messages, tools, functions), add_special_tokens=False)["input_ids"])
+        return list(tok(render_prompt(tok, messages, tools, functions), add_special_tokens=False)["input_ids"])
 
     def context_length(self, model_id: str) -> int:
         base, source, _ = self.resolve(model_id)
         return int(getattr(self._slot(base, source).model.config, "max_position_embeddings", 2048))
+
+    def check_constraint(self, model_id: str, spec: dict) -> None:
+        """Compile (and cache) the grammar of a constraint spec for this model's tokenizer; raises
+        :class:`ftkit.local.grammar.UnsupportedSchema` (message, param) for what cannot be enforced,
+        so the caller can answer 400 before anything is generated."""
+        from .grammar import compile_constraint
+
+        base, source, _ = self.resolve(model_id)
+        slot = self._slot(base, source)
+        compile_constraint(slot.tokenizer, spec, slot.eos)
 
     # -- models ---------------------------------------------------------------------------------
 
@@ -140,7 +209,7 @@ class Engine:
                 from .models import load_base_model
 
                 model, tokenizer = load_base_model(source or base, progress=self.log)
-                slot = self._slots[base] = _Slot(model, tokenizer)
+                slot = self._slots[base] = _Slot(model, tokenizer, eos_ids(model, tokenizer))
             return slot
 
     def _activate(self, slot: _Slot, adapter_path: str | None):
@@ -209,26 +278,46 @@ class Engine:
                             req.future.set_exception(e)
 
     def _run_group(self, model_id: str, requests: list[GenerationRequest]) -> None:
-        import torch
-
-        from .render import render_prompt
-
         base, source, adapter = self.resolve(model_id)
         slot = self._slot(base, source)
-        tok = slot.tokenizer
+        module, context = self._activate(slot, adapter)
+        with context:
+            self.decode_requests(module, slot.tokenizer, slot.eos, requests)
+
+    def decode_requests(self, module, tok, eos: frozenset, requests: list[GenerationRequest]) -> None:
+        """Answer ``requests`` with ``module`` (a loaded model, with its adapter active): every
+        choice of every request decoded together, in sub-batches within the token budget; each
+        request's future gets its list of :class:`Choice`. Used by the serving loop and, through
+        :func:`generate`, by the trainer (reinforcement fine-tuning samples its own answers)."""
+        import torch
+
+        from .grammar import compile_constraint
+        from .render import render_prompt
+
         rows: list[_Row] = []
+        ready = []
         for req in requests:
-            ids = tok(render_prompt(tok, req.messages, req.tools, req.functions), add_special_tokens=False)["input_ids"]
+            try:
+                ids = req.prompt_ids
+                if ids is None:
+                    ids = tok(render_prompt(tok, req.messages, req.tools, req.functions),
+                              add_special_tokens=False)["input_ids"]
+                grammar = compile_constraint(tok, req.constraint, eos) if req.constraint else None
+            except Exception as e:  # e.g. an unsupported schema the caller did not check: fail this one only
+                req.future.set_exception(e)
+                continue
+            ready.append(req)
             req.prompt_tokens = len(ids)
             for i in range(req.n):
                 gen = None
                 if req.temperature > 0 and req.seed is not None:
                     gen = torch.Generator().manual_seed(int(req.seed) + i)
-                rows.append(_Row(req, i, ids, gen))
-        module, context = self._activate(slot, adapter)
+                rows.append(_Row(req, i, list(ids), gen, grammar.new_state() if grammar else None))
+        if not rows:
+            return
         rows.sort(key=lambda r: len(r.prompt_ids))
         bf16 = self.precision == "bf16"
-        with context, torch.autocast(torch.device(module.device).type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(torch.device(module.device).type, dtype=torch.bfloat16, enabled=bf16):
             start = 0
             while start < len(rows):  # sub-batches within the token budget
                 end = start + 1
@@ -237,25 +326,27 @@ class Engine:
                     if (end + 1 - start) * width > self.max_batch_tokens:
                         break
                     end += 1
-                self._decode(module, tok, rows[start:end])
+                self._decode(module, tok, eos, rows[start:end])
                 start = end
         by_request: dict[int, list[_Row]] = collections.defaultdict(list)
         for row in rows:
             by_request[id(row.request)].append(row)
-        for req in requests:
+        for req in ready:
             choices = sorted(by_request[id(req)], key=lambda r: r.index)
-            req.future.set_result([Choice(r.text, r.finish_reason or "length", len(r.generated)) for r in choices])
+            req.future.set_result([
+                Choice(r.text, r.finish_reason or "length", len(r.generated),
+                       r.logprobs[: self._kept_tokens(r)] if req.logprobs else None, list(r.generated))
+                for r in choices])
 
-    def _decode(self, model, tok, rows: list[_Row]) -> None:
+    def _decode(self, model, tok, eos: frozenset, rows: list[_Row]) -> None:
+        """Decode one batch: prefill every prompt (left-padded), then one token per row per step,
+        each row leaving the batch as soon as it is finished."""
         import torch
         from transformers import DynamicCache
 
         self.batches_run += 1
         self.rows_run += len(rows)
-        configured = getattr(model.generation_config, "eos_token_id", None)
-        eos = {tok.eos_token_id, *(configured if isinstance(configured, list) else [configured])}
-        eos.discard(None)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else next(iter(eos))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
         width = max(len(r.prompt_ids) for r in rows)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -263,16 +354,18 @@ class Engine:
             ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
             mask[i, width - len(r.prompt_ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache()
+        # The cache object is passed as ``cache=`` and filled in place (transformers >= 5.24; the
+        # old ``past_key_values=`` keyword is deprecated there and goes in 5.40).
+        cache = DynamicCache(config=model.config)
         # logits_to_keep=1: the prefill needs the next-token logits of the last position only (all
         # positions' logits would be rows x prompt length x 49k vocabulary floats).
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True,
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                     logits_to_keep=1)
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        logits = out.logits[:, -1, :]
         active = list(range(len(rows)))  # row index for each batch position
         max_steps = max(r.request.max_tokens for r in rows)
         for _ in range(max_steps):
-            next_tokens = self._choose(logits, [rows[i] for i in active])
+            next_tokens = self._step(logits, tok, [rows[i] for i in active])
             keep = []
             for pos, i in enumerate(active):
                 row = rows[i]
@@ -282,6 +375,11 @@ class Engine:
                 else:
                     row.generated.append(token)
                     self._update_text(tok, row)
+                    if row.state is not None and row.finish_reason is None:
+                        if not row.state.advance(token):  # cannot happen: the mask allowed only valid tokens
+                            row.finish_reason = "stop"
+                        elif row.state.complete:  # the answer is whole: only end-of-sequence could follow
+                            row.finish_reason = "stop"
                     if row.finish_reason is None and len(row.generated) >= row.request.max_tokens:
                         row.finish_reason = "length"
                 if row.finish_reason is None:
@@ -297,35 +395,69 @@ class Engine:
                 active = [active[p] for p in keep]
             mask = torch.cat([mask, torch.ones((len(active), 1), dtype=torch.long)], dim=1)
             positions = positions[:, -1:] + 1
-            out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=positions,
-                        past_key_values=cache, use_cache=True)
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            out = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=positions, cache=cache,
+                        use_cache=True)
+            logits = out.logits[:, -1, :]
         for i in active:
             rows[i].finish_reason = rows[i].finish_reason or "length"
             self._flush(rows[i])
 
-    @staticmethod
-    def _choose(logits, rows: list[_Row]):
-        """Next token per row: greedy at temperature 0, else temperature + nucleus (top_p) sampling."""
+    def _step(self, logits, tok, rows: list[_Row]):
+        """The next token of every row: logprobs from the model's own distribution, then the grammar
+        masks of constrained rows, then greedy or temperature + nucleus (top_p) sampling."""
         import torch
 
+        from . import grammar
+
+        logits = logits.float()
+        wants = [pos for pos, row in enumerate(rows) if row.request.logprobs]
+        logprobs = torch.log_softmax(logits[wants], dim=-1) if wants else None  # before masks and temperature
+        constrained = [pos for pos, row in enumerate(rows) if row.state is not None]
+        if constrained:
+            masks = grammar.allocate_masks(len(constrained), logits.shape[-1])
+            grammar.fill_masks([rows[pos].state for pos in constrained], masks)
+            grammar.apply_masks(logits, masks, constrained)
         chosen = logits.argmax(-1)
         for pos, row in enumerate(rows):
             t, p = row.request.temperature, row.request.top_p
             if t <= 0:
                 continue
-            probs = torch.softmax(logits[pos].float() / t, dim=-1)
+            probs = torch.softmax(logits[pos] / t, dim=-1)
             if p < 1.0:
                 sorted_probs, order = probs.sort(descending=True)
                 cut = (sorted_probs.cumsum(0) - sorted_probs) >= p  # keep the smallest set reaching p
                 sorted_probs[cut] = 0
                 probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
             chosen[pos] = torch.multinomial(probs / probs.sum(), 1, generator=row.generator)[0]
+        for k, pos in enumerate(wants):
+            rows[pos].logprobs.append(self._token_logprob(tok, logprobs[k], int(chosen[pos]),
+                                                          rows[pos].request.top_logprobs))
         return chosen
 
     @staticmethod
+    def _token_logprob(tok, logprobs, token: int, top: int) -> TokenLogprob:
+        def entry(token_id: int) -> tuple[str, list[int], float]:
+            from .grammar import token_bytes
+
+            raw = token_bytes(tok, token_id)
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:  # part of a character: spelled out, as the hosted API does
+                text = "bytes:" + "".join(f"\\x{b:02x}" for b in raw)
+            return text, list(raw), float(logprobs[token_id])
+
+        text, raw, value = entry(token)
+        alternatives = []
+        if top > 0:
+            values, ids = logprobs.topk(min(top, logprobs.shape[-1]))
+            alternatives = [entry(int(i)) for i in ids]
+        return TokenLogprob(text, raw, value, alternatives)
+
+    @staticmethod
     def _update_text(tok, row: _Row) -> None:
-        text = tok.decode(row.generated, skip_special_tokens=True)
+        full = tok.decode(row.generated, skip_special_tokens=True)
+        row.ends.append(None if full.endswith("\ufffd") else len(full))
+        text = full
         for stop in row.request.stop:
             cut = text.find(stop)
             if stop and cut >= 0:
@@ -341,9 +473,43 @@ class Engine:
             if ready > row.sent:
                 row.request.on_delta(row.index, text[row.sent : ready])
                 row.sent = ready
+                Engine._send_logprobs(row, Engine._tokens_within(row, ready))
+
+    @staticmethod
+    def _tokens_within(row: _Row, chars: int) -> int:
+        """How many leading tokens have all their text within the first ``chars`` characters."""
+        count = row.logprobs_sent
+        for j in range(row.logprobs_sent, len(row.ends)):
+            end = row.ends[j]
+            if end is None:
+                continue  # mid-character: sent together with the token that completes the character
+            if end > chars:
+                break
+            count = j + 1
+        return count
+
+    @staticmethod
+    def _kept_tokens(row: _Row) -> int:
+        """How many leading tokens belong to the answer: those starting inside its text (a stop
+        sequence cuts the text; the tokens wholly inside the stop sequence are not part of it)."""
+        start = 0
+        for j, end in enumerate(row.ends):
+            if start >= len(row.text):
+                return j
+            if end is not None:
+                start = end
+        return len(row.ends)
+
+    @staticmethod
+    def _send_logprobs(row: _Row, upto: int) -> None:
+        if row.request.logprobs and row.request.on_logprobs and upto > row.logprobs_sent:
+            row.request.on_logprobs(row.index, row.logprobs[row.logprobs_sent : upto])
+        row.logprobs_sent = max(row.logprobs_sent, upto)
 
     @staticmethod
     def _flush(row: _Row) -> None:
         if row.request.on_delta and len(row.text) > row.sent:
             row.request.on_delta(row.index, row.text[row.sent :])
             row.sent = len(row.text)
+        if row.request.on_delta:
+            Engine._send_logprobs(row, Engine._kept_tokens(row))

@@ -1,7 +1,9 @@
-"""What the local platform does, independent of HTTP: files, jobs, models, chat.
+"""What the local platform does, independent of HTTP: files, fine-tuning jobs, models.
 
-Routes (``ftkit.local.app``) parse requests, call these methods and serialise the results.
-Errors are :class:`APIError` with the status, type, param and code OpenAI would return.
+Routes (``ftkit.local.routes``) call these methods and serialise the results with
+:mod:`ftkit.local.wire`. Errors are :class:`APIError` with the status, type, param and code
+OpenAI would return. Chat serving lives in :mod:`ftkit.local.chat`, the Responses API in
+:mod:`ftkit.local.responses`, the Batch API in :mod:`ftkit.local.batches`.
 """
 
 from __future__ import annotations
@@ -9,42 +11,28 @@ from __future__ import annotations
 import hashlib
 import secrets
 import shutil
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
+from .. import lifecycle as lc
+from . import hyperparameters, jobstate
 from .models import DEFAULT_BASE_MODEL
 from .store import Store, new_id, valid_id
-from .trainer import validate_hyperparameters
+from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
+    ORGANIZATION,
+    APIError,
+    after_cursor,
+    checkpoint_object,
+    event_object,
+    file_object,
+    job_object,
+    model_not_found,
+    model_object,
+    not_found,
+    page,
+)
 
 FILE_PURPOSES = ("fine-tune", "batch")
-ORGANIZATION = "org-local"
-
-
-@dataclass
-class APIError(Exception):
-    status: int
-    message: str
-    type: str = "invalid_request_error"
-    param: str | None = None
-    code: str | None = None
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-def after_cursor(rows: list[dict], after: str | None, limit: int) -> tuple[list[dict], bool]:
-    """The page of ``rows`` that follows the row with id ``after`` (cursor pagination), and
-    whether more rows follow it. An unknown cursor gives an empty page, as on the hosted API."""
-    if after:
-        ids = [r["id"] for r in rows]
-        rows = rows[ids.index(after) + 1 :] if after in ids else []
-    return rows[:limit], len(rows) > limit
-
-
-def not_found(kind: str, value: str, param: str | None = None) -> APIError:
-    return APIError(404, f"No such {kind}: {value}", param=param, code=f"{kind.replace(' ', '_')}_not_found")
 
 
 class Platform:
@@ -93,6 +81,14 @@ class Platform:
             raise not_found("file", file_id, "file_id")
         return row
 
+    def list_files(self, purpose: str | None, *, order: str, after: str | None, limit: int) -> tuple[list[dict], bool]:
+        rows = self.store.list_files(purpose)  # oldest first
+        return after_cursor(rows[::-1] if order == "desc" else rows, after, limit)
+
+    def file_content(self, file_id: str) -> bytes:
+        self.get_file(file_id)
+        return self.store.file_path(file_id).read_bytes()
+
     def delete_file(self, file_id: str) -> dict:
         self.get_file(file_id)
         self.store.delete_file(file_id)
@@ -104,26 +100,15 @@ class Platform:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise APIError(400, "Missing required parameter: 'model'", param="model", code="missing_required_parameter")
-        base = self.store.get_model(model)
-        if base is None or base["kind"] != "base":
+        start = self.find_model(model)
+        if start is None:
             known = ", ".join(m["id"] for m in self.store.list_models() if m["kind"] == "base")
-            what = "fine-tuning a fine-tuned model is not supported by the local backend" if base else "unknown model"
-            raise APIError(400, f"Model {model} is not available for fine-tuning ({what}). Base models: {known}",
+            raise APIError(400, f"Model {model} is not available for fine-tuning (unknown model). Base models: {known}; "
+                                "a fine-tuned model (ft:...) can be fine-tuned further.",
                            param="model", code="model_not_available")
         training = self._job_file(body.get("training_file"), "training_file", required=True)
         validation = self._job_file(body.get("validation_file"), "validation_file", required=False)
-        method = body.get("method") or {"type": "supervised"}
-        if not isinstance(method, dict) or method.get("type", "supervised") != "supervised":
-            kind = method.get("type") if isinstance(method, dict) else method
-            raise APIError(400, f"Method {kind!r} is not supported by the local backend; use 'supervised'",
-                           param="method.type", code="unsupported_method")
-        hp = (method.get("supervised") or {}).get("hyperparameters") or body.get("hyperparameters") or {}
-        if not isinstance(hp, dict):
-            raise APIError(400, "hyperparameters must be an object", param="hyperparameters")
-        problem = validate_hyperparameters(hp)
-        if problem:
-            raise APIError(400, f"Invalid hyperparameter: {problem}", param="hyperparameters", code="invalid_hyperparameter")
-        hp = {k: hp.get(k, "auto") for k in ("batch_size", "learning_rate_multiplier", "n_epochs")}
+        method = self._method(body)
         suffix = body.get("suffix")
         if suffix is not None and (not isinstance(suffix, str) or len(suffix) > 64 or ":" in suffix):
             raise APIError(400, "suffix must be a string of at most 64 characters without ':'", param="suffix")
@@ -141,20 +126,64 @@ class Platform:
             raise APIError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
                            param="metadata")
         integrations = body.get("integrations") or []
-        job = self.store.create_job({
+        job = jobstate.create(self.store, {
             "id": new_id("ftjob"), "model": model, "training_file": training, "validation_file": validation,
-            "suffix": suffix, "seed": seed, "status": "validating_files",
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hp}},
-            "metadata": metadata, "integrations": integrations,
+            "suffix": suffix, "seed": seed, "method": method, "metadata": metadata, "integrations": integrations,
         })
-        self.store.add_event(job["id"], f"Validating training file: {training}"
-                             + (f" and validation file: {validation}" if validation else ""))
         for integration in integrations:
             kind = integration.get("type") if isinstance(integration, dict) else integration
             self.store.add_event(job["id"], f"Integration {kind!r} recorded; the local backend does not send data to it",
                                  level="warn")
         self._wake()
         return job
+
+    def _method(self, body: dict) -> dict:
+        """The job's ``method`` with every hyperparameter checked (missing ones ``"auto"``).
+
+        ``method`` is the current way to choose one; a top-level ``hyperparameters`` (deprecated
+        by the hosted API) still means a supervised job."""
+        method = body.get("method")
+        legacy = body.get("hyperparameters")
+        if method is None:
+            method = {"type": lc.SUPERVISED, lc.SUPERVISED: {"hyperparameters": legacy or {}}}
+        if not isinstance(method, dict) or method.get("type") not in lc.METHODS:
+            kind = method.get("type") if isinstance(method, dict) else method
+            raise APIError(400, f"Invalid method type {kind!r}: expected one of {', '.join(lc.METHODS)}",
+                           param="method.type", code="invalid_value")
+        kind = method["type"]
+        settings = method.get(kind) or {}
+        if not isinstance(settings, dict):
+            raise APIError(400, f"method.{kind} must be an object", param=f"method.{kind}", code="invalid_value")
+        requested = settings.get("hyperparameters") or {}
+        if legacy is not None and body.get("method") is not None:
+            if kind != lc.SUPERVISED:
+                raise APIError(400, f"Top-level hyperparameters apply to supervised jobs only; give them in "
+                                    f"method.{kind}.hyperparameters", param="hyperparameters", code="invalid_value")
+            requested = {**legacy, **requested} if isinstance(legacy, dict) else legacy
+        where = "hyperparameters" if body.get("method") is None else f"method.{kind}.hyperparameters"
+        try:
+            checked = hyperparameters.check(kind, requested)
+        except hyperparameters.InvalidHyperparameter as e:
+            raise APIError(400, f"Invalid hyperparameter: {e}", param=f"{where}.{e.name}".rstrip("."),
+                           code="invalid_hyperparameter") from None
+        out = {"type": kind, kind: {**settings, "hyperparameters": checked}}
+        if kind == lc.REINFORCEMENT:
+            out[kind]["grader"] = self._grader(settings.get("grader"))
+        return out
+
+    def _grader(self, grader) -> dict:
+        """A reinforcement job's grader, checked as the graders endpoint checks it (model graders
+        may name any model this server serves)."""
+        from .. import graders
+
+        if grader is None:
+            raise APIError(400, "Missing required parameter: 'method.reinforcement.grader'",
+                           param="method.reinforcement.grader", code="missing_required_parameter")
+        try:
+            return graders.validate_grader(grader, models=[m["id"] for m in self.list_models()])
+        except graders.GraderError as e:
+            raise APIError(400, f"Invalid grader: {e.message}", param=f"method.reinforcement.{e.param or 'grader'}",
+                           code=e.code or "invalid_grader") from None
 
     def _job_file(self, file_id, param: str, *, required: bool) -> str | None:
         if file_id is None:
@@ -183,29 +212,25 @@ class Platform:
 
     def cancel_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if not self.store.update_job(job_id, only_if_status=("validating_files", "queued", "running", "paused"),
-                                     status="cancelled", finished_at=int(time.time()), estimated_finish=None):
+        if not jobstate.cancel(self.store, job_id):
             raise APIError(400, f"Job {job_id} has already {job['status']}; it cannot be cancelled",
                            param="fine_tuning_job_id", code="job_not_cancellable")
-        self.store.add_event(job_id, "Fine-tuning job cancelled")
         self._wake()
         return self.get_job(job_id)
 
     def pause_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if not self.store.update_job(job_id, only_if_status=("running", "queued"), status="paused", estimated_finish=None):
+        if not jobstate.pause(self.store, job_id):
             raise APIError(400, f"Job {job_id} is {job['status']}; only running or queued jobs can be paused",
                            param="fine_tuning_job_id", code="job_not_pausable")
-        self.store.add_event(job_id, "Fine-tuning job paused")
         self._wake()
         return self.get_job(job_id)
 
     def resume_job(self, job_id: str) -> dict:
         job = self.get_job(job_id)
-        if self.store.resume_paused(job_id) is None:
+        if jobstate.resume(self.store, job_id) is None:
             raise APIError(400, f"Job {job_id} is {job['status']}; only paused jobs can be resumed",
                            param="fine_tuning_job_id", code="job_not_resumable")
-        self.store.add_event(job_id, "Fine-tuning job resumed")
         self._wake()
         return self.get_job(job_id)
 
@@ -226,11 +251,15 @@ class Platform:
     def list_models(self) -> list[dict]:
         return [m for m in self.store.list_models() if m["kind"] in ("base", "fine-tuned")]
 
+    def find_model(self, model_id: str) -> dict | None:
+        """The one model lookup (chat, responses, batches, jobs): the row, or None."""
+        return self.store.get_model(model_id) if isinstance(model_id, str) else None
+
     def get_model(self, model_id: str) -> dict:
-        row = self.store.get_model(model_id)
+        """:meth:`find_model`, or the hosted API's 404 for a model it does not serve."""
+        row = self.find_model(model_id)
         if row is None:
-            raise APIError(404, f"The model '{model_id}' does not exist or you do not have access to it.",
-                           param="model", code="model_not_found")
+            raise model_not_found(model_id)
         return row
 
     def delete_model(self, model_id: str) -> dict:
@@ -249,49 +278,3 @@ class Platform:
         if not (path.is_file() and path.suffix == ".gguf") and not (path / "config.json").is_file():
             raise APIError(400, f"{source} is neither a .gguf file nor a Hugging Face model directory")
         return self.store.add_model(name, kind="base", owned_by="system", source=str(path))
-
-
-# -- serialisers: rows -> the OpenAI objects ------------------------------------------------------
-
-
-def file_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "file", "bytes": row["bytes"], "created_at": row["created_at"],
-            "filename": row["filename"], "purpose": row["purpose"], "status": "processed"}
-
-
-def job_object(row: dict) -> dict:
-    hp = row["method"].get("supervised", {}).get("hyperparameters", {})
-    return {
-        "object": "fine_tuning.job", "id": row["id"], "model": row["model"], "created_at": row["created_at"],
-        "finished_at": row["finished_at"], "fine_tuned_model": row["fine_tuned_model"],
-        "organization_id": ORGANIZATION, "result_files": row["result_files"] or [], "status": row["status"],
-        "validation_file": row["validation_file"], "training_file": row["training_file"],
-        "hyperparameters": {"n_epochs": hp.get("n_epochs", "auto"), "batch_size": hp.get("batch_size", "auto"),
-                            "learning_rate_multiplier": hp.get("learning_rate_multiplier", "auto")},
-        "trained_tokens": row["trained_tokens"], "error": row["error"], "user_provided_suffix": row["suffix"],
-        "seed": row["seed"], "estimated_finish": row["estimated_finish"], "integrations": row["integrations"] or [],
-        "metadata": row["metadata"], "method": row["method"],
-    }
-
-
-def event_object(row: dict) -> dict:
-    return {"object": "fine_tuning.job.event", "id": row["id"], "created_at": row["created_at"],
-            "level": row["level"], "message": row["message"], "data": row["data"] or {}, "type": row["type"]}
-
-
-def checkpoint_object(row: dict) -> dict:
-    return {"object": "fine_tuning.job.checkpoint", "id": row["id"], "created_at": row["created_at"],
-            "fine_tuned_model_checkpoint": row["model_id"], "fine_tuning_job_id": row["job_id"],
-            "metrics": row["metrics"], "step_number": row["step"]}
-
-
-def model_object(row: dict) -> dict:
-    return {"id": row["id"], "object": "model", "created": row["created_at"], "owned_by": row["owned_by"]}
-
-
-def page(data: list[dict], has_more: bool, *, ids: bool = False) -> dict[str, Any]:
-    body: dict[str, Any] = {"object": "list", "data": data, "has_more": has_more}
-    if ids:
-        body["first_id"] = data[0]["id"] if data else None
-        body["last_id"] = data[-1]["id"] if data else None
-    return body

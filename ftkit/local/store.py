@@ -2,7 +2,7 @@
 
 Layout under the home directory::
 
-    ftkit.db                 files, jobs, events, checkpoints, models, batches
+    ftkit.db                 files, jobs, events, checkpoints, models, batches, responses
     files/<file-id>          uploaded and generated file contents
     models/<job-id>/...      LoRA adapters: final model and per-epoch checkpoints
     jobs/<job-id>/resume/    state to resume an interrupted or paused job
@@ -10,14 +10,23 @@ Layout under the home directory::
 Every path is built from an id that matched a strict pattern, so no request can name a path
 outside the home directory. The store is shared by the HTTP process and the trainer process;
 each opens its own connection (SQLite serialises the writes).
+
+Everything in the home is private to its owner (training data are customers' words): the home
+and its directories are 0700, its files 0600. The server sets its umask with
+:func:`private_umask` (the trainer inherits it) and tightens an older, looser home once with
+:func:`make_home_private`; the store also creates its own directories and database privately
+whatever the umask.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import shlex
 import sqlite3
+import stat
 import string
 import threading
 import time
@@ -30,6 +39,7 @@ ID_PATTERNS = {
     "file": re.compile(r"^file-[A-Za-z0-9]{24}$"),
     "ftjob": re.compile(r"^ftjob-[A-Za-z0-9]{24}$"),
     "batch": re.compile(r"^batch_[A-Za-z0-9]{24}$"),
+    "resp": re.compile(r"^resp_[A-Za-z0-9]{48}$"),
 }
 
 SCHEMA = """
@@ -61,6 +71,9 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
+);
 """
 
 
@@ -83,21 +96,225 @@ def valid_id(kind: str, value: str) -> bool:
 _JSON_COLUMNS = {"method", "metadata", "integrations", "error", "result_files", "metrics", "data", "body"}
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600
+
+
+def private_umask() -> int:
+    """Make every file this process (and its children) creates private to its owner.
+
+    The umask becomes the current one plus 077: group and others lose every bit, and whatever
+    a stricter umask already removed stays removed. Returns the previous umask. Called as the
+    server starts (``ftkit.client()`` in notebooks/00_setup.ipynb).
+    """
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+    return previous
+
+
+#: What ftkit keeps directly in its home; in a home that is not ftkit's alone (see
+#: :func:`shared_directory`) only these are tightened, and the directory itself is left alone.
+HOME_ENTRIES = ("ftkit.db", "ftkit.db-wal", "ftkit.db-shm", "ftkit.db-journal", "api_key", "server.json",
+                "server.log", "files", "models", "jobs")
+
+
+def make_home_private(home: str | Path) -> int:
+    """Tighten a home created before ftkit made it private: directories 0700, files 0600.
+
+    Only group and other permissions are removed, never added (the owner's own bits and a
+    stricter mode stay as they are); symbolic links are not followed. Returns how many paths
+    changed -- 0 for a home that was already private, as every home ftkit creates is. Runs as
+    the server starts (``ftkit.client()`` in notebooks/00_setup.ipynb).
+    """
+    home = Path(home)
+    if not home.is_dir():
+        return 0
+    shared = shared_directory(home)
+    changed = 0 if shared else _tighten(home)
+    roots = [home / name for name in HOME_ENTRIES] if shared else list(home.iterdir())
+    for root in roots:
+        changed += _tighten(root)
+        if root.is_dir() and not root.is_symlink():
+            for parent, dirs, files in os.walk(root):
+                for name in dirs + files:
+                    changed += _tighten(Path(parent) / name)
+    return changed
+
+
+def shared_directory(path: Path) -> bool:
+    """Whether ``path`` holds more than ftkit's data: the user's home directory or one above it
+    (``/``), or a sticky directory that every user writes to (``/tmp``)."""
+    resolved, user_home = path.resolve(), Path.home().resolve()
+    if resolved == user_home or resolved in user_home.parents:
+        return True
+    return bool(os.stat(resolved).st_mode & stat.S_ISVTX)
+
+
+def _tighten(path: Path) -> int:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return 0
+    if stat.S_ISLNK(st.st_mode):
+        return 0  # its target is not ours to change
+    mode = stat.S_IMODE(st.st_mode)
+    if not mode & 0o077:
+        return 0
+    try:
+        os.chmod(path, mode & ~0o077)
+    except OSError:  # owned by someone else: nothing this process may do about it
+        return 0
+    return 1
+
+
+# -- a damaged database --------------------------------------------------------------------------
+
+
+class UnusableDatabase(RuntimeError):
+    """``ftkit.db`` cannot be used: damaged, another program's, or not openable. The message says
+    what was found and the way out; the file is left exactly as it was."""
+
+
+def check_database(home: str | Path) -> list[str]:
+    """Check ``<home>/ftkit.db`` before the server uses it; raise :class:`UnusableDatabase` if it
+    is damaged. Returns notes worth one log line each (a new database beside older blobs).
+
+    Checks, reading only: a regular file; SQLite's ``PRAGMA quick_check`` (and on a finding
+    ``integrity_check``, whose output the message shows); ftkit's tables
+    (not another program's database); and an empty file beside uploaded files or models (a
+    database truncated to nothing). Nothing is written, so a damaged file stays as it was for a
+    restore or a closer look. Runs as the server starts (ftkit.client() in notebooks/00_setup.ipynb).
+    """
+    home = Path(home)
+    path = home / "ftkit.db"
+    blobs = _count_blobs(home)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if blobs:
+            return [f"{path} did not exist: started a new, empty database. {_blob_words(home, blobs)} "
+                    "from before are kept on disk (the new database does not list them)."]
+        return []
+    except OSError as e:
+        raise UnusableDatabase(_unusable(path, f"it cannot be read ({e.strerror or e})")) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnusableDatabase(_unusable(path, "it is damaged: not a regular file", damaged=True))
+    if st.st_size == 0:
+        if blobs:
+            raise UnusableDatabase(_unusable(
+                path, f"it is damaged: empty (0 bytes) while {_blob_words(home, blobs)} are there; the "
+                      "database that listed them was truncated to nothing", damaged=True))
+        return []  # a database whose creation was cut off before its first table: start afresh
+    try:
+        conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+    except sqlite3.Error as e:
+        raise UnusableDatabase(_unusable(path, f"SQLite cannot open it ({e})")) from None
+    found, damaged = None, True
+    try:
+        # quick_check reads every page (8x faster than integrity_check on a large database, as
+        # it skips matching indexes to tables); on a finding, integrity_check says it in full.
+        rows = [row[0] for row in conn.execute("PRAGMA quick_check(8)")]
+        if rows != ["ok"]:
+            rows = [row[0] for row in conn.execute("PRAGMA integrity_check(8)")]
+        if rows != ["ok"]:
+            lines = [line for row in rows for line in row.splitlines()]
+            found = "it is damaged: PRAGMA integrity_check found:\n" + "\n".join(f"      {line}" for line in lines)
+        else:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            found = _wrong_tables(conn, tables)
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        damaged = _is_damage(e)
+        found = f"it is damaged: PRAGMA integrity_check fails with {str(e)!r}" if damaged else f"SQLite says: {e}"
+    finally:
+        conn.close()  # first: the message lists the files as they are once SQLite let go of them
+    if found:
+        raise UnusableDatabase(_unusable(path, found, damaged=damaged))
+    return []
+
+
+def _is_damage(error: sqlite3.Error) -> bool:
+    """Damage to the file itself (the way out is a restore), not a lock, a permission or a full disk."""
+    text = str(error).lower()
+    return any(word in text for word in ("not a database", "malformed", "corrupt"))
+
+
+def _wrong_tables(conn: sqlite3.Connection, tables: set[str]) -> str | None:
+    """Why the tables are not ftkit's (another program's database), or None."""
+    expected = _expected_columns()
+    ours = tables & expected.keys()
+    others = sorted(t for t in tables - expected.keys() if not t.startswith("sqlite_"))
+    if others and not ours:
+        shown = ", ".join(others[:8]) + (", ..." if len(others) > 8 else "")
+        return f"it is not ftkit's: it holds the tables {shown} (another program's SQLite file?)"
+    for table in sorted(ours):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        missing = sorted(expected[table] - have - {"trainer_pid"})  # trainer_pid is added on open
+        if missing:
+            return (f"it is not ftkit's (or not one this version can use): its table {table!r} lacks the "
+                    f"columns {', '.join(missing)}")
+    return None
+
+
+def _expected_columns() -> dict[str, set[str]]:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        names = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {n: {row[1] for row in conn.execute(f"PRAGMA table_info({n})")}
+                for n in names if not n.startswith("sqlite_")}
+    finally:
+        conn.close()
+
+
+def _count_blobs(home: Path) -> dict[str, int]:
+    counts = {}
+    for sub in ("files", "models"):
+        try:
+            counts[sub] = sum(1 for _ in os.scandir(home / sub))
+        except OSError:
+            counts[sub] = 0
+    return {k: v for k, v in counts.items() if v}
+
+
+def _blob_words(home: Path, blobs: dict[str, int]) -> str:
+    words = {"files": "uploaded or generated file(s)", "models": "model or checkpoint folder(s)"}
+    return " and ".join(f"{n} {words[sub]} under {home / sub}" for sub, n in blobs.items())
+
+
+def _unusable(path: Path, found: str, *, damaged: bool = False) -> str:
+    """The one message a user sees: the file, what was found, and the way out."""
+    if not damaged:
+        return f"the local server cannot use its database {path}: {found}."
+    home = path.parent
+    moves = [f"    mv {shlex.quote(str(home / name))} {shlex.quote(str(home / name.replace('ftkit.db', 'ftkit.db.broken')))}"
+             for name in ("ftkit.db", "ftkit.db-wal", "ftkit.db-shm") if (home / name).exists()]
+    return (f"the local server cannot use its database {path}: {found}\n"
+            f"  It was left as it is. To go on, either restore {path.name} from a backup, or move it aside "
+            f"to start with an empty database:\n" + "\n".join(moves) + "\n"
+            f"  Uploaded files and models under {home / 'files'} and {home / 'models'} are kept either way "
+            "(nothing is deleted; a new database does not list them).")
+
+
 class Store:
     """SQLite metadata plus blob directories under ``home``."""
 
     def __init__(self, home: str | Path) -> None:
         self.home = Path(home)
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         for sub in ("files", "models", "jobs"):
-            (self.home / sub).mkdir(exist_ok=True)
+            (self.home / sub).mkdir(mode=PRIVATE_DIR, exist_ok=True)
         self.db_path = self.home / "ftkit.db"
+        if not self.db_path.exists():  # SQLite gives its -wal and -shm files the database's mode
+            os.close(os.open(self.db_path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
         self._local = threading.local()
-        with self._conn() as c:
-            c.executescript(SCHEMA)
-            columns = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
-            if "trainer_pid" not in columns:  # homes created before the column existed
-                c.execute("ALTER TABLE jobs ADD COLUMN trainer_pid INTEGER")
+        try:
+            with self._conn() as c:
+                c.executescript(SCHEMA)
+                columns = {row[1] for row in c.execute("PRAGMA table_info(jobs)")}
+                if "trainer_pid" not in columns:  # homes created before the column existed
+                    c.execute("ALTER TABLE jobs ADD COLUMN trainer_pid INTEGER")
+        except sqlite3.DatabaseError as e:  # what check_database explains in full; never a traceback
+            found = f"it is damaged: SQLite says {str(e)!r}" if _is_damage(e) else f"SQLite says: {e}"
+            raise UnusableDatabase(_unusable(self.db_path, found, damaged=_is_damage(e))) from None
 
     # -- connection -----------------------------------------------------------------------------
 
@@ -174,11 +391,14 @@ class Store:
         marks = ", ".join("?" * len(statuses))
         return self._rows(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY seq", statuses)
 
-    def update_job(self, job_id: str, *, only_if_status: Iterable[str] | None = None, **fields: Any) -> bool:
-        """Update fields; with ``only_if_status``, only when the job is in one of those states.
+    def update_job(self, job_id: str, *, only_if_status: Iterable[str] | None = None,
+                   only_if_trainer: bool | None = None, **fields: Any) -> bool:
+        """Update fields in one statement; returns whether the row changed.
 
-        Returns whether the row changed -- so two processes racing to end a job (cancel vs
-        finish) cannot both win.
+        ``only_if_status``: only when the job is in one of those states; ``only_if_trainer``: only
+        when a trainer process is (True) or is not (False) recorded for it. The conditions make
+        each transition atomic -- two processes racing to end a job (cancel vs finish) cannot
+        both win. The transitions themselves live in :mod:`ftkit.local.jobstate`.
         """
         sets = ", ".join(f"{k} = ?" for k in fields)
         params = [_encode(k, v) for k, v in fields.items()] + [job_id]
@@ -187,29 +407,9 @@ class Store:
             statuses = list(only_if_status)
             sql += f" AND status IN ({', '.join('?' * len(statuses))})"
             params += statuses
+        if only_if_trainer is not None:
+            sql += " AND trainer_pid IS NOT NULL" if only_if_trainer else " AND trainer_pid IS NULL"
         return bool(self._exec(sql, params).rowcount)
-
-    def acknowledge_pause(self, job_id: str) -> bool:
-        """The trainer stopped for a pause (its state is saved): mark the job as having no trainer.
-
-        False when the pause was withdrawn meanwhile (the job is ``running`` again): the trainer
-        then keeps training. One atomic statement, so a resume cannot fall between the two.
-        """
-        cur = self._exec("UPDATE jobs SET trainer_pid = NULL WHERE id = ? AND status = 'paused'", (job_id,))
-        return bool(cur.rowcount)
-
-    def resume_paused(self, job_id: str) -> str | None:
-        """Resume a paused job; the new status, or None if it was not paused.
-
-        If its trainer has not stopped yet, the pause is simply withdrawn (``running``); once the
-        trainer has stopped, the job is ``queued`` and a new trainer continues from the saved state.
-        """
-        for status, condition in (("running", "trainer_pid IS NOT NULL"), ("queued", "trainer_pid IS NULL")):
-            cur = self._exec(f"UPDATE jobs SET status = ? WHERE id = ? AND status = 'paused' AND {condition}",
-                             (status, job_id))
-            if cur.rowcount:
-                return status
-        return None
 
     def job_dir(self, job_id: str) -> Path:
         if not valid_id("ftjob", job_id):
@@ -244,6 +444,17 @@ class Store:
             params.append(anchor["seq"])
         rows = self._rows(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
         return rows[:limit], len(rows) > limit
+
+    def delete_metrics_events_after(self, job_id: str, step: int) -> int:
+        """Withdraw the ``metrics`` events of steps after ``step`` (and full-validation events at
+        ``step`` or later): work a crash lost, about to be done again. Returns how many went."""
+        cur = self._exec(
+            "DELETE FROM events WHERE job_id = ? AND type = 'metrics' AND ("
+            " CAST(json_extract(data, '$.step') AS INTEGER) > ? OR"
+            " (json_extract(data, '$.train_loss') IS NULL AND CAST(json_extract(data, '$.step') AS INTEGER) >= ?))",
+            (job_id, step, step),
+        )
+        return cur.rowcount
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -300,6 +511,21 @@ class Store:
 
     def list_batches(self) -> list[dict]:
         return [r["body"] for r in self._rows("SELECT body FROM batches ORDER BY seq DESC")]
+
+
+    # -- stored responses (Responses API) -------------------------------------------------------
+
+    def save_response(self, response_id: str, record: dict) -> None:
+        """Store a response with what it needs to be continued (``previous_response_id``)."""
+        self._exec("INSERT INTO responses (id, seq, created_at, body) VALUES (?,?,?,?)",
+                   (response_id, self._next_seq("responses"), now(), json.dumps(record)))
+
+    def get_response(self, response_id: str) -> dict | None:
+        row = self._row("SELECT body FROM responses WHERE id = ?", (response_id,))
+        return row["body"] if row else None
+
+    def delete_response(self, response_id: str) -> bool:
+        return bool(self._exec("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount)
 
 
 def _encode(column: str, value: Any) -> Any:

@@ -1,7 +1,7 @@
 """The job worker: moves jobs through the hosted lifecycle, one training at a time.
 
 ``validating_files`` → ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, plus
-``paused``. Validation runs here (ftkit's validator with the model's own tokenizer); training runs
+``paused`` (transitions: :mod:`ftkit.local.jobstate`). Validation runs here (ftkit's validator with the model's own tokenizer); training runs
 in a child process (``ftkit.local.trainer``) so the API keeps answering and a cancel can stop it.
 The child reports through the store; the worker watches it and makes sure no job is ever left
 ``running`` without a trainer: on start-up, jobs cut off by a crash or kill are queued again and
@@ -18,11 +18,15 @@ import threading
 import time
 from pathlib import Path
 
+from .. import lifecycle as lc
+from . import jobstate
 from .models import MAX_EXAMPLE_TOKENS
 from .store import Store
 
 MAX_INTERRUPTIONS = 3
-ACTIVE = ("validating_files", "queued", "running", "paused")
+CLEANUP_EVERY_SECONDS = 5.0
+#: The kind of training file each method trains on (ftkit.validation's report.kind).
+FILE_KIND = {lc.SUPERVISED: "chat", lc.DPO: "preference", lc.REINFORCEMENT: "reinforcement"}
 
 
 class Worker:
@@ -38,6 +42,7 @@ class Worker:
         self._child: subprocess.Popen | None = None
         self._child_job: str | None = None
         self._stop_seen_at: float | None = None  # when the running job was cancelled or paused
+        self._last_cleanup = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -59,22 +64,14 @@ class Worker:
 
     def recover(self) -> None:
         """Jobs left ``running`` by a crash or kill: queue them again to resume (or fail them)."""
-        for job in self.store.jobs_with_status("paused"):  # their trainer is gone with the old server
+        for job in self.store.jobs_with_status(lc.PAUSED):  # their trainer is gone with the old server
             _wait_for_previous_trainer(self.store.job_dir(job["id"]) / "trainer.pid")
-            self.store.update_job(job["id"], trainer_pid=None)
-        for job in self.store.jobs_with_status("running"):
+            jobstate.record_trainer(self.store, job["id"], None)
+        for job in self.store.jobs_with_status(lc.RUNNING):
             _wait_for_previous_trainer(self.store.job_dir(job["id"]) / "trainer.pid")
-            n = job["interruptions"] + 1
-            if n > MAX_INTERRUPTIONS:
-                self._fail(job["id"], "training_interrupted",
-                           f"The job was interrupted {n} times (server stopped or crashed) and was not restarted again.")
-                continue
-            resume = self.store.job_dir(job["id"]) / "resume" / "state.pt"
-            where = "its last saved state" if resume.exists() else "the beginning"
-            self.store.update_job(job["id"], only_if_status=["running"], status="queued", interruptions=n,
-                                  estimated_finish=None)
-            self.store.add_event(job["id"], f"The server stopped while this job was running; it will resume from {where}",
-                                 level="warn")
+            resumable = (self.store.job_dir(job["id"]) / "resume" / "state.pt").exists()
+            jobstate.requeue_after_crash(self.store, job["id"], max_interruptions=MAX_INTERRUPTIONS,
+                                         resumable=resumable)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -88,14 +85,28 @@ class Worker:
             self._wake.clear()
 
     def _tick(self) -> None:
-        for job in self.store.jobs_with_status("validating_files"):
+        if time.monotonic() - self._last_cleanup > CLEANUP_EVERY_SECONDS:
+            self._last_cleanup = time.monotonic()
+            self.remove_stale_resume_state()
+        for job in self.store.jobs_with_status(lc.VALIDATING_FILES):
             self._validate(job)
         if self._child is not None:
             self._watch_child()
         if self._child is None and not self._stop.is_set():
-            queued = self.store.jobs_with_status("queued")
+            queued = self.store.jobs_with_status(lc.QUEUED)
             if queued:
                 self._start(queued[0])
+
+    def remove_stale_resume_state(self) -> None:
+        """Delete the resume state (adapter and optimizer: weights trained on the user's data) of
+        jobs that ended -- cancelled or failed while paused or queued, when no trainer was there
+        to clean up after itself."""
+        import shutil
+
+        for resume in self.store.home.glob("jobs/*/resume"):
+            job = self.store.get_job(resume.parent.name)
+            if job is not None and job["status"] in lc.TERMINAL_STATUSES and job["trainer_pid"] is None:
+                shutil.rmtree(resume, ignore_errors=True)
 
     def _validate(self, job: dict) -> None:
         from ..validation import validate
@@ -106,16 +117,28 @@ class Worker:
         except Exception as e:
             self._fail(job["id"], "model_unavailable", f"The base model {job['model']} could not be loaded: {e}")
             return
+        method = job["method"].get("type", lc.SUPERVISED)
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
+        grader_fields: set[str] = set()
+        if method == lc.REINFORCEMENT:
+            from .. import graders
+
+            grader_fields = graders.compile_grader(job["method"][lc.REINFORCEMENT]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
             if not file_id:
                 continue
             report = validate(self.store.file_path(file_id), token_counter=counter, encoding=job["model"] + " tokenizer",
-                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1)
+                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1,
+                              method=method, grader_fields=grader_fields)
             report.source = file_id
-            if report.kind == "preference":
-                report.problems.insert(0, _problem("preference_missing_key",
-                                                   "preference (DPO) examples need method 'dpo', which the local backend does not run"))
+            expected = FILE_KIND[method]
+            if report.ok and report.kind != expected:
+                self._fail(job["id"], f"invalid_{kind}_file",
+                           f"The job failed due to an invalid {kind} file {file_id}: it holds {report.kind} examples, "
+                           f"but method {method!r} trains on {expected} examples"
+                           + (" (use method 'dpo' for preference pairs)" if report.kind == "preference" else ""),
+                           param=f"{kind}_file")
+                return
             if not report.ok:
                 shown = "; ".join(str(p) for p in report.errors[:3])
                 more = f" (and {len(report.errors) - 3} more errors)" if len(report.errors) > 3 else ""
@@ -125,11 +148,10 @@ class Worker:
                 return
             for w in report.warnings[:5]:
                 self.store.add_event(job["id"], f"{kind.capitalize()} file {file_id}: {w}", level="warn")
-        if self.store.update_job(job["id"], only_if_status=["validating_files"], status="queued"):
-            self.store.add_event(job["id"], "Files validated, moving job to queued state")
+        jobstate.queue(self.store, job["id"])
 
     def _start(self, job: dict) -> None:
-        if not self.store.update_job(job["id"], only_if_status=["queued"], status="running"):
+        if not jobstate.start(self.store, job["id"]):
             return
         cmd = [sys.executable, "-m", "ftkit.local.trainer", "--home", str(self.store.home), "--job", job["id"]]
         if self.trainer_threads:
@@ -139,14 +161,14 @@ class Worker:
         with open(log_path, "ab") as log:
             self._child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self._child_job = job["id"]
-        self.store.update_job(job["id"], trainer_pid=self._child.pid)  # a resume now withdraws a pause
+        jobstate.record_trainer(self.store, job["id"], self._child.pid)  # a resume now withdraws a pause
         self.log(f"training {job['id']} (pid {self._child.pid})")
 
     def _watch_child(self) -> None:
         job = self.store.get_job(self._child_job)
         code = self._child.poll()
         if code is None:
-            if job["status"] in ("cancelled", "paused"):
+            if job["status"] in (lc.CANCELLED, lc.PAUSED):
                 # the trainer sees the status at its next step and stops by itself (saving its
                 # state when paused); only a trainer that does not stop is signalled
                 self._stop_seen_at = self._stop_seen_at or time.monotonic()
@@ -154,7 +176,13 @@ class Worker:
                     self._terminate_child(grace=30)
                     self._finish_child()
             return
-        if job["status"] == "running":  # the trainer exited without saying how the job ended
+        if job["status"] == lc.RUNNING and code < 0 and not self._stop.is_set():
+            # killed by a signal (kill -9, the out-of-memory killer): like a server crash, the job
+            # resumes from its last saved state (and fails after too many interruptions)
+            resumable = (self.store.job_dir(job["id"]) / "resume" / "state.pt").exists()
+            jobstate.requeue_after_crash(self.store, job["id"], max_interruptions=MAX_INTERRUPTIONS,
+                                         resumable=resumable, trainer_died=_signal_name(-code))
+        elif job["status"] == lc.RUNNING:  # the trainer exited without saying how the job ended
             tail = _tail(self.store.job_dir(job["id"]) / "trainer.log")
             self._fail(job["id"], "training_failed",
                        f"Training stopped unexpectedly (exit code {code}). Last output: {tail}")
@@ -162,7 +190,7 @@ class Worker:
 
     def _finish_child(self) -> None:
         if self._child_job:
-            self.store.update_job(self._child_job, trainer_pid=None)
+            jobstate.record_trainer(self.store, self._child_job, None)
         self._child = None
         self._child_job = None
         self._stop_seen_at = None
@@ -179,15 +207,7 @@ class Worker:
             child.wait()
 
     def _fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
-        if self.store.update_job(job_id, only_if_status=ACTIVE, status="failed", finished_at=int(time.time()),
-                                 estimated_finish=None, error={"code": code, "message": message, "param": param}):
-            self.store.add_event(job_id, message, level="error")
-
-
-def _problem(code: str, message: str):
-    from ..validation import CODES, Problem
-
-    return Problem(None, code, None, message, CODES[code][0])
+        jobstate.fail(self.store, job_id, code, message, param)
 
 
 def _wait_for_previous_trainer(pid_file: Path, timeout: float = 60) -> None:
@@ -209,6 +229,13 @@ def _wait_for_previous_trainer(pid_file: Path, timeout: float = 60) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {signal.Signals(number).name}"
+    except ValueError:
+        return f"signal {number}"
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -4,7 +4,9 @@
 
 Every file is ten good examples with one kind of mistake planted (or a whole-file problem).
 ``expected.json`` maps each file to the codes the validator must report and on which lines
-(``null`` = the whole file), and the model to validate for when it matters. The files are
+(``null`` = the whole file), the model to validate for when it matters, and ``options`` for
+``validate()`` when the case needs one (a small ``max_line_bytes``, so that the over-long line
+stays a small file; the CLI's ``--max-line-mb`` is the same limit in MB). The files are
 committed; this script documents how each was made and regenerates them byte for byte.
 """
 
@@ -62,8 +64,8 @@ def dpo_file(bad: dict, at: int = 3) -> bytes:
     return b"\n".join(lines) + b"\n"
 
 
-# name -> (content, {code: [lines] or None}, model)
-CASES: dict[str, tuple[bytes, dict, str | None]] = {
+# name -> (content, {code: [lines] or None}, model[, options for validate()])
+CASES: dict[str, tuple] = {
     "01_truncated_json": (with_bad(line(good(99))[:-7]), {"invalid_json": [3]}, None),
     "02_latin1_byte": (with_bad(line(good(99)).replace(b"invoice", b"factur\xe9")), {"invalid_utf8": [3]}, None),
     "03_bom": (b"\xef\xbb\xbf" + with_bad(line(good(99))), {"utf8_bom": [1]}, None),
@@ -129,6 +131,12 @@ CASES: dict[str, tuple[bytes, dict, str | None]] = {
     "44_dpo_identical_outputs": (dpo_file(dpo(non_preferred_output=[{"role": "assistant", "content": "It ships today."}])),
                                  {"preference_identical_outputs": [3]}, None),
     "45_no_system_message": (with_bad(msgs(U, A)), {"missing_system_message": [3]}, None),
+    # 1,000 levels: past what json.loads survives with Python's recursion limit (issue 12)
+    "46_nested_too_deep": (with_bad(b'{"messages": ' + b"[" * 1000 + b"]" * 1000 + b"}"),
+                           {"nesting_too_deep": [3]}, None),
+    # a 3 kB line against a 2 kB limit (the default, 16 MB, would make a large file)
+    "47_line_too_long": (with_bad(msgs(SYSTEM, {"role": "user", "content": "word " * 600}, A)),
+                         {"line_too_long": [3]}, None, {"max_line_bytes": 2000}),
 }
 
 
@@ -137,9 +145,9 @@ def main() -> None:
     for old in HERE.glob("*.jsonl"):
         old.unlink()
     expected = {}
-    for name, (content, codes, model) in CASES.items():
+    for name, (content, codes, model, *options) in CASES.items():
         (HERE / f"{name}.jsonl").write_bytes(content)
-        expected[f"{name}.jsonl"] = {"codes": codes, "model": model}
+        expected[f"{name}.jsonl"] = {"codes": codes, "model": model, **({"options": options[0]} if options else {})}
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
     print(f"wrote {len(CASES)} files to {HERE}")
 

@@ -1,0 +1,181 @@
+"""Which request parameters the local server implements: the documented deviations, in one place.
+
+Every top-level parameter of every JSON operation the server implements is listed here (a test
+checks the list against the spec's request schemas, so a parameter the spec adds cannot be
+ignored silently). A parameter is
+
+* ``implemented`` -- it does what the hosted API does;
+* ``accepted`` -- it only carries metadata or a hint that cannot change the answer (``user``,
+  ``metadata``, ``safety_identifier``, prompt-cache hints); accepted and recorded or ignored;
+* ``values`` -- some values are implemented, any other answers 400 ``unsupported_value``;
+* ``refused`` -- any value but null answers 400 ``unsupported_parameter`` naming it.
+
+A parameter the spec does not know answers 400 ``unknown_parameter``. Values *inside* an
+implemented parameter that the server cannot honour (an image content part, a built-in tool, a
+reasoning input item, a ``tool_choice`` of an unsupported kind, ...) are refused where that
+parameter is read (:mod:`ftkit.local.chat`, :mod:`ftkit.local.responses`) with the same codes;
+:data:`NESTED_REFUSALS` lists them for the README's table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from .wire import unsupported_parameter, unsupported_value
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: str  # "implemented" | "accepted" | "values" | "refused"
+    note: str = ""
+    allowed: tuple = ()  # for "values": the values that are implemented (null always is)
+
+    def check(self, name: str, value: Any) -> None:
+        if value is None or self.kind in ("implemented", "accepted"):
+            return
+        if self.kind == "refused":
+            raise unsupported_parameter(name, self.note)
+        if not any(_same(value, ok) for ok in self.allowed):
+            raise unsupported_value(name, value, f"{self.shown_values()} ({self.note})")
+
+    def shown_values(self) -> str:
+        return " or ".join(json.dumps(value) for value in self.allowed)
+
+
+def _same(value: Any, allowed: Any) -> bool:
+    """Equal as JSON values: 0 and 0.0 are, false and 0 are not."""
+    if isinstance(value, bool) or isinstance(allowed, bool):
+        return value is allowed
+    return value == allowed
+
+
+IMPLEMENTED = Rule("implemented")
+
+
+def accepted(note: str) -> Rule:
+    return Rule("accepted", note)
+
+
+def refused(note: str) -> Rule:
+    return Rule("refused", note)
+
+
+def values(note: str, *allowed) -> Rule:
+    return Rule("values", note, allowed)
+
+
+_METADATA = {
+    "metadata": accepted("returned with the object"),
+    "user": accepted("an end-user id; not used"),
+    "safety_identifier": accepted("an end-user id; not used"),
+    "prompt_cache_key": accepted("a caching hint; the local engine does not cache prompts"),
+    "prompt_cache_retention": accepted("a caching hint; the local engine does not cache prompts"),
+    "prompt_cache_options": accepted("a caching hint; the local engine does not cache prompts"),
+}
+
+POLICY: dict[str, dict[str, Rule]] = {
+    "createChatCompletion": {
+        **{name: IMPLEMENTED for name in (
+            "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "n", "stop", "seed",
+            "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls", "functions", "function_call",
+            "response_format", "logprobs", "top_logprobs")},
+        **_METADATA,
+        "store": values("the local server does not store chat completions", False),
+        "service_tier": values("there is one service tier", "auto", "default"),
+        "frequency_penalty": values("the local engine has no repetition penalties", 0),
+        "presence_penalty": values("the local engine has no repetition penalties", 0),
+        "logit_bias": values("the local engine does not bias logits", {}),
+        "modalities": values("the local models only write text", ["text"]),
+        "audio": refused("the local models have no audio output"),
+        "prediction": refused("no predicted outputs"),
+        "web_search_options": refused("no web search"),
+        "reasoning_effort": refused("the local models do not reason"),
+        "verbosity": refused("the local models have no verbosity control"),
+        "moderation": refused("no moderation"),
+    },
+    "createResponse": {
+        **{name: IMPLEMENTED for name in (
+            "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text", "tools",
+            "tool_choice", "parallel_tool_calls", "previous_response_id", "store", "stream", "stream_options",
+            "include", "top_logprobs")},
+        **_METADATA,
+        "max_tool_calls": accepted("limits calls to built-in tools, which the local server has none of"),
+        "service_tier": values("there is one service tier", "auto", "default"),
+        "truncation": values("input over the context length is an error", "disabled"),
+        "background": values("responses run in the foreground", False),
+        "reasoning": refused("the local models do not reason"),
+        "conversation": refused("no conversations API; use previous_response_id"),
+        "context_management": refused("no context management"),
+        "prompt": refused("no stored prompt templates"),
+        "moderation": refused("no moderation"),
+    },
+    "createFineTuningJob": {
+        **{name: IMPLEMENTED for name in (
+            "model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata")},
+        "integrations": accepted("recorded on the job (an event says so); no data is sent to them"),
+    },
+    "runGrader": {name: IMPLEMENTED for name in ("grader", "item", "model_sample")},
+    "validateGrader": {"grader": IMPLEMENTED},
+    "createBatch": {
+        **{name: IMPLEMENTED for name in ("input_file_id", "endpoint", "completion_window", "metadata")},
+        "output_expires_after": refused("output files are kept until deleted"),
+    },
+}
+
+# Values inside implemented parameters that are refused where they are read (for the README).
+NESTED_REFUSALS = {
+    "createChatCompletion": [
+        ("messages[].content[].type", "only 'text' parts (and 'refusal' in assistant messages)", "unsupported_value"),
+        ("messages[].audio", "no audio", "unsupported_parameter"),
+        ("tools[].type", "only 'function' tools", "unsupported_value"),
+        ("tool_choice", "'none', 'auto', 'required' or one function; not allowed_tools or custom tools",
+         "unsupported_value"),
+        ("response_format + tools with tool_choice 'auto'", "output is either constrained JSON or a tool call",
+         "unsupported_value"),
+    ],
+    "createResponse": [
+        ("input[].type", "message, function_call and function_call_output items only (no reasoning, "
+                         "item_reference, built-in tool items)", "unsupported_value"),
+        ("input[].content[].type", "input_text / output_text / refusal only (no images, files, audio)",
+         "unsupported_value"),
+        ("tools[].type", "only 'function' tools (no web_search, file_search, computer, mcp, code_interpreter, "
+                         "image_generation, shell, custom ...)", "unsupported_value"),
+        ("tool_choice", "'none', 'auto', 'required' or one function", "unsupported_value"),
+        ("include[]", "only 'message.output_text.logprobs'", "unsupported_value"),
+        ("text.verbosity", "'medium' only", "unsupported_value"),
+    ],
+    "createBatch": [
+        ("endpoint", "'/v1/chat/completions' only", "invalid_value"),
+    ],
+}
+
+
+def check_parameters(operation: str, body: dict) -> None:
+    """Refuse the parameters of ``body`` that the local server does not implement (see above)."""
+    policy = POLICY[operation]
+    for name, value in body.items():
+        rule = policy.get(name)
+        if rule is None:  # in the spec but not classified here (tests/test_request_check.py prevents it)
+            raise unsupported_parameter(name)
+        rule.check(name, value)
+
+
+def deviations_table() -> str:
+    """The markdown table of every parameter that is not simply implemented (README, Deviations)."""
+    rows = ["| operation | parameter | local server |", "|---|---|---|"]
+    for operation, policy in POLICY.items():
+        for name, rule in sorted(policy.items()):
+            if rule.kind == "implemented":
+                continue
+            if rule.kind == "accepted":
+                what = f"accepted, no effect ({rule.note})"
+            elif rule.kind == "values":
+                what = f"only `{rule.shown_values()}` ({rule.note}); other values: 400 `unsupported_value`"
+            else:
+                what = f"400 `unsupported_parameter` ({rule.note})"
+            rows.append(f"| {operation} | `{name}` | {what} |")
+        for name, note, code in NESTED_REFUSALS.get(operation, []):
+            rows.append(f"| {operation} | `{name}` | {note}; else 400 `{code}` |")
+    return "\n".join(rows)

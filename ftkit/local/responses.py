@@ -1,0 +1,378 @@
+"""The Responses API (``/v1/responses``) on the chat service: the same model lookup, single
+tokenisation, context check, constrained decoding and logprobs as chat completions.
+
+``input`` (a string or items) and ``instructions`` become chat messages: message items, function
+calls (``function_call``) and their results (``function_call_output``); ``previous_response_id``
+puts the stored conversation before them. ``text.format`` is ``response_format``, function
+``tools`` and ``tool_choice`` are chat's; the answer comes back as output items (an assistant
+``message`` with ``output_text``, and ``function_call`` items), streamed as the spec's
+``response.*`` events with ``sequence_number``. Responses are stored (``store``, default true)
+so that ``GET`` / ``DELETE /v1/responses/{id}``, ``/input_items`` and ``previous_response_id`` work.
+What the local server cannot do (built-in tools, reasoning, images, background runs, ...) is
+refused with 400 (see :mod:`ftkit.local.parameters`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from .chat import FUNCTION_NAME, ChatService, generate, json_constraint, token_logprob, tool_setup
+from .engine import Choice, GenerationRequest, TokenLogprob
+from .render import parse_tool_calls
+from .store import Store, new_id, valid_id
+from .wire import APIError, after_cursor, unsupported_value
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+
+
+def _item_id(prefix: str) -> str:
+    return f"{prefix}_" + secrets.token_hex(24)
+
+
+@dataclass
+class ResponseCall:
+    """A checked Responses request, ready for the engine."""
+
+    id: str
+    body: dict
+    request: GenerationRequest
+    tool_mode: str
+    tools: list[dict]  # as the Responses API shows them (FunctionTool)
+    input_items: list[dict]  # this request's input, as stored items (with ids)
+    context: list[dict]  # everything the model saw before answering: earlier turns + input_items
+    created_at: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def store(self) -> bool:
+        return self.body.get("store") is not False
+
+    @property
+    def parallel_tool_calls(self) -> bool:
+        return self.body.get("parallel_tool_calls") is not False
+
+
+# -- input -> stored items -> chat messages -------------------------------------------------------
+
+
+def _part_text(part: dict) -> str:
+    return part.get("text") if part.get("type") in ("input_text", "output_text") else part.get("refusal", "")
+
+
+def read_input(value: str | list, param: str = "input") -> list[dict]:
+    """``input`` as stored items (the shapes ``/input_items`` lists), refusing what the local
+    models cannot read."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": value}]
+    items = []
+    for i, item in enumerate(value):
+        kind = item.get("type", "message")
+        where = f"{param}[{i}]"
+        if kind == "message":
+            role, content = item["role"], item["content"]
+            assistant = role == "assistant"
+            text_kind = "output_text" if assistant else "input_text"
+            if isinstance(content, str):
+                content = [{"type": text_kind, "text": content}]
+            parts = []
+            for j, part in enumerate(content):
+                if part.get("type") not in ("input_text", "output_text", "refusal"):
+                    raise unsupported_value(f"{where}.content[{j}].type", part.get("type"),
+                                            "'input_text', 'output_text' or 'refusal': the local models read only text")
+                if part["type"] == "refusal":
+                    parts.append({"type": "refusal", "refusal": part["refusal"]})
+                elif assistant:
+                    parts.append({"type": "output_text", "text": _part_text(part), "annotations": [], "logprobs": []})
+                else:
+                    parts.append({"type": "input_text", "text": _part_text(part)})
+            items.append({"id": item.get("id") or _item_id("msg"), "type": "message", "role": role,
+                          "status": "completed", "content": parts})
+        elif kind == "function_call":
+            items.append({"id": item.get("id") or _item_id("fc"), "type": "function_call", "call_id": item["call_id"],
+                          "name": item["name"], "arguments": item["arguments"], "status": "completed"})
+        elif kind == "function_call_output":
+            if not item.get("call_id"):
+                raise APIError(400, f"Missing required parameter: '{where}.call_id'.", param=f"{where}.call_id",
+                               code="missing_required_parameter")
+            output = item["output"]
+            if isinstance(output, list):
+                for j, part in enumerate(output):
+                    if part.get("type") != "input_text":
+                        raise unsupported_value(f"{where}.output[{j}].type", part.get("type"), "'input_text'")
+                output = "".join(part["text"] for part in output)
+            items.append({"id": item.get("id") or _item_id("fco"), "type": "function_call_output",
+                          "call_id": item["call_id"], "output": output, "status": "completed"})
+        else:
+            raise unsupported_value(f"{where}.type", kind, "'message', 'function_call' or 'function_call_output' "
+                                    "items: the local server has no built-in tools, reasoning items or item "
+                                    "references")
+    return items
+
+
+def to_messages(items: list[dict]) -> list[dict]:
+    """Stored items -> chat messages (consecutive function calls form one assistant turn)."""
+    messages: list[dict] = []
+    for item in items:
+        if item["type"] == "message":
+            text = "".join(_part_text(p) for p in item["content"])
+            messages.append({"role": item["role"], "content": text})
+        elif item["type"] == "function_call":
+            call = {"id": item["call_id"], "type": "function",
+                    "function": {"name": item["name"], "arguments": item["arguments"]}}
+            last = messages[-1] if messages else None
+            if last and last["role"] == "assistant" and last.get("tool_calls"):
+                last["tool_calls"].append(call)
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        else:
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+    return messages
+
+
+def _read_tools(tools: list[dict] | None) -> tuple[list[dict], list[dict]]:
+    """(tools as the Responses API echoes them, the same as chat tools); only function tools."""
+    shown, chat_tools = [], []
+    for i, tool in enumerate(tools or []):
+        if tool.get("type") != "function":
+            raise unsupported_value(f"tools[{i}].type", tool.get("type"), "'function' tools: the local server has no "
+                                    "built-in tools")
+        if not FUNCTION_NAME.match(tool["name"]):
+            raise APIError(400, f"Invalid 'tools[{i}].name': {tool['name']!r} does not match "
+                                "'^[a-zA-Z0-9_-]{1,64}$'.", param=f"tools[{i}].name", code="invalid_value")
+        function = {k: tool[k] for k in ("name", "description", "parameters", "strict") if tool.get(k) is not None}
+        shown.append({"type": "function", "name": tool["name"], "description": tool.get("description"),
+                      "parameters": tool.get("parameters"), "strict": tool.get("strict")})
+        chat_tools.append({"type": "function", "function": function})
+    return shown, chat_tools
+
+
+class ResponsesService:
+    def __init__(self, chat: ChatService, store: Store) -> None:
+        self.chat = chat
+        self.store = store
+
+    # -- stored responses -----------------------------------------------------------------------
+
+    def _record(self, response_id: str, param: str = "response_id") -> dict:
+        record = self.store.get_response(response_id) if valid_id("resp", response_id or "") else None
+        if record is None:
+            raise APIError(404, f"Response with id '{response_id}' not found.", param=param, code="not_found")
+        return record
+
+    def get(self, response_id: str, *, stream: bool = False) -> dict:
+        if stream:  # replaying a stored response as events is not implemented
+            raise unsupported_value("stream", True, "false: stored responses come back whole")
+        return self._record(response_id)["response"]
+
+    def delete(self, response_id: str) -> dict:
+        self._record(response_id)
+        self.store.delete_response(response_id)
+        return {"id": response_id, "object": "response", "deleted": True}
+
+    def input_items(self, response_id: str, *, after: str | None, limit: int, order: str) -> tuple[list[dict], bool]:
+        items = self._record(response_id)["input_items"]
+        return after_cursor(items[::-1] if order == "desc" else items, after, limit)
+
+    # -- creating -------------------------------------------------------------------------------
+
+    def prepare(self, body: dict) -> ResponseCall:
+        """A :class:`ResponseCall` from a checked ``createResponse`` body (blocking: tokenises)."""
+        if not body.get("model"):
+            raise APIError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
+        if body.get("input") is None:
+            raise APIError(400, "Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+        history: list[dict] = []
+        if body.get("previous_response_id") is not None:
+            previous = self._record(body["previous_response_id"], "previous_response_id")
+            history = previous["context"] + previous["response"]["output"]
+        input_items = read_input(body["input"])
+        context = history + input_items
+        messages = to_messages(context)
+        if body.get("instructions"):
+            messages.insert(0, {"role": "system", "content": body["instructions"]})
+        if not messages:
+            raise APIError(400, "Invalid 'input': there is nothing to answer (no input items, instructions or "
+                                "previous response).", param="input", code="invalid_value")
+
+        shown_tools, chat_tools = _read_tools(body.get("tools"))
+        tool_mode, forced = tool_setup(chat_tools, body.get("tool_choice"))
+        text = body.get("text") or {}
+        if text.get("verbosity") not in (None, "medium"):
+            raise unsupported_value("text.verbosity", text["verbosity"], "'medium'")
+        constraint = json_constraint(text.get("format"), messages, param="text.format", messages_param="input")
+        if constraint and tool_mode == "auto":
+            raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when 'text.format' "
+                                    "asks for JSON: the local engine constrains an answer either to the schema or "
+                                    "to a tool call")
+        if tool_mode == "forced":
+            constraint = {"type": "tool_call", "tools": chat_tools, "name": forced,
+                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
+        for i, name in enumerate(body.get("include") or []):
+            if name != LOGPROBS_INCLUDE:
+                raise unsupported_value(f"include[{i}]", name, f"'{LOGPROBS_INCLUDE}'")
+        request = GenerationRequest(
+            model=body["model"], messages=messages,
+            temperature=_or(body.get("temperature"), 1.0), top_p=_or(body.get("top_p"), 1.0),
+            tools=chat_tools if tool_mode != "none" else None, constraint=constraint,
+            logprobs=LOGPROBS_INCLUDE in (body.get("include") or []), top_logprobs=body.get("top_logprobs") or 0,
+        )
+        self.chat.ready(request, body.get("max_output_tokens"), max_param="max_output_tokens", messages_param="input",
+                        schema_param="text.format.schema")
+        return ResponseCall(new_id("resp", "_", 48), body, request, tool_mode, shown_tools, input_items, context)
+
+    async def create(self, call: ResponseCall) -> dict:
+        choices = await asyncio.wrap_future(self.chat.submit(call))
+        return self._finish(call, choices)
+
+    def _finish(self, call: ResponseCall, choices: list[Choice], output: list[dict] | None = None) -> dict:
+        choice = choices[0]
+        output = output if output is not None else _output(call, choice)
+        response = response_object(call, output, choice)
+        if call.store:
+            self.store.save_response(call.id, {"response": response, "input_items": call.input_items,
+                                               "context": call.context})
+        return response
+
+    async def stream(self, call: ResponseCall) -> AsyncIterator[str]:
+        """Server-sent events in the spec's shape (``response.created`` ... ``response.completed``)."""
+        events = _Events()
+        yield events.send("response.created", response=response_object(call, [], None))
+        yield events.send("response.in_progress", response=response_object(call, [], None))
+        message_id, started, pending = _item_id("msg"), False, ""
+        try:
+            async for kind, _, value in generate(self.chat.engine, call.request, deltas=call.tool_mode == "none"):
+                if kind == "done":
+                    choices = value
+                    continue
+                if not started:
+                    started = True
+                    for event in _message_opening(events, message_id, 0):
+                        yield event
+                if kind == "text" and not call.request.logprobs:
+                    yield events.send("response.output_text.delta", item_id=message_id, output_index=0,
+                                      content_index=0, delta=value, logprobs=[])
+                elif kind == "text":  # held until its tokens' logprobs arrive: one delta with both
+                    pending += value
+                else:
+                    yield events.send("response.output_text.delta", item_id=message_id, output_index=0,
+                                      content_index=0, delta=pending, logprobs=[_stream_logprob(t) for t in value])
+                    pending = ""
+        except Exception as e:  # the stream has started: report in-band, as the API does
+            yield events.send("error", code="server_error", message=f"generation failed: {type(e).__name__}",
+                              param=None)
+            return
+        output = _output(call, choices[0], message_id=message_id)
+        for index, item in enumerate(output):
+            if item["type"] == "message":
+                part = item["content"][0]
+                if not started:  # the whole text at once (answers that may hold tool calls are parsed first)
+                    for event in _message_opening(events, message_id, index):
+                        yield event
+                    pending = part["text"]
+                    tokens = choices[0].logprobs if call.request.logprobs else None
+                    yield events.send("response.output_text.delta", item_id=item["id"], output_index=index,
+                                      content_index=0, delta=pending, logprobs=[_stream_logprob(t) for t in tokens or []])
+                elif pending:
+                    yield events.send("response.output_text.delta", item_id=item["id"], output_index=index,
+                                      content_index=0, delta=pending, logprobs=[])
+                yield events.send("response.output_text.done", item_id=item["id"], output_index=index,
+                                  content_index=0, text=part["text"], logprobs=part["logprobs"])
+                yield events.send("response.content_part.done", item_id=item["id"], output_index=index,
+                                  content_index=0, part=part)
+            else:
+                yield events.send("response.output_item.added", output_index=index,
+                                  item={**item, "arguments": "", "status": "in_progress"})
+                yield events.send("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
+                                  delta=item["arguments"])
+                yield events.send("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                                  name=item["name"], arguments=item["arguments"])
+            yield events.send("response.output_item.done", output_index=index, item=item)
+        final = self._finish(call, choices, output)
+        yield events.send("response.completed" if final["status"] == "completed" else "response.incomplete",
+                          response=final)
+
+
+def _or(value, default):
+    return default if value is None else value
+
+
+class _Events:
+    """Numbers the events of one stream (``sequence_number``) and writes them as SSE."""
+
+    def __init__(self) -> None:
+        self.sequence = 0
+
+    def send(self, kind: str, **fields) -> str:
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
+        return f"event: {kind}\ndata: {json.dumps(event)}\n\n"
+
+
+def _message_opening(events: _Events, message_id: str, index: int) -> list[str]:
+    return [
+        events.send("response.output_item.added", output_index=index, item={
+            "id": message_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}),
+        events.send("response.content_part.added", item_id=message_id, output_index=index, content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}),
+    ]
+
+
+def _stream_logprob(token: TokenLogprob) -> dict:
+    """A token in a ``response.output_text.delta`` event (ResponseLogProb: no bytes)."""
+    return {"token": token.token, "logprob": token.logprob,
+            "top_logprobs": [{"token": text, "logprob": logprob} for text, _, logprob in token.top_logprobs]}
+
+
+def _output(call: ResponseCall, choice: Choice, *, message_id: str | None = None) -> list[dict]:
+    """The output items for the engine's answer: the message, then any function calls."""
+    incomplete = choice.finish_reason == "length"
+    text, calls = (choice.text, []) if call.tool_mode == "none" else parse_tool_calls(choice.text)
+    if calls and not call.parallel_tool_calls:
+        calls = calls[:1]
+    output = []
+    if text or not calls:
+        logprobs = [token_logprob(t) for t in choice.logprobs or []] if call.request.logprobs else []
+        output.append({"id": message_id or _item_id("msg"), "type": "message",
+                       "status": "incomplete" if incomplete else "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": text or "", "annotations": [], "logprobs": logprobs}]})
+    for tool_call in calls:
+        output.append({"id": _item_id("fc"), "type": "function_call", "call_id": tool_call["id"],
+                       "name": tool_call["function"]["name"], "arguments": tool_call["function"]["arguments"],
+                       "status": "completed"})
+    return output
+
+
+def response_object(call: ResponseCall, output: list[dict], choice: Choice | None) -> dict:
+    """The ``response`` object; ``choice`` None while it is still being generated."""
+    body, request = call.body, call.request
+    if choice is None:
+        status, details, usage = "in_progress", None, None
+    elif choice.finish_reason == "length" and not any(i["type"] == "function_call" for i in output):
+        status, details = "incomplete", {"reason": "max_output_tokens"}
+    else:
+        status, details = "completed", None
+    if choice is not None:
+        usage = {"input_tokens": request.prompt_tokens, "input_tokens_details": {"cached_tokens": 0,
+                                                                                 "cache_write_tokens": 0},
+                 "output_tokens": choice.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": request.prompt_tokens + choice.completion_tokens}
+    text = body.get("text") or {}
+    return {
+        "id": call.id, "object": "response", "created_at": call.created_at, "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None, "background": False,
+        "error": None, "incomplete_details": details, "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"), "max_tool_calls": body.get("max_tool_calls"),
+        "model": request.model, "output": output, "parallel_tool_calls": call.parallel_tool_calls,
+        "previous_response_id": body.get("previous_response_id"), "reasoning": None,
+        "safety_identifier": body.get("safety_identifier"), "prompt_cache_key": body.get("prompt_cache_key"),
+        "service_tier": "default", "store": call.store, "temperature": _or(body.get("temperature"), 1.0),
+        "text": {"format": text.get("format") or {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": body.get("tool_choice") or "auto", "tools": call.tools,
+        "top_logprobs": body.get("top_logprobs") or 0, "top_p": _or(body.get("top_p"), 1.0), "truncation": "disabled",
+        "metadata": body.get("metadata") or {}, **({"usage": usage} if usage is not None else {}),
+        **({"user": body["user"]} if body.get("user") is not None else {}),
+    }

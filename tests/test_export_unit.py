@@ -1,0 +1,87 @@
+"""ftkit.local.export without training: refusals with clear messages, names, and the Q/K row order
+llama.cpp expects (checked against the GGUF file SmolLM2 ships in, written by llama.cpp's converter)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+MODEL = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture
+def home(tmp_path):
+    pytest.importorskip("torch")  # ftkit.local needs the 'local' extra
+    from ftkit.local.store import Store
+
+    store = Store(tmp_path / "home")
+    store.add_model(MODEL, kind="base", owned_by="system", source=MODEL)
+    return store.home
+
+
+def _export(*args: str):
+    return subprocess.run([sys.executable, "-m", "ftkit.local", "export", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_refusals_name_the_problem(home, tmp_path):
+    r = _export("ft:nope", "--format", "merged", "--out", str(tmp_path / "x"), "--home", str(home))
+    assert r.returncode == 2 and "no model 'ft:nope'" in r.stderr and "none yet" in r.stderr and "Traceback" not in r.stderr
+    r = _export(MODEL, "--format", "adapter", "--out", str(tmp_path / "x"), "--home", str(home))
+    assert r.returncode == 2 and "is a base model: it has no adapter" in r.stderr
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    r = _export(MODEL, "--format", "merged", "--out", str(busy), "--home", str(home))
+    assert r.returncode == 2 and "exists and is not empty" in r.stderr
+    assert (busy / "keep.txt").read_text() == "mine"  # nothing lost
+    r = _export(MODEL, "--format", "gguf", "--gguf-types", "q2_k", "--out", str(tmp_path / "y"), "--home", str(home))
+    assert r.returncode == 2 and "GGUF types must be among f32, f16, bf16, q8_0" in r.stderr
+    r = _export("ftckpt_abc", "--format", "adapter", "--out", str(tmp_path / "z"), "--home", str(home))
+    assert r.returncode == 2 and "no checkpoint ftckpt_abc" in r.stderr
+    r = _export(MODEL, "--format", "merged", "--out", str(tmp_path / "x"), "--home", str(tmp_path / "nothing"))
+    assert r.returncode == 2 and "holds no ftkit data" in r.stderr
+    assert not (tmp_path / "nothing").exists()  # a wrong --home is not created
+    r = _export(MODEL, "--format", "onnx", "--out", str(tmp_path / "x"), "--home", str(home))
+    assert r.returncode == 2 and "invalid choice: 'onnx'" in r.stderr
+
+
+def test_gguf_file_names_come_from_the_model_id():
+    pytest.importorskip("torch")
+    from ftkit.local.export import _gguf_name
+
+    assert _gguf_name("ft:SmolLM2-135M-Instruct:local:ticket-triage:z9gnzdmo") == \
+        "SmolLM2-135M-Instruct-ticket-triage-z9gnzdmo"
+    assert _gguf_name("ft:SmolLM2-135M-Instruct:local::ab12cd34:ckpt-step-20") == \
+        "SmolLM2-135M-Instruct-ab12cd34-ckpt-step-20"
+    assert _gguf_name("SmolLM2-135M-Instruct") == "SmolLM2-135M-Instruct"
+
+
+def test_qk_rows_are_reordered_as_llama_cpp_does_and_transformers_undoes():
+    """Our q/k permutation, applied to the Hugging Face weights ftkit serves, gives back the
+    tensors of the GGUF file llama.cpp's own converter wrote (up to its 4-bit rounding), and
+    transformers' GGUF loader turns it back into the Hugging Face order exactly."""
+    pytest.importorskip("torch")
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
+
+    from ftkit.local import models
+    from ftkit.local.export import _hf_to_gguf_qk
+
+    if models.find_gguf() is None or not models.is_cached():
+        pytest.skip("the SmolLM2 weights are not installed and dequantised here")
+    config = {"num_attention_heads": 9, "num_key_value_heads": 3}
+    source = {t.name: t for t in gguf.GGUFReader(str(models.find_gguf())).tensors}
+    with safe_open(str(models.cached_dir() / "model.safetensors"), "np") as f:
+        for layer in (0, 17):
+            for hf, gg, heads in (("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3)):
+                ours = _hf_to_gguf_qk(f.get_tensor(f"model.layers.{layer}.self_attn.{hf}.weight"), heads)
+                t = source[f"blk.{layer}.{gg}.weight"]
+                theirs = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ours.shape)
+                np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
+                back = LlamaTensorProcessor(config).process(ours, f"blk.{layer}.{gg}.weight").weights
+                np.testing.assert_array_equal(back, f.get_tensor(f"model.layers.{layer}.self_attn.{hf}.weight"))
