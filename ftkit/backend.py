@@ -6,6 +6,12 @@
 * Otherwise ftkit's local, OpenAI-compatible server: started in the background (or reused) and
   reached through the same SDK -- only ``base_url`` differs.
 
+Azure OpenAI is reached through its **v1 API** by default: the plain ``openai.OpenAI`` client
+with ``base_url=https://<resource>.openai.azure.com/openai/v1/`` and the Azure key as
+``api_key`` (Microsoft Learn, "Azure OpenAI API version lifecycle": opt-in since August 2025, no
+dated ``api-version``). Setting ``OPENAI_API_VERSION`` (e.g. ``2025-04-01-preview``) keeps the
+older route: ``openai.AzureOpenAI`` with that dated version.
+
 Keys are never printed, logged or stored by ftkit (the local server's own key excepted, which
 lives in its home directory with mode 0600).
 """
@@ -14,8 +20,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-__all__ = ["Backend", "backend_info", "backend_of", "client", "default_base_model"]
+__all__ = ["Backend", "azure_v1_base_url", "backend_info", "backend_of", "client", "default_base_model"]
 
 #: The base model each backend fine-tunes by default in the course. On the hosted platform this
 #: is gpt-4.1-mini: gpt-4.1-nano shut down on 2026-10-23 (see ftkit.catalog.availability).
@@ -26,11 +33,43 @@ DEFAULT_BASE_MODELS = {
 }
 
 
+#: Hosts of Azure OpenAI endpoints (a resource's own name goes in front).
+AZURE_HOSTS = (".openai.azure.com", ".services.ai.azure.com", ".cognitiveservices.azure.com")
+
+
+def azure_v1_base_url(endpoint: str) -> str:
+    """The v1 API address of an Azure OpenAI resource: ``https://<resource>.openai.azure.com``
+    becomes ``https://<resource>.openai.azure.com/openai/v1/`` (an endpoint given with
+    ``/openai`` or ``/openai/v1`` already is completed, not doubled).
+
+    Taught in notebooks/00_setup.ipynb.
+    """
+    url = endpoint.strip().rstrip("/")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"AZURE_OPENAI_ENDPOINT must be a URL such as https://<resource>.openai.azure.com, got {endpoint!r}")
+    for tail in ("/openai/v1", "/openai"):
+        if url.endswith(tail):
+            url = url[: -len(tail)]
+            break
+    return f"{url}/openai/v1/"
+
+
+def _is_azure(url: str) -> bool:
+    return (urlsplit(url).hostname or "").endswith(AZURE_HOSTS)
+
+
+def _azure_api_version() -> str | None:
+    """The dated ``api-version`` to use with ``AzureOpenAI``, or None for the v1 API."""
+    version = os.environ.get("OPENAI_API_VERSION", "").strip()
+    return None if version.lower() in ("", "v1") else version
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str  # "local", "openai" or "azure"
     reason: str
     base_url: str | None = None
+    api_version: str | None = None  # Azure's dated api-version when that route is used; None = v1 API
 
     @property
     def paid(self) -> bool:
@@ -59,12 +98,19 @@ def backend_info() -> Backend:
         if not has_openai:
             raise RuntimeError("FTKIT_BACKEND=openai but OPENAI_API_KEY is not set")
         why = "FTKIT_BACKEND=openai" if chosen else "OPENAI_API_KEY is set"
-        return Backend("openai", why, os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1")
+        url = os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        if _is_azure(url):  # Azure's v1 API also works through the SDK's own variables
+            return Backend("azure", f"{why} and OPENAI_BASE_URL is an Azure OpenAI endpoint; v1 API", url)
+        return Backend("openai", why, url)
     if chosen == "azure" or (not chosen and has_azure):
         if not has_azure:
             raise RuntimeError("FTKIT_BACKEND=azure needs AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT")
         why = "FTKIT_BACKEND=azure" if chosen else "AZURE_OPENAI_API_KEY and AZURE_OPENAI_ENDPOINT are set"
-        return Backend("azure", why, os.environ["AZURE_OPENAI_ENDPOINT"])
+        version = _azure_api_version()
+        if version:
+            return Backend("azure", f"{why}; dated API version {version} (OPENAI_API_VERSION)",
+                           os.environ["AZURE_OPENAI_ENDPOINT"], api_version=version)
+        return Backend("azure", f"{why}; v1 API", azure_v1_base_url(os.environ["AZURE_OPENAI_ENDPOINT"]))
     return Backend("local", "no OPENAI_API_KEY or Azure OpenAI settings; set one to use a hosted platform")
 
 
@@ -77,8 +123,10 @@ def client(*, verbose: bool = True, home=None, **kwargs):
     """An ``openai.OpenAI`` client for the active backend (see the module docstring).
 
     For the local backend this starts the server in the background if it is not running (the
-    first start also prepares the model's weights, ~20 s once). Extra keyword arguments go to the
-    client's constructor (``timeout``, ``max_retries`` ...).
+    first start also prepares the model's weights, ~20 s once). For Azure it is a plain
+    ``openai.OpenAI`` client on the resource's v1 API, or an ``openai.AzureOpenAI`` client when
+    ``OPENAI_API_VERSION`` names a dated version. Extra keyword arguments go to the client's
+    constructor (``timeout``, ``max_retries`` ...).
 
     Taught in notebooks/00_setup.ipynb.
     """
@@ -88,8 +136,12 @@ def client(*, verbose: bool = True, home=None, **kwargs):
     if info.name == "openai":
         c = openai.OpenAI(**kwargs)
     elif info.name == "azure":
-        version = os.environ.get("OPENAI_API_VERSION", "2025-04-01-preview")
-        c = openai.AzureOpenAI(api_version=version, **kwargs)
+        if info.api_version:  # the older route, for code and deployments that still use a dated version
+            c = openai.AzureOpenAI(api_version=info.api_version, **kwargs)
+        else:  # the v1 API: the plain client, only base_url and the key differ
+            kwargs.setdefault("base_url", info.base_url)
+            kwargs.setdefault("api_key", os.environ.get("AZURE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+            c = openai.OpenAI(**kwargs)
     else:
         from .local.control import api_key, ensure_server, home_dir
 
@@ -112,6 +164,8 @@ def backend_of(c) -> Backend:
     url = str(getattr(c, "base_url", ""))
     if isinstance(c, openai.AzureOpenAI):
         return Backend("azure", "an AzureOpenAI client", url)
+    if _is_azure(url):
+        return Backend("azure", "the client points at an Azure OpenAI endpoint", url)
     if "api.openai.com" in url:
         return Backend("openai", "the client points at api.openai.com", url)
     return Backend("local", "the client points at a non-OpenAI URL", url)

@@ -264,24 +264,35 @@ def approaches():
 
 
 #: Dated events in OpenAI's fine-tuning offering. ``confirmed``: "yes" = checked against the
-#: source (or a verbatim copy of it) when this was written; "partly" = part of the claim checked,
-#: see ``note``; "secondary" = only reports by others were found.
+#: source (or a verbatim copy or translation of it) when this was written; "partly" = part of the
+#: claim checked, see ``note``; "secondary" = only reports by others were found.
+LAUNCH_POST = "https://openai.com/index/gpt-3-5-turbo-fine-tuning-and-api-updates/"
+APRIL_2024_POST = ("https://openai.com/index/introducing-improvements-to-the-fine-tuning-api-and-expanding-our-"
+                   "custom-models-program/")
+DEPRECATIONS = "https://developers.openai.com/api/docs/deprecations"
 TIMELINE = [
     {"date": "2023-08-22", "event": "GPT-3.5 Turbo fine-tuning launches",
      "detail": "supervised fine-tuning of gpt-3.5-turbo with 4K tokens per example ('double our previous "
-               "fine-tuned models'); early testers cut prompt size by up to 90%; babbage-002 and davinci-002 "
+               "fine-tuned models'); early testers cut prompt size by up to 90%; training data passes through "
+               "the Moderation API and a GPT-4-powered moderation system; data sent in and out of the fine-tuning "
+               "API stays the customer's and is not used to train other models; babbage-002 and davinci-002 "
                "offered as the new fine-tunable base models",
-     "source": "https://openai.com/index/gpt-3-5-turbo-fine-tuning-and-api-updates/", "confirmed": "partly",
-     "note": "4K and 'up to 90%' read in the post; babbage-002/davinci-002 as replacements confirmed only via "
-             "OpenAI's July 2023 deprecation notice (translated copy), not in this post's text we could read"},
+     "source": LAUNCH_POST, "confirmed": "yes",
+     "note": "OpenAI, 'GPT-3.5 Turbo fine-tuning and API updates'; read in a summary and a translation of the post"},
+    {"date": "2024-01-04", "event": "Original GPT-3 base models shut down",
+     "detail": "ada, babbage, curie and davinci -- the models of the first fine-tuning API -- are turned off; "
+               "babbage-002 and davinci-002 replace them as fine-tunable base models",
+     "source": LAUNCH_POST, "confirmed": "yes",
+     "note": "the date as announced in the launch post (read in a translation); also on the deprecations page"},
     {"date": "2024-04-04", "event": "Fine-tuning API improvements",
-     "detail": "epoch-based checkpoints, full-validation-set metrics, a comparative playground, "
-               "third-party integrations (Weights & Biases first), hyperparameters in the dashboard; "
-               "assisted fine-tuning in the Custom Models program",
-     "source": "https://openai.com/index/introducing-improvements-to-the-fine-tuning-api-and-expanding-our-custom-models-program/",
-     "confirmed": "partly",
-     "note": "post title and Custom Models part read in a copy; checkpoints with full_valid_loss and the wandb "
-             "integration confirmed in the API reference; the exact day and the feature list not re-read"},
+     "detail": "epoch-based checkpoints, full-validation-set metrics, a side-by-side comparative playground, "
+               "third-party integrations (Weights & Biases first), hyperparameters configurable in the dashboard, "
+               "dashboard improvements; in the Custom Models program, assisted fine-tuning (including PEFT methods) "
+               "and custom-trained models",
+     "source": APRIL_2024_POST, "confirmed": "yes",
+     "note": "OpenAI, 'Introducing improvements to the fine-tuning API and expanding our custom models program'; "
+             "read in a translation of the post; checkpoints with full_valid_loss and the wandb integration are "
+             "also in the API reference"},
     {"date": "2024-08-12", "event": "Indeed case study",
      "detail": "a fine-tuned smaller GPT model matched their few-shot results 'with 60% fewer tokens'",
      "source": "https://openai.com/index/indeed/", "confirmed": "yes", "note": ""},
@@ -296,20 +307,25 @@ TIMELINE = [
     {"date": "2026-05-07", "event": "Self-serve fine-tuning wind-down announced",
      "detail": "developers notified; organisations that had never fine-tuned can no longer start jobs; "
                "inference on fine-tuned models continues until their base model is retired",
-     "source": "https://developers.openai.com/api/docs/deprecations", "confirmed": "partly",
+     "source": DEPRECATIONS, "confirmed": "partly",
      "note": "the notice and its date are on the deprecations page; the per-group rules from reports of it"},
     {"date": "2026-07-02", "event": "Inactive organisations lose new jobs",
      "detail": "no new jobs for organisations without fine-tuned-model inference in the previous 60 days",
-     "source": "https://developers.openai.com/api/docs/deprecations", "confirmed": "secondary",
+     "source": DEPRECATIONS, "confirmed": "secondary",
      "note": "from reports citing the deprecations page"},
+    {"date": "2026-10-23", "event": "o4-mini and gpt-4.1-nano shut down",
+     "detail": "the base models and their fine-tunes stop answering; reinforcement fine-tuning (o4-mini) ends",
+     "source": DEPRECATIONS, "confirmed": "partly",
+     "note": "both dates as ftkit's catalog records them from the deprecations page (gpt-4.1-nano: notice of "
+             "2026-04-22); not re-read for this table"},
     {"date": "2027-01-06", "event": "Last day for new fine-tuning jobs",
      "detail": "existing customers can no longer create fine-tuning jobs after this date",
-     "source": "https://developers.openai.com/api/docs/deprecations", "confirmed": "secondary",
+     "source": DEPRECATIONS, "confirmed": "secondary",
      "note": "from several reports citing the deprecations page and OpenAI's email"},
     {"date": "2027-01-14", "event": "GPT-4o / 4o-mini / 4.1 / 4.1-mini snapshots shut down",
      "detail": "gpt-4o-2024-08-06, gpt-4o-2024-11-20, gpt-4o-mini-2024-07-18, gpt-4.1(-mini)-2025-04-14 and "
                "the fine-tuned models built on them",
-     "source": "https://developers.openai.com/api/docs/deprecations", "confirmed": "secondary",
+     "source": DEPRECATIONS, "confirmed": "secondary",
      "note": "from a mirror of the deprecations page (announced 2026-10-14) and reports"},
 ]
 
@@ -325,17 +341,16 @@ def timeline():
 
 #: Published figures about shorter prompts, exactly as stated, with where they come from.
 CASE_FIGURES = [
-    {"who": "early testers (GPT-3.5 Turbo fine-tuning)", "figure": "prompt size reduced by up to 90%",
+    {"who": "OpenAI's early testers (GPT-3.5 Turbo fine-tuning)", "figure": "prompt size reduced by up to 90%",
      "what": "fine-tuning instructions into the model instead of the prompt", "date": "2023-08-22",
-     "source": "https://openai.com/index/gpt-3-5-turbo-fine-tuning-and-api-updates/", "confirmed": "yes"},
+     "source": LAUNCH_POST, "confirmed": "yes"},
+    {"who": "Indeed", "figure": "prompt tokens reduced by 80%; from under 1 million to about 20 million messages a month",
+     "what": "fine-tuned GPT-3.5 Turbo for the job recommendations it sends job seekers",
+     "date": "2024-04-04",
+     "source": APRIL_2024_POST, "confirmed": "yes"},
     {"who": "Indeed", "figure": "60% fewer tokens, similar results",
      "what": "a fine-tuned smaller GPT model replacing few-shot prompting for job-match explanations",
      "date": "2024-08-12", "source": "https://openai.com/index/indeed/", "confirmed": "yes"},
-    {"who": "Indeed", "figure": "prompt tokens reduced by 80%",
-     "what": "fine-tuned GPT-3.5 Turbo for 'Invite to Apply' messages (as recalled from OpenAI's April 2024 post)",
-     "date": "2024-04-04",
-     "source": "https://openai.com/index/introducing-improvements-to-the-fine-tuning-api-and-expanding-our-custom-models-program/",
-     "confirmed": "no"},
 ]
 
 

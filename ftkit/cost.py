@@ -18,10 +18,11 @@ prompt (the instructions and examples are in its weights). :func:`break_even` sa
 cheaper, by how much per month, how short the fine-tuned prompt must be for parity, and how
 many months the saving takes to pay back the training.
 
-The course's seeds, reproduced here: at GPT-3.5 Turbo's launch prices (August 2023), a
-100,000-token file trained for 3 epochs costs 300,000 x $8 / 1M = **$2.40**; fine-tuned input
-cost $12 / 1M against the base model's $1.50 / 1M, **8x**, so the fine-tuned prompt had to be
-1 - 1/8 = **87.5%** shorter to break even ("about 90%") -- more once output tokens, also 8x
+The launch figures, reproduced here (OpenAI, "GPT-3.5 Turbo fine-tuning and API updates",
+2023-08-22): at GPT-3.5 Turbo's launch prices a 100,000-token file trained for 3 epochs costs
+300,000 x $8 / 1M = **$2.40**; fine-tuned input cost $12 / 1M against the base model's $1.50 / 1M,
+**8x**, so the fine-tuned prompt had to be 1 - 1/8 = **87.5%** shorter to break even -- about the
+"up to 90%" the post reported for its early testers -- and more once output tokens, also 8x
 dearer, are counted.
 
 The local backend has no price: its cost is CPU time (:func:`local_run_cost`).

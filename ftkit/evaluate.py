@@ -38,6 +38,7 @@ assistant message), ``example`` the whole example dict.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import html
 import json
 import math
@@ -60,6 +61,7 @@ __all__ = [
     "evaluate",
     "exact_match",
     "f1_by_label",
+    "full_text",
     "is_retryable",
     "load_examples",
     "macro_f1",
@@ -884,6 +886,8 @@ class Evaluation:
     def summary(self):
         """One row per configuration: quality, tokens, latency and time.
 
+        ``errors`` counts failed requests and ``cut_off`` the answers that stopped at ``max_tokens``
+        (``finish_reason == "length"``: too long to judge, whatever they would have said);
         ``exact``, ``valid_json`` and ``<field>`` (accuracy) are shares of all examples;
         ``prompt_tokens``/``completion_tokens`` are means from ``usage``; ``latency_s`` is the mean
         time per request (under the run's concurrency), ``latency_p90_s`` its 90th percentile;
@@ -893,6 +897,8 @@ class Evaluation:
 
         g = self.results.groupby("config", sort=False)
         table = pd.DataFrame({"n": g.size(), "errors": g["error"].apply(lambda s: int(s.notna().sum()))})
+        # Answers that stopped at max_tokens: wrong because cut off, not (only) because mistaken.
+        table["cut_off"] = g["finish_reason"].apply(lambda s: int((s == "length").sum()))
         table["exact"] = g["exact"].mean()
         if "valid_json" in self.results:
             table["valid_json"] = g["valid_json"].mean()
@@ -975,9 +981,16 @@ class Evaluation:
 
     # -- answers side by side ---------------------------------------------------------------------
 
-    def side_by_side(self, configs: Sequence[str] | None = None, *, input_chars: int | None = 160):
+    def side_by_side(self, configs: Sequence[str] | None = None, *, input_chars: int | None = 160,
+                     mark_cut_off: bool = True):
         """One row per example: its input (the last user message), the reference, and each
-        configuration's answer (``None`` when the request failed)."""
+        configuration's answer (``None`` when the request failed), every answer in full.
+
+        An answer that stopped at ``max_tokens`` ends with :data:`CUT_OFF_MARK` when
+        ``mark_cut_off``: a cut-off answer is wrong for a different reason than a mistaken one.
+        The table shows every cell in full, wrapped (see :func:`full_text`); ``input_chars``
+        shortens only the input column.
+        """
         import pandas as pd
 
         names = list(configs or self.names)
@@ -991,9 +1004,14 @@ class Evaluation:
         first = self.of(names[0])
         frame = pd.DataFrame({"input": pd.Series(inputs), "reference": first["reference"]})
         for name in names:
-            frame[name] = self.of(name)["prediction"]
+            rows = self.of(name)
+            answers = rows["prediction"]
+            if mark_cut_off:
+                cut = rows["finish_reason"].eq("length") & answers.notna()
+                answers = answers.where(~cut, answers.astype(str) + CUT_OFF_MARK)
+            frame[name] = answers
         frame.index.name = "id"
-        return frame
+        return full_text(frame)
 
     def _key(self, prediction) -> str:
         parsed = parse_json(prediction)
@@ -1006,11 +1024,14 @@ class Evaluation:
         """The examples on which the configurations answered differently (JSON compared as
         objects, text without case and spacing), side by side, with a ``right`` column naming the
         configurations whose answer was right by the score column ``by`` (``exact``, or a scorer's
-        column such as ``correct``)."""
+        column such as ``correct``). Answers cut off at ``max_tokens`` are marked as in
+        :meth:`side_by_side`; they are compared as the model wrote them."""
         names = list(configs or self.names)
         frame = self.side_by_side(names, input_chars=input_chars)
-        keys = frame[names].apply(lambda col: col.map(self._key))
-        differ = keys.nunique(axis=1) > 1
+        keys = {name: self.of(name)["prediction"].reindex(frame.index).map(self._key) for name in names}
+        import pandas as pd
+
+        differ = pd.DataFrame(keys).nunique(axis=1) > 1
         out = frame[differ].copy()
         right = {n: self.of(n)[by] for n in names}
         out["right"] = [", ".join(n for n in names if bool(right[n].get(i, False))) or "none" for i in out.index]
@@ -1085,6 +1106,58 @@ class Evaluation:
 
 
 # ---------------------------------------------------------------------------------------------
+# Tables of answers, shown in full
+
+#: Appended by :meth:`Evaluation.side_by_side` to an answer that stopped at ``max_tokens``.
+CUT_OFF_MARK = " ⟨cut off: max_tokens⟩"
+
+_FULL_TEXT_CSS = ("<style>.ftkit-full-text td, .ftkit-full-text th {white-space: pre-wrap; text-align: left; "
+                  "vertical-align: top; max-width: 38em; overflow-wrap: anywhere}</style>")
+
+
+@functools.cache
+def _full_text_class():
+    import pandas as pd
+
+    class FullTextFrame(pd.DataFrame):
+        """A DataFrame that displays every cell in full (wrapped in HTML) instead of cutting text
+        at pandas' ``display.max_colwidth`` (50 characters): a JSON answer cut there loses its
+        last field. Operations that return a frame (``head``, ``drop``, selection) keep it."""
+
+        @property
+        def _constructor(self):
+            return FullTextFrame
+
+        def _repr_html_(self):
+            with pd.option_context("display.max_colwidth", None):
+                table = super()._repr_html_()
+            return None if table is None else f"<div class='ftkit-full-text'>{_FULL_TEXT_CSS}{table}</div>"
+
+        def __repr__(self) -> str:
+            with pd.option_context("display.max_colwidth", None):
+                return super().__repr__()
+
+        def to_string(self, *args, **kwargs) -> str:
+            kwargs.setdefault("max_colwidth", None)
+            return super().to_string(*args, **kwargs)
+
+    return FullTextFrame
+
+
+def full_text(frame):
+    """``frame`` as a table that shows every cell in full, wrapped, in a notebook and as text.
+
+    pandas cuts each cell at ``display.max_colwidth`` (50 characters by default), which hides the
+    end of an answer -- for the course's JSON answers, the last field. This changes nothing in
+    the data and no global pandas option: the returned frame (a DataFrame) displays differently.
+    :meth:`Evaluation.side_by_side` and :meth:`Evaluation.disagreements` already return one.
+
+    Taught in notebooks/04_job_lifecycle.ipynb and notebooks/05_evaluation.ipynb.
+    """
+    return _full_text_class()(frame)
+
+
+# ---------------------------------------------------------------------------------------------
 # The disagreement viewer
 
 
@@ -1120,9 +1193,12 @@ class DisagreementViewer:
         cells = []
         for name in self.configs:
             answer = row[name]
-            right = bool(self.evaluation.of(name)[self.by].get(example_id, False))
+            rows = self.evaluation.of(name)
+            right = bool(rows[self.by].get(example_id, False))
             colour = "#1a7f37" if right else "#cf222e"
             mark = "right" if right else "wrong"
+            if rows["finish_reason"].get(example_id) == "length":
+                mark += ", cut off at max_tokens"
             text = "(request failed)" if answer is None else answer
             cells.append(f"<tr><td><b>{html.escape(name)}</b></td><td style='color:{colour}'>{mark}</td>"
                          f"<td><code>{html.escape(str(text))}</code></td></tr>")

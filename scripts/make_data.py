@@ -11,6 +11,8 @@ What it writes:
 * tickets/tickets.csv          400 support tickets (id, subject, body, category, urgency,
                                product, split) -- the course's running example
 * tickets/{train,validation,test}.jsonl  the same tickets as chat examples (short system prompt)
+* tickets/test_ood.csv, test_ood.jsonl  100 out-of-distribution test tickets, written from
+                               templates, phrasings and product mentions the 400 never use
 * tickets/prompts.json         the short and long system prompts, the labels, few-shot ids
 * tickets/tricky.json          the ids of the deliberately ambiguous tickets, and why
 * tone/train.jsonl             house-style rewrites (some multi-turn, with weight 0/1)
@@ -22,7 +24,9 @@ What it writes:
 * README.md                    the data card (with the statistics of this run)
 
 The generator checks its own output: no duplicates or near-duplicates among the tickets, no
-leakage across splits, and every file except the broken one passes ftkit.data.validate.
+leakage across splits (the out-of-distribution set included), far less wording shared with the
+training tickets in the out-of-distribution set than in the in-distribution test split, and every
+file except the broken one passes ftkit.data.validate.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import random
 import re
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -111,8 +116,18 @@ FIRMWARES = ["2.8.1", "2.9.0", "3.0.2", "3.1.0"]
 WEB_PAGES = ["Automations", "Energy report", "Devices", "Activity log", "Members", "Billing", "Scenes"]
 
 
-def fill(template: str, rng: random.Random, chosen: dict[str, str] | None = None) -> str:
-    """Replace each {slot} in the template by a random value.
+# The slots filled by picking one value from a list (the others are made up below).
+SLOT_VALUES = {
+    "plan": PLANS, "amount": AMOUNTS, "phone": PHONES, "os": OSES, "browser": BROWSERS,
+    "endpoint": ENDPOINTS, "status": STATUS_CODES, "sdk": SDKS, "device": DEVICES,
+    "device2": DEVICES, "courier": COURIERS, "city": CITIES, "weekday": WEEKDAYS,
+    "version": VERSIONS, "firmware": FIRMWARES, "page": WEB_PAGES, "first": FIRST,
+}
+
+
+def fill(template: str, rng: random.Random, chosen: dict[str, str] | None = None,
+         values: dict[str, list[str]] = SLOT_VALUES) -> str:
+    """Replace each {slot} in the template by a random value (from ``values`` where it has the slot).
 
     A slot used twice gets the same value; pass the same ``chosen`` dict to several calls so
     the sentences of one ticket agree (one plan, one order number).
@@ -121,24 +136,18 @@ def fill(template: str, rng: random.Random, chosen: dict[str, str] | None = None
 
     def value(slot: str) -> str:
         if slot not in chosen:
-            chosen[slot] = _slot(slot, rng)
+            chosen[slot] = _slot(slot, rng, values)
             if slot == "device2":  # "my plug and my plug" reads wrong
                 while chosen["device2"] == chosen.get("device"):
-                    chosen["device2"] = _slot(slot, rng)
+                    chosen["device2"] = _slot(slot, rng, values)
         return chosen[slot]
 
     return re.sub(r"\{(\w+)\}", lambda m: value(m.group(1)), template)
 
 
-def _slot(slot: str, rng: random.Random) -> str:
-    simple = {
-        "plan": PLANS, "amount": AMOUNTS, "phone": PHONES, "os": OSES, "browser": BROWSERS,
-        "endpoint": ENDPOINTS, "status": STATUS_CODES, "sdk": SDKS, "device": DEVICES,
-        "device2": DEVICES, "courier": COURIERS, "city": CITIES, "weekday": WEEKDAYS,
-        "version": VERSIONS, "firmware": FIRMWARES, "page": WEB_PAGES, "first": FIRST,
-    }
-    if slot in simple:
-        return rng.choice(simple[slot])
+def _slot(slot: str, rng: random.Random, values: dict[str, list[str]] = SLOT_VALUES) -> str:
+    if slot in values:
+        return rng.choice(values[slot])
     if slot == "order":
         return f"LH-{rng.randint(100000, 999999)}"
     if slot == "invoice":
@@ -618,37 +627,70 @@ def typo(text: str, rng: random.Random) -> str:
     return " ".join(words)
 
 
-def make_ticket(spec: dict, rng: random.Random) -> tuple[str, str, bool]:
-    """(subject, body, clean) for a templated ticket with the given labels.
+@dataclass(frozen=True)
+class TicketStyle:
+    """Everything that decides how a templated ticket reads: its problem templates per (category,
+    product), the slot values, the optional detail sentences, the urgency cues, the greetings and
+    sign-offs. The training tickets and the out-of-distribution test tickets share the labels and
+    the way a ticket is put together, and nothing of their wording."""
+
+    templates: dict[tuple[str, str], list[tuple[str, str]]]
+    slot_values: dict[str, list[str]]
+    details: dict
+    urgency_cues: dict[str, list[str]]
+    high_context: dict[tuple[str, str], list[str]]
+    urgent_prefixes: list[str]
+    vague_subjects: list[str]
+    openings: list[str]
+    inline_openings: list[str]
+    closings: list[str]
+    first_names: list[str]
+    last_names: list[str]
+    high_cue_rate: float = 0.95  # share of high-urgency tickets that say why (or that it is urgent)
+    low_cue_rate: float = 0.85  # share of low-urgency tickets that say there is no hurry
+
+
+TRAINING_STYLE = TicketStyle(
+    templates=T, slot_values=SLOT_VALUES, details=DETAILS, urgency_cues=URGENCY_CUES, high_context=HIGH_CONTEXT,
+    urgent_prefixes=["URGENT: ", "Urgent - ", "[urgent] ", ""], vague_subjects=VAGUE_SUBJECTS, openings=OPENINGS,
+    inline_openings=INLINE_OPENINGS, closings=CLOSINGS, first_names=FIRST, last_names=LAST,
+)
+
+
+def make_ticket(spec: dict, rng: random.Random, style: TicketStyle = TRAINING_STYLE,
+                template: tuple[str, str] | None = None) -> tuple[str, str, bool]:
+    """(subject, body, clean) for a templated ticket with the given labels, written in ``style``
+    (from ``template`` if given, else from a random template of the ticket's category and product).
 
     ``clean``: no typo, normal case and a specific subject -- a good few-shot example.
     """
     clean = True
     category, urgency, product = spec["category"], spec["urgency"], spec["product"]
-    subjects, body = rng.choice(T[category, product])
+    subjects, body = template or rng.choice(style.templates[category, product])
     if rng.random() < 0.1:
-        subject, clean = rng.choice(VAGUE_SUBJECTS), False
+        subject, clean = rng.choice(style.vague_subjects), False
     else:
         subject = rng.choice(subjects.split("|"))
     # Fill subject and body together so they mention the same order, device, endpoint ...
     slots: dict[str, str] = {}
-    subject, first_sentence = fill(subject, rng, slots), fill(body, rng, slots)
+    values = style.slot_values
+    subject, first_sentence = fill(subject, rng, slots, values), fill(body, rng, slots, values)
     sentences = [first_sentence]
     if rng.random() < 0.45:
-        details = DETAILS[category] + DETAILS.get((category, product), [])
-        sentences.append(fill(rng.choice(details), rng, slots))
+        details = style.details[category] + style.details.get((category, product), [])
+        sentences.append(fill(rng.choice(details), rng, slots, values))
     if urgency == "high":
-        context = HIGH_CONTEXT.get((category, product), []) + HIGH_CONTEXT.get((category, "*"), [])
-        pool = context if context and rng.random() < 0.6 else URGENCY_CUES["high"]
-        if rng.random() < 0.95:
-            sentences.append(fill(rng.choice(pool), rng, slots))
+        context = style.high_context.get((category, product), []) + style.high_context.get((category, "*"), [])
+        pool = context if context and rng.random() < 0.6 else style.urgency_cues["high"]
+        if rng.random() < style.high_cue_rate:
+            sentences.append(fill(rng.choice(pool), rng, slots, values))
         if rng.random() < 0.3:
-            subject = rng.choice(["URGENT: ", "Urgent - ", "[urgent] ", ""]) + subject
+            subject = rng.choice(style.urgent_prefixes) + subject
     elif urgency == "low":
-        if rng.random() < 0.85:
-            sentences.append(rng.choice(URGENCY_CUES["low"]))
+        if rng.random() < style.low_cue_rate:
+            sentences.append(rng.choice(style.urgency_cues["low"]))
     elif rng.random() < 0.5:
-        sentences.append(rng.choice(URGENCY_CUES["medium"]))
+        sentences.append(rng.choice(style.urgency_cues["medium"]))
     if len(sentences) > 1 and rng.random() < 0.25:
         # Some people lead with the urgency or the context.
         sentences.insert(0, sentences.pop())
@@ -657,12 +699,12 @@ def make_ticket(spec: dict, rng: random.Random) -> tuple[str, str, bool]:
         body, clean = typo(body, rng), False
     if rng.random() < 0.05:
         body, clean = body.lower(), False  # written in a hurry
-    first, last = rng.choice(FIRST), rng.choice(LAST)
-    closing = rng.choice(CLOSINGS).format(first=first, last=last)
+    first, last = rng.choice(style.first_names), rng.choice(style.last_names)
+    closing = rng.choice(style.closings).format(first=first, last=last)
     if rng.random() < 0.35:  # greeting and sign-off on lines of their own
-        sep, opening = "\n", rng.choice(OPENINGS)
+        sep, opening = "\n", rng.choice(style.openings)
     else:  # one paragraph
-        sep, opening = " ", rng.choice(INLINE_OPENINGS)
+        sep, opening = " ", rng.choice(style.inline_openings)
     parts = [p for p in (opening, body, closing) if p]
     return subject, sep.join(parts), clean
 
@@ -695,6 +737,444 @@ def generate_tickets(rng: random.Random, max_similarity: float = 0.5) -> pd.Data
             "category": spec["category"], "urgency": spec["urgency"], "product": spec["product"],
             "tricky": spec["tricky"][5] if spec["tricky"] else "", "clean": clean,
         })
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# The out-of-distribution test set: tickets written for it alone
+#
+# The in-distribution test split above is honest about leakage (no ticket appears twice) but
+# not about templates: its tickets are new fillings of the same ~110 problem templates, cues,
+# greetings and sign-offs as the training tickets, so a model can score well by recognising
+# them. These 100 tickets share only the labels, the answer format and the company with the
+# training data: every problem template, product mention, urgency cue, detail sentence,
+# greeting, sign-off, name and slot value below was written for this set and is used nowhere
+# else. Products are named the way the training tickets never name them ("the iOS application",
+# "the web portal", "the REST interface", new devices such as a smoke alarm or a smart lock), and
+# some tickets mention a second product in passing. scripts/make_data.py checks the result
+# against the training tickets (word 3-gram overlap, nearest neighbour) and the data card
+# reports both test sets' figures.
+
+OOD_SIZE = 100
+OOD_MAX_SIMILARITY_TO_SEEN = 0.3  # word-3-gram Jaccard to any of the 400 tickets; redrawn above
+OOD_PRODUCT_COUNTS = {
+    "billing": {"mobile_app": 5, "web_app": 5, "api": 5, "hardware": 5},
+    "technical": {"mobile_app": 5, "web_app": 5, "api": 5, "hardware": 5},
+    "account": {"mobile_app": 5, "web_app": 5, "api": 5, "hardware": 5},
+    "shipping": {"hardware": 20},
+    "feature_request": {"mobile_app": 5, "web_app": 5, "api": 5, "hardware": 5},
+}
+OOD_URGENCY_COUNTS = {
+    "billing": {"low": 6, "medium": 7, "high": 7},
+    "technical": {"low": 5, "medium": 7, "high": 8},
+    "account": {"low": 6, "medium": 7, "high": 7},
+    "shipping": {"low": 6, "medium": 8, "high": 6},
+    "feature_request": {"low": 10, "medium": 7, "high": 3},
+}
+
+OOD_SLOT_VALUES = {
+    "plan": PLANS,  # the company's plan names are the same everywhere
+    "amount": ["$7.99", "$12.50", "$39.00", "$59.00", "$99.00", "$189.00", "$310.00"],
+    "phone": ["Moto G84", "Xperia 10 V", "Fairphone 5", "Redmi Note 13", "iPhone SE", "Nothing Phone 2"],
+    "android": ["Moto G84", "Xperia 10 V", "Fairphone 5", "Redmi Note 13", "Nothing Phone 2"],
+    "iphone": ["iPhone SE", "iPhone 12 mini"],
+    "os": ["Android 13", "Android 14"],  # only after an Android phone
+    "browser": ["Opera", "Vivaldi", "Arc", "Chromium"],
+    "endpoint": ["/v3/rooms", "/v2/schedules", "/v2/alerts", "/v2/users", "/v3/sensors", "/v2/firmware"],
+    "sdk": ["Ruby gem 0.9.4", ".NET client 1.2.0", "Rust crate 0.3.1", "PHP library 2.0.1"],
+    "device": ["smoke alarm", "smart lock", "window contact", "siren", "range extender", "water valve",
+               "keypad", "floodlight camera", "glass-break detector", "temperature probe"],
+    "device2": ["smoke alarm", "smart lock", "window contact", "siren", "range extender", "keypad"],
+    "courier": ["Evri", "Chronopost", "Correos", "Canada Post", "InPost", "Poste Italiane", "Australia Post"],
+    "city": ["Bergen", "Ghent", "Tallinn", "Valencia", "Boise", "Halifax", "Adelaide", "Kyoto", "Bilbao", "Krakow"],
+    "weekday": ["Saturday", "Sunday", "Wednesday"],
+    "version": ["5.0.1", "5.1.0", "4.9.8"],
+    "firmware": ["4.0.0", "4.1.3", "3.9.9"],
+    "home": ["cottage", "apartment", "workshop", "bakery", "clinic", "warehouse"],
+}
+
+# (subjects separated by "|", body) per (category, product). Each ticket of a group uses a
+# different template while the group has unused ones.
+OOD_TEMPLATES: dict[tuple[str, str], list[tuple[str, str]]] = {}
+OOD_TEMPLATES["billing", "mobile_app"] = [
+    ("Google Play billed me for a tier I never chose|Mystery Play Store payment",
+     "Google Play took {amount} for a {plan} upgrade that I never picked in the Android application."),
+    ("Family tier price on iOS looks off|Odd price in the iOS application",
+     "The iOS application lists the Family tier at one price, yet Apple took {amount} from my account this morning."),
+    ("Accidental tap cost me money|Tapped upgrade by accident",
+     "My son pressed the upgrade button in the phone application and we paid {amount}; can that be reversed?"),
+    ("Trial converted after a week|Free trial cut short",
+     "The 30-day trial I started from the smartphone application turned into a paid subscription after only seven days."),
+    ("Receipt missing for purchase on my phone|No receipt after upgrading",
+     "After paying for {plan} through the mobile application I never got a receipt, and expenses needs one."),
+    ("Ended via Apple ID, renewed anyway|Renewal despite ending it",
+     "I ended the subscription under Apple ID settings on my {iphone}, yet the phone application renewed it for {amount}."),
+]
+OOD_TEMPLATES["billing", "web_app"] = [
+    ("Receipts show our old company name|Old name on receipts",
+     "Receipts downloaded from the web portal still carry our former company name although we renamed it online."),
+    ("SEPA debit failed twice|Direct debit trouble",
+     "Our SEPA direct debit failed twice according to the portal at lumenhive.com, but the bank says it saw no request."),
+    ("Prorated line I cannot explain|Confusing proration",
+     "When I switched tiers on the site's account pages, a prorated line of {amount} appeared that nobody here understands."),
+    ("Promo code refused at online checkout|Coupon not eligible",
+     "The promo code from your newsletter is refused at checkout on lumenhive.com with the words 'not eligible'."),
+    ("Move to annual payment|Yearly instead of monthly",
+     "Can I move from monthly to annual payment in the browser version, and would the {amount} already paid be credited?"),
+    ("Sales tax added twice|Tax appears two times",
+     "The statement I opened in {browser} shows sales tax added twice on the {plan} line."),
+]
+OOD_TEMPLATES["billing", "api"] = [
+    ("Sandbox traffic shows as billable|Charged for test calls",
+     "Requests we sent to the sandbox environment of the REST interface appear as billable on this month's statement."),
+    ("Price of a larger daily quota|Cost of more requests",
+     "What does a larger daily request quota on the developer platform cost? We expect about {n} times today's traffic."),
+    ("Metered calls disagree with our gateway|Usage count too high",
+     "The metered usage report for our integration counts roughly {pct}% more HTTP calls than our own gateway logs."),
+    ("Platform fee after retiring integration|Still paying for a retired client",
+     "We revoked every developer credential of our old integration last quarter, but the platform fee of {amount} keeps appearing."),
+    ("Are event callbacks metered?|Callbacks on the bill",
+     "Are event callbacks to our server counted as metered calls? The bill for the REST interface seems to include them."),
+    ("Statements in euros|Currency of developer statements",
+     "Could statements for our developer platform usage be issued in euros instead of dollars from next month?"),
+]
+OOD_TEMPLATES["billing", "hardware"] = [
+    ("Rental deposit not returned|Deposit for the rental kit",
+     "We handed back the rented {device} and {device2} three weeks ago and the deposit of {amount} has not come back."),
+    ("Taken in full instead of instalments|Instalment plan ignored",
+     "I chose to pay for the {device} in four instalments, but the whole {amount} was collected at once."),
+    ("Extended warranty I never ticked|Unwanted warranty fee",
+     "There is a {amount} line for an extended warranty on my {device} that I never selected."),
+    ("Starter kit discount missing|Paid full price for the kit",
+     "The starter kit with a {device} was advertised at {pct}% off, but my card paid the full price."),
+    ("Gift card balance ignored|Gift card not used",
+     "I paid for a {device} with a gift card plus my debit card, and the gift card balance was ignored."),
+    ("Warranty swap was invoiced|Paying for a replacement unit",
+     "You sent a replacement {device} under warranty and then invoiced me {amount} for it."),
+]
+OOD_TEMPLATES["technical", "mobile_app"] = [
+    ("Arrive-home routine never fires|Geofencing ignored",
+     "The arrive-home routine never runs although location access is set to 'always' for the Android application on my {android}."),
+    ("White screen since version {version}|Empty screen on launch",
+     "Since version {version} the iOS application shows an empty white screen and nothing loads."),
+    ("Alerts reach my phone hours late|Delayed motion alerts",
+     "Motion alerts in the phone application reach my {phone} hours after the event, long after the clip was recorded."),
+    ("Room list vanishes in landscape|Rotation breaks the layout",
+     "Turning my tablet sideways makes the mobile application's room list disappear completely."),
+    ("Consumption chart shows zeros|Energy graph empty on phone",
+     "The consumption chart in the smartphone application shows zero for every day this month."),
+    ("Quits when opening the camera tab|Camera tab closes the application",
+     "The Android application quits every time I tap the camera tab on my {android} running {os}."),
+]
+OOD_TEMPLATES["technical", "web_app"] = [
+    ("Floor plan upload fails|413 error on the portal",
+     "Uploading a floor plan image on the web portal ends with a 413 error page in {browser}."),
+    ("Week view cut off|Scheduling calendar overlaps",
+     "In the scheduling calendar of the browser version, entries overlap and the week view is cut off on the right."),
+    ("Event history filters reset|Filters don't stick online",
+     "Every filter I set on the event history page of lumenhive.com resets as soon as I change the date."),
+    ("Printing the device list gives a blank sheet|Print view broken",
+     "Printing the device list from the desktop site produces an empty sheet in {browser}."),
+    ("Sorting by battery does nothing|Column sort broken",
+     "Clicking the battery column to sort devices in the web console has no effect whatsoever."),
+    ("Language setting half applied|Menus stay in English",
+     "I set the language to German in the online portal, but half of the menus remain in English."),
+]
+OOD_TEMPLATES["technical", "api"] = [
+    ("Callback signatures fail|Signature check broken",
+     "Signature verification fails for every event callback since yesterday; we use the signing secret from the developer console."),
+    ("{sdk} hangs|Client library timeout",
+     "The {sdk} hangs for sixty seconds and then raises a timeout when we list {endpoint}."),
+    ("Field renamed without notice|Breaking change in responses",
+     "The JSON returned by {endpoint} suddenly calls the field 'temp_c' instead of 'temperature', which broke our integration."),
+    ("HTTP 409 on every PATCH|Conflict responses from the REST interface",
+     "Every PATCH to {endpoint} now answers HTTP 409 conflict, even on records nobody else touches."),
+    ("Empty page halfway through a listing|Listing skips a page",
+     "Listing {endpoint} with page_size=100 returns an empty page halfway and then carries on."),
+    ("CORS error on the public endpoints|Browser calls to the REST interface blocked",
+     "Calls from our own front end to {endpoint} are now rejected with a CORS error, and nothing changed in our code."),
+]
+OOD_TEMPLATES["technical", "hardware"] = [
+    ("Smoke alarm chirps every minute|Chirping smoke alarm",
+     "The smoke alarm in the hallway chirps every minute even with a fresh battery."),
+    ("Smart lock motor stalls|Lock jams halfway",
+     "The smart lock's motor stops halfway when locking, and the bolt stays out."),
+    ("Range extender reboots itself|Extender drops the {device}",
+     "The range extender reboots itself every twenty minutes, and the {device} behind it falls off the network."),
+    ("Siren goes off for no reason|False alarms at night",
+     "The siren went off twice last night although no sensor reported anything; the phone application lists no event."),
+    ("Water valve stayed open|Valve did not close during a leak",
+     "Our automatic water valve did not close when the floor probe got wet, so the kitchen flooded."),
+    ("Keypad freezes in the cold|Outdoor keypad unresponsive",
+     "Below zero degrees, the outdoor keypad stops reacting to any button."),
+    ("Floodlight camera flickers|Flickering after firmware {firmware}",
+     "The floodlight camera above the garage flickers on and off all evening since firmware {firmware}."),
+]
+OOD_TEMPLATES["account", "mobile_app"] = [
+    ("Passkey stopped working on iPhone|Passkey sign-in fails",
+     "My passkey stopped working for the iOS application after I replaced my {iphone}."),
+    ("Second household missing on my phone|Can't switch households",
+     "The phone application only shows my own household, not the one my mother invited me to."),
+    ("Verification link opens a grey screen|Sign-up confirmation stuck",
+     "The confirmation link for my new profile opens the mobile application, which then sits on a grey screen instead of verifying me."),
+    ("Authenticator was on the stolen phone|Lost my authenticator",
+     "The phone holding my authenticator codes was stolen, and the Android application now wants a code I cannot produce."),
+    ("Change my display name|Profile still shows maiden name",
+     "How do I change the display name on my profile from the smartphone application? It still shows my maiden name."),
+    ("Limited profile for a teenager|Restrict what my son can do",
+     "Can my teenager get a profile in the mobile application that switches lights but cannot disarm anything?"),
+]
+OOD_TEMPLATES["account", "web_app"] = [
+    ("Administrator rights for a colleague|Make a colleague an administrator",
+     "Please tell me where on the web portal I can grant administrator rights to a colleague."),
+    ("Address 'already in use' on sign-up|Can't register on the site",
+     "Registering on lumenhive.com fails because my address is 'already in use', though I closed that profile years ago."),
+    ("Forgot my security answers|Security questions I can't answer",
+     "The site's account pages ask security questions I set up long ago and no longer remember."),
+    ("List of recent logins|Who logged into our organisation",
+     "Is there a page in the web console that lists recent logins for everyone in our organisation?"),
+    ("Move my profile to my work address|Profile to company address",
+     "I'd like to move my personal profile to my work address on the online portal without losing its history."),
+    ("Sessions never end on the shared computer|Always signed in on the office PC",
+     "On the shared office computer the browser version keeps us signed in for weeks; can sessions end automatically?"),
+]
+OOD_TEMPLATES["account", "api"] = [
+    ("Scopes for a new developer token|Token scopes",
+     "Which scopes does a developer token need to read {endpoint} without being able to change schedules?"),
+    ("Rotating our integration's credentials|Credential rotation",
+     "How do we rotate the client credentials of our integration without downtime on the REST interface?"),
+    ("Owner of our developer console left|Ownership of the developer console",
+     "The engineer who owned our developer console has left; ownership needs to move to our CTO."),
+    ("Bearer token leaked in a public repo|Invalidate a leaked token",
+     "A bearer token for our integration was pushed to a public repository by mistake; please invalidate it."),
+    ("Own credentials for a second developer|Add a developer to our integration",
+     "How can a second developer get their own credentials for our integration instead of sharing mine?"),
+    ("Developer console invitation expired|New invite needed",
+     "The invitation to join our company's developer console expired before I could accept it; could you send a new one?"),
+]
+OOD_TEMPLATES["account", "hardware"] = [
+    ("Lock still paired with the last tenant|Previous tenant can unlock",
+     "The smart lock in our new flat is still paired with the previous tenant, who can apparently unlock it."),
+    ("Keypad code for the cleaner|Temporary code on Tuesdays",
+     "How do I give our cleaner a keypad code that only works on Tuesdays?"),
+    ("Flea-market siren tied to another household|Used siren locked",
+     "The siren I bought at a flea market is locked to somebody else's household."),
+    ("Moving my devices into my partner's household|Combine two households",
+     "My partner and I moved in together; how do we move my {device} into her household without pairing it again?"),
+    ("Caretaker needs the stairwell alarm|Access for our caretaker",
+     "Our building caretaker needs to see the smoke alarm status for the stairwell, and nothing else."),
+    ("My late father's devices|Closing a late relative's profile",
+     "My late father's smoke alarms and smart lock are still on his profile, and we need them on mine."),
+]
+OOD_TEMPLATES["shipping", "hardware"] = [
+    ("Left with a neighbour I don't know|Parcel handed to a neighbour",
+     "The courier handed my {device} parcel (order {order}) to a neighbour, but the card doesn't say which one."),
+    ("Parcel returned to your warehouse|Returned to sender",
+     "{courier} returned order {order} to your warehouse after one failed attempt; nobody told me."),
+    ("Sent to a parcel locker|Locker instead of my address",
+     "Tracking says order {order} went to a parcel locker in {city}, although I chose delivery to my door."),
+    ("Second half of a split order vanished|Split shipment incomplete",
+     "Order {order} was split into two shipments; the first came on {weekday}, the second vanished."),
+    ("Box arrived soaked|Water-damaged package",
+     "The package with the {device} arrived soaked through and the manual is pulp."),
+    ("Swap the colour before dispatch|Change my order before it leaves",
+     "Could I swap the {device} in order {order} for the black one before it leaves your warehouse?"),
+    ("Delivery estimate slips daily|Estimated arrival keeps moving",
+     "The estimated arrival for order {order} has moved back every day this week."),
+    ("Delivery to a post office box?|PO box address",
+     "Can you deliver a {device} to a post office box in {city}, or does it need a street address?"),
+    ("Collect at the depot myself|Pick-up instead of delivery",
+     "Can I collect order {order} at the {courier} depot in {city} myself?"),
+    ("Wrong house number on the label|Label typo",
+     "The shipping label on order {order} has the wrong house number, so {courier} cannot find us."),
+    ("No screws in the mounting kit|Incomplete mounting kit",
+     "The mounting kit that came with my {device} has no screws or wall plugs in it."),
+    ("Sale order still processing|November order not dispatched",
+     "I bought a {device} in the November sale and order {order} still says 'processing'."),
+    ("Signature needed, nobody home|Can't sign for the parcel",
+     "{courier} needs a signature for order {order}, but nobody is home during the day."),
+    ("Do you send to Reykjavik?|Delivery to Iceland",
+     "Do you send {device}s to Reykjavik, and who pays the import charges?"),
+    ("Dead tracking link|Tracking page not found",
+     "The tracking link in the dispatch email for order {order} leads to a 'page not found' at {courier}."),
+    ("Someone else's package at my door|Package meant for another person",
+     "A package addressed to a stranger in {city} arrived here instead of my order {order}."),
+]
+OOD_TEMPLATES["feature_request", "mobile_app"] = [
+    ("Scene shortcut on the Android home screen|One-tap scenes",
+     "Please let the Android application put a scene shortcut on the home screen so I can run it with one tap."),
+    ("Landscape orientation on tablets|Rotate on tablets",
+     "Could the mobile application support landscape orientation on tablets?"),
+    ("Wear OS companion?|Smartwatch companion",
+     "Is a Wear OS companion for the phone application being considered?"),
+    ("Quiet hours for alerts|Mute non-critical alerts at night",
+     "Quiet hours in the smartphone application would be welcome, so non-critical alerts stay silent at night."),
+    ("Save clips to the photo library|Export clips on iOS",
+     "I'd like to save a camera clip straight from the iOS application to my photo library."),
+    ("Larger text option|Accessibility: bigger fonts",
+     "My father struggles with the small print; could the mobile application offer a larger text option?"),
+]
+OOD_TEMPLATES["feature_request", "web_app"] = [
+    ("Dark theme for the portal|Night theme online",
+     "A dark theme for the web portal would be easier on the eyes in our night-shift control room."),
+    ("Excel export of the event history|XLSX export",
+     "Could the event history on lumenhive.com be exported as an Excel workbook?"),
+    ("Map of all our properties|Sites on a map",
+     "A map view in the browser version showing every property we manage would spare us hours every week."),
+    ("Use the full width on wide monitors|Narrow layout on big screens",
+     "On a wide monitor the web console only uses a narrow strip in the middle; please use the full width."),
+    ("Saved filter presets|Remember my views",
+     "Please let us save filter presets on the online portal's device list."),
+    ("Notes on individual events|Comments in the timeline",
+     "Our team would like to attach notes to individual events in the desktop site's timeline."),
+]
+OOD_TEMPLATES["feature_request", "api"] = [
+    ("Real-time event stream|WebSocket feed",
+     "Could the REST interface offer a WebSocket or server-sent events feed instead of polling {endpoint}?"),
+    ("Idempotency keys for writes|Safe retries",
+     "Please accept idempotency keys on write requests, so our retries cannot create duplicate schedules."),
+    ("Simulated devices for testing|Test environment with fake sensors",
+     "A sandbox with simulated sensors would let us test our integration without touching customers' homes."),
+    ("Export a whole home in one call|Full configuration export",
+     "We would welcome one HTTP call that exports a full home's configuration as JSON."),
+    ("Official TypeScript client|TypeScript client library",
+     "Is an official TypeScript client library planned for the developer platform?"),
+    ("Room filter on {endpoint}|Query parameter for rooms",
+     "Could {endpoint} take a room filter, so we don't have to download every device and filter ourselves?"),
+]
+OOD_TEMPLATES["feature_request", "hardware"] = [
+    ("Solar panel for the floodlight camera|Solar charging accessory",
+     "A small solar panel accessory for the floodlight camera would spare us climbing ladders to charge it."),
+    ("Thread radio in the next hub|Thread support",
+     "Please consider adding a Thread radio to the next generation of the hub."),
+    ("Slimmer window contacts|Window contact too bulky",
+     "The window contacts are too bulky for our sash windows; a slimmer model would sell well."),
+    ("Backlit keypad|Illuminated buttons",
+     "Could a future keypad have backlit buttons? Ours is impossible to use in the dark."),
+    ("Hush button on the smoke alarm|Silence it from the unit",
+     "We'd like a button on the smoke alarm itself to silence it while cooking."),
+    ("Wall bracket for the siren|Mounting bracket",
+     "Please sell a wall bracket for the siren; at the moment it has to stand on a shelf."),
+]
+
+OOD_DETAILS = {
+    "billing": ["The payment is visible on my credit card statement.", "Our accounts department flagged it.",
+                "I've kept the confirmation email.", "We are on the {plan} tier."],
+    "technical": ["A restart made no difference.", "It began on {weekday} evening.", "Happy to send diagnostics.",
+                  "Several household members see the same thing."],
+    ("technical", "mobile_app"): ["Reinstalling did not change anything.", "My partner's {phone} behaves the same."],
+    ("technical", "hardware"): ["The unit sits about two metres from the hub.", "New batteries went in last month."],
+    ("technical", "api"): ["Our client uses the {sdk}.", "Correlation ids can be shared on request."],
+    ("technical", "web_app"): ["Disabling extensions did not help.", "A colleague on another laptop sees it too."],
+    "account": ["I can prove who I am with an ID.", "Our household has {n} members.",
+                "I'm the person who set everything up."],
+    "shipping": ["The confirmation number is in my inbox.", "Someone was at home the entire day.",
+                 "I selected next-day delivery.", "It's going to our {home} in {city}."],
+    "feature_request": ["Competing products already do this.", "I'd be glad to try an early version.",
+                        "Half of our team has asked for it.", "Apart from that we love it."],
+}
+OOD_URGENCY_CUES = {
+    "high": ["We need someone on this within the hour.", "This can't wait until tomorrow.",
+             "It's an emergency on our end.", "Please escalate this right away.",
+             "Top priority for us, sorry to push."],
+    "medium": ["Would be good to have this sorted within a few days.", "Not an emergency, but it's becoming a nuisance.",
+               "There's a workaround for now.", "Please have a look when the team has capacity this week."],
+    "low": ["There's no deadline on this.", "Whenever someone has a spare moment.", "Purely out of interest.",
+            "Answer at your leisure.", "This is not time-sensitive.", "No pressure at all."],
+}
+OOD_HIGH_CONTEXT = {
+    ("technical", "api"): ["Checkout is failing for every one of our customers.",
+                           "Our on-call engineer has been paged twice already."],
+    ("technical", "web_app"): ["The night shift cannot see a single site."],
+    ("technical", "mobile_app"): ["Nobody can check on the house while we're abroad."],
+    ("technical", "hardware"): ["The house is empty this week and nothing is being watched.",
+                                "My elderly father relies on it and it has stopped working."],
+    ("billing", "*"): ["I can't pay my other bills until this is reversed."],
+    ("account", "*"): ["I believe somebody else has got into my profile."],
+    ("shipping", "*"): ["The new tenants move in on {weekday} and it must be installed by then."],
+    ("feature_request", "*"): ["Our board decides on the renewal this Friday, and this is the deciding point."],
+}
+
+OOD_STYLE = TicketStyle(
+    templates=OOD_TEMPLATES, slot_values=OOD_SLOT_VALUES, details=OOD_DETAILS, urgency_cues=OOD_URGENCY_CUES,
+    high_context=OOD_HIGH_CONTEXT, urgent_prefixes=["IMPORTANT: ", "Time-critical - ", "[priority] ", ""],
+    vague_subjects=["Assistance needed", "Enquiry", "Support", "Something's wrong", "A question for you", "Trouble"],
+    openings=["Greetings,", "To whom it may concern,", "Hey folks,", "Morning!", "Hiya,", "Dear Lumenhive,", "", ""],
+    inline_openings=["Greetings.", "Hey folks!", "Morning!", "Hiya!", "", "", ""],
+    closings=["Kind regards, {first}", "Much appreciated — {first}", "Yours, {first} {last}", "Talk soon, {first}",
+              "With thanks, {first} {last}", "Typed on a tablet, excuse typos", "Warmly, {first}", "", ""],
+    first_names=["Aiko", "Bruno", "Celine", "Dario", "Eva", "Filip", "Gita", "Hugo", "Ilse", "Jamal", "Klara", "Luca",
+                 "Mira", "Niels", "Orla", "Pavel", "Rania", "Stefan", "Tove", "Ugo", "Vera", "Wiktor", "Yasmin"],
+    last_names=["Andersson", "Bianchi", "Castillo", "Dimitrov", "Eriksen", "Fontaine", "Gallagher", "Horvat", "Ito",
+                "Jovanovic", "Kaur", "Lindqvist", "Marin", "Nakamura", "Petrov", "Quintero", "Svoboda", "Varga"],
+    high_cue_rate=1.0, low_cue_rate=0.9,
+)
+
+
+def ood_label_plan(rng: random.Random) -> list[dict]:
+    """One entry per out-of-distribution ticket: its labels, balanced by design (20 per category)."""
+    plan = []
+    for category in CATEGORIES:
+        prods = [p for p in PRODUCTS for _ in range(OOD_PRODUCT_COUNTS[category].get(p, 0))]
+        urgs = [u for u in URGENCIES for _ in range(OOD_URGENCY_COUNTS[category][u])]
+        assert len(prods) == len(urgs) == OOD_SIZE // len(CATEGORIES), category
+        rng.shuffle(prods)
+        rng.shuffle(urgs)
+        plan += [{"category": category, "urgency": u, "product": p} for p, u in zip(prods, urgs)]
+    rng.shuffle(plan)
+    return plan
+
+
+def generate_ood_tickets(seen: list[str], seed: int = SEED, max_similarity: float = 0.5) -> pd.DataFrame:
+    """The out-of-distribution test tickets, in ``OOD_STYLE``.
+
+    Its own random generator, so adding it changed none of the other files. A candidate is
+    redrawn when it shares ``max_similarity`` or more of its word 3-grams with an earlier
+    out-of-distribution ticket, or ``OOD_MAX_SIMILARITY_TO_SEEN`` or more with any of the
+    ``seen`` texts (the 400 tickets of the other splits).
+    """
+    rng = random.Random(f"{seed}-ood")
+    seen_shingles = [_shingles(text) for text in seen]
+    # Each group walks through its own shuffled templates, so its tickets differ in kind, not
+    # only in their fillings (only shipping has more tickets than templates).
+    queues: dict[tuple[str, str], list] = {}
+    rows, accepted = [], []
+    for number, spec in enumerate(ood_label_plan(rng), start=1):
+        group = (spec["category"], spec["product"])
+        if not queues.get(group):
+            queues[group] = rng.sample(OOD_TEMPLATES[group], len(OOD_TEMPLATES[group]))
+        template = queues[group].pop()
+        for _attempt in range(200):
+            subject, body, _clean = make_ticket(spec, rng, OOD_STYLE, template=template)
+            sh = _shingles(f"{subject} {body}")
+            if (all(len(sh & other) / len(sh | other) < max_similarity for other in accepted)
+                    and all(len(sh & other) / len(sh | other) < OOD_MAX_SIMILARITY_TO_SEEN for other in seen_shingles)):
+                break
+        else:
+            raise RuntimeError(f"could not make out-of-distribution ticket {number} different enough")
+        accepted.append(sh)
+        rows.append({"id": f"OOD{number:03d}", "subject": subject, "body": body, "category": spec["category"],
+                     "urgency": spec["urgency"], "product": spec["product"], "split": "test_ood"})
+    return pd.DataFrame(rows)
+
+
+def _word_ngrams(text: str, n: int) -> set[str]:
+    words = re.findall(r"\w+", text.lower())
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def trigram_overlap(texts: list[str], reference: list[str]) -> pd.DataFrame:
+    """Per text: the share of its word 3-grams found anywhere in ``reference`` (``shared``), its
+    word-3-gram Jaccard similarity to the most similar reference text (``nearest``), and whether
+    it shares any run of five words with a reference text (``five_gram``)."""
+    ref = [_shingles(t) for t in reference]
+    pool = set().union(*ref)
+    five_pool = set().union(*(_word_ngrams(t, 5) for t in reference))
+    rows = []
+    for text in texts:
+        sh = _shingles(text)
+        rows.append({"shared": len(sh & pool) / len(sh), "nearest": max(len(sh & r) / len(sh | r) for r in ref),
+                     "five_gram": bool(_word_ngrams(text, 5) & five_pool)})
     return pd.DataFrame(rows)
 
 
@@ -1139,6 +1619,15 @@ def _distribution(frame: pd.DataFrame, column: str) -> str:
     return "\n".join(lines)
 
 
+def _overlap_table(overlap: dict[str, pd.DataFrame]) -> str:
+    lines = ["| set | tickets | 3-grams also in training: mean | median | max | nearest training ticket: mean | max |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, o in overlap.items():
+        lines.append(f"| `{name}` | {len(o)} | {o['shared'].mean():.1%} | {o['shared'].median():.1%} | "
+                     f"{o['shared'].max():.1%} | {o['nearest'].mean():.2f} | {o['nearest'].max():.2f} |")
+    return "\n".join(lines)
+
+
 def generate(out: Path) -> dict:
     """Write every file under ``out``; return a few numbers for the summary."""
     rng = random.Random(SEED)
@@ -1206,10 +1695,28 @@ def generate(out: Path) -> dict:
     ability = ability_questions()
     ftd.write_jsonl(ability, out / "general" / "ability.jsonl")
 
+    # The out-of-distribution test set: its own templates and generator, checked against all
+    # 400 tickets (no leak, nothing near) and measured against the training tickets.
+    ood = generate_ood_tickets([f"{r.subject} {r.body}" for r in tickets.itertuples()])
+    _write_text(out / "tickets" / "test_ood.csv", ood[columns].to_csv(index=False, lineterminator="\n"))
+    ood_examples = chat_examples(ood)
+    ftd.write_jsonl(ood_examples, out / "tickets" / "test_ood.jsonl")
+    every_split = {**examples, "test_ood": ood_examples}
+    assert ftd.find_duplicates([e for part in every_split.values() for e in part]).empty
+    leaks = ftd.check_leakage(every_split)
+    assert leaks.empty, f"leakage across splits:\n{leaks}"
+    train_texts = [ftd.example_input_text(e) for e in examples["train"]]
+    overlap = {name: trigram_overlap([ftd.example_input_text(e) for e in exs], train_texts)
+               for name, exs in (("validation", examples["validation"]), ("test", examples["test"]),
+                                 ("test_ood", ood_examples))}
+    # The point of the set: far less wording in common with training than the in-distribution test.
+    assert overlap["test_ood"]["shared"].mean() < 0.5 * overlap["test"]["shared"].mean(), overlap
+    assert not overlap["test_ood"]["five_gram"].any(), "an out-of-distribution ticket repeats training wording"
+
     # Check everything we wrote.
     reports = {}
-    for rel in ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl", "tone/train.jsonl",
-                "tools/train.jsonl", "dpo/train.jsonl", "general/ability.jsonl"]:
+    for rel in ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl", "tickets/test_ood.jsonl",
+                "tone/train.jsonl", "tools/train.jsonl", "dpo/train.jsonl", "general/ability.jsonl"]:
         reports[rel] = _check(out / rel)
     broken_report = _check(out / "broken" / "tickets_broken.jsonl", expect_ok=False)
     found = {}
@@ -1224,6 +1731,8 @@ def generate(out: Path) -> dict:
     user_tokens = [counter.count(USER_TEMPLATE.format(subject=r["subject"], body=r["body"])) for _, r in tickets.iterrows()]
     user_stats = describe(user_tokens)
     in_range = sum(25 <= n <= 80 for n in user_tokens) / len(user_tokens)
+    ood_user_stats = describe([counter.count(USER_TEMPLATE.format(subject=r["subject"], body=r["body"]))
+                               for _, r in ood.iterrows()])
 
     card = DATA_CARD.format(
         n=len(tickets), n_train=len(by_split["train"]), n_val=len(by_split["validation"]), n_test=len(by_split["test"]),
@@ -1238,6 +1747,11 @@ def generate(out: Path) -> dict:
         tools_warnings=", ".join(sorted(reports["tools/train.jsonl"].codes())) or "none",
         n_ability=len(ability),
         ability_kinds=", ".join(f"{n} {kind}" for kind, n in Counter(q["kind"] for q in ability).items()),
+        n_ood=len(ood), n_ood_templates=sum(len(v) for v in OOD_TEMPLATES.values()),
+        ood_urgency=", ".join(f"{n} {u}" for u, n in ood["urgency"].value_counts().reindex(URGENCIES).items()),
+        ood_product=", ".join(f"{n} {p}" for p, n in ood["product"].value_counts().reindex(PRODUCTS).items()),
+        overlap_table=_overlap_table(overlap), id_five_gram=sum(overlap["test"]["five_gram"]),
+        ood_user_mean=ood_user_stats["mean"], ood_user_min=ood_user_stats["min"], ood_user_max=ood_user_stats["max"],
     )
     _write_text(out / "README.md", card)
     return {"tickets": len(tickets), "train_tokens_mean": train_stats["mean"], "train_tokens_max": train_stats["max"],
@@ -1267,6 +1781,7 @@ task: read a ticket and answer with one line of JSON, e.g.
 |---|---|
 | `tickets.csv` | one row per ticket: `id, subject, body, category, urgency, product, split` |
 | `train.jsonl`, `validation.jsonl`, `test.jsonl` | the same tickets as chat examples, in `id` order (line *i* of `train.jsonl` is the *i*-th `train` row of `tickets.csv`) |
+| `test_ood.csv`, `test_ood.jsonl` | the **out-of-distribution test set**: {n_ood} more tickets written from templates and phrasings the 400 never use (same columns, `split` = `test_ood`; same chat format) -- see [Two test sets](#two-test-sets) |
 | `prompts.json` | `short_system` (used for fine-tuning), `long_system` (full instructions for the base model's zero-/few-shot baselines), `user_template`, `labels`, `few_shot_ids` (one clear training ticket per category) |
 | `tricky.json` | the {n_tricky} hand-written, deliberately ambiguous tickets, with why each is debatable |
 
@@ -1289,7 +1804,8 @@ one is redrawn, and the generator asserts that `ftkit.data.find_duplicates` and
 
 **Splits.** `ftkit.data.split(validation=0.10, test=0.25, seed={seed}, stratify=...)`, stratified
 by category and product together (each of the 17 category/product groups keeps its share in
-every split): {n_train} train / {n_val} validation / {n_test} test.
+every split): {n_train} train / {n_val} validation / {n_test} test. The {n_ood} out-of-distribution
+test tickets are not part of this split (see [Two test sets](#two-test-sets)).
 
 {dist_category}
 
@@ -1302,6 +1818,51 @@ every split): {n_train} train / {n_val} validation / {n_test} test.
 whole training example, with the system prompt, the answer and the chat framing (an estimate:
 3 tokens per message + 3), is {train_mean:.0f} tokens on average and at most {train_max:.0f};
 `train.jsonl` holds {train_total:,} tokens per epoch (`ftkit.tokens`, model `{model}`).
+
+## Two test sets
+
+| set | tickets | how it was made | what its score tells you |
+|---|---:|---|---|
+| `test.jsonl` (**in-distribution**) | {n_test} | the 25% test split of the 400 tickets: new fillings of the *same* problem templates, urgency cues, greetings and sign-offs as the training tickets | how well the model handles tickets like the ones it was trained on -- partly by recognising their wording |
+| `test_ood.jsonl` (**out-of-distribution**) | {n_ood} | written for this set alone (below): no template, phrasing or product wording in common with the training tickets | whether what it learnt carries over to tickets worded differently |
+
+**How the out-of-distribution set was made.** {n_ood} tickets, 20 per category, labels balanced
+by design (urgency: {ood_urgency}; product: {ood_product} -- shipping is about hardware, as in
+training). Each comes from one of {n_ood_templates} problem templates written for this set (six
+or more per category and product; within a group every ticket uses a different template, except
+shipping's 16 templates for 20 tickets). Every product mention is worded the way no training
+ticket words it ("the iOS application", "the Android application", "the web portal",
+"lumenhive.com", "the REST interface", "the developer platform", "event callbacks"; devices the
+training tickets never name: smoke alarm, smart lock, keypad, siren, water valve ...), and a few
+tickets name a second product in passing (a siren's false alarm that the phone application does
+not list: still hardware). Its urgency cues ("We need someone on this within the hour.", "There's
+no deadline on this."), detail sentences, greetings, sign-offs, names, phones, browsers,
+endpoints, SDKs, couriers and cities are its own too; every high-urgency ticket says why or that
+it is urgent, 90% of the low ones that there is no hurry. It is made by its own random generator
+(no other ticket file changed when it was added), and a candidate sharing 30% or more of its word
+3-grams with any of the 400 tickets is redrawn.
+
+**How different it is, measured.** For each ticket, the share of the word 3-grams of its user
+message (lower-cased words) that also occur somewhere in the {n_train} training tickets, and its
+word-3-gram Jaccard similarity to the single most similar training ticket:
+
+{overlap_table}
+
+What the out-of-distribution tickets still share with training is ordinary English ("how do I",
+"as soon as") and the order-number format: not one of them shares a run of five words with a
+training ticket, where {id_five_gram} of the {n_test} in-distribution test tickets do. `ftkit.data.check_leakage` finds nothing
+between any two of train, validation, test and test_ood, and the generator asserts that the
+out-of-distribution set shares less than half as much wording with training as the test split.
+
+**Why both are reported.** The in-distribution score answers "how good is the model on tickets
+like its training data?" -- the right question when the training data is a fair sample of real
+traffic, and an optimistic one otherwise, because template-filled tickets can be answered by
+recognising the template. The out-of-distribution score answers "how much of that survives new
+wording?". The gap between the two is the measure of how much the model generalised rather than
+recognised; neither number alone is the model's accuracy on your customers.
+
+The user message of an out-of-distribution ticket is {ood_user_mean:.0f} tokens on average (min
+{ood_user_min:.0f}, max {ood_user_max:.0f}; `o200k_base`).
 
 ## Other sets
 

@@ -102,10 +102,24 @@ def test_timeline_is_dated_sourced_and_honest():
     assert (frame.loc[frame["confirmed"] != "yes", "note"].str.len() > 10).all()
 
 
-def test_case_figures_keep_unconfirmed_claims_flagged():
+def test_case_figures_name_who_said_what_and_where():
     figures = concepts.case_figures()
-    indeed = figures[figures["who"] == "Indeed"].set_index("figure")["confirmed"].to_dict()
-    assert indeed == {"60% fewer tokens, similar results": "yes", "prompt tokens reduced by 80%": "no"}
+    assert figures["source"].str.startswith("https://openai.com/").all()
+    # the 90% is OpenAI's early testers' figure, from the 2023 launch post
+    testers = figures[figures["figure"].str.contains("90%")].iloc[0]
+    assert "early testers" in testers["who"] and testers["source"] == concepts.LAUNCH_POST
+    # Indeed's two figures measure different things and come from different posts
+    indeed = figures[figures["who"] == "Indeed"].set_index("date")
+    assert indeed.loc["2024-04-04", "figure"].startswith("prompt tokens reduced by 80%")
+    assert indeed.loc["2024-04-04", "source"] == concepts.APRIL_2024_POST
+    assert indeed.loc["2024-08-12", "figure"].startswith("60% fewer tokens")
+    assert set(figures["confirmed"]) == {"yes"}
+
+
+def test_timeline_has_the_gpt3_shutdown_and_the_2026_2027_dates():
+    dates = concepts.timeline().set_index(concepts.timeline()["date"].dt.strftime("%Y-%m-%d"))["event"]
+    assert "GPT-3" in dates["2024-01-04"]
+    assert {"2026-10-23", "2027-01-06", "2027-01-14"} <= set(dates.index)
 
 
 def test_approaches_table_has_the_analogy_thread():

@@ -1,4 +1,4 @@
-"""ftkit.cost: the seeds' figures, the epochs heuristic, break-even parity, the calculator."""
+"""ftkit.cost: the 2023 launch figures, the epochs heuristic, break-even parity, the calculator."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def chat(user_text: str, answer: str, system: str = "Classify the ticket.") -> d
     }
 
 
-# -- the seeds ---------------------------------------------------------------------------------
+# -- the 2023 launch figures (OpenAI's GPT-3.5 Turbo fine-tuning post) ---------------------------
 
 
 def test_seed_training_cost_is_240():
@@ -46,7 +46,7 @@ def test_seed_parity_reduction_is_87_5_percent():
         requests_per_month=100_000, on=LAUNCH,
     )
     assert be.parity_prompt_tokens == pytest.approx(125.0)
-    assert be.parity_reduction == pytest.approx(0.875)  # 1 - 1/8, the seeds' "about 90%"
+    assert be.parity_reduction == pytest.approx(0.875)  # 1 - 1/8: about the early testers' "up to 90%"
     assert be.input_price_ratio == 8.0
     assert be.cheaper == "fine-tuned"
     assert be.monthly_saving_usd == pytest.approx(150.0 - 120.0)

@@ -174,10 +174,119 @@ def test_prompts_json(prompts, tickets):
 
 
 # ---------------------------------------------------------------------------------------------
+# The out-of-distribution test set: same labels and format, none of the training wording
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def _ngrams(text: str, n: int) -> set[str]:
+    words = _words(text)
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def _user_texts(name: str) -> list[str]:
+    return [ex["messages"][1]["content"] for ex in ftd.read_jsonl(DATA / "tickets" / f"{name}.jsonl")]
+
+
+@pytest.fixture(scope="module")
+def ood() -> pd.DataFrame:
+    return pd.read_csv(DATA / "tickets" / "test_ood.csv")
+
+
+def test_ood_table_shape_and_balanced_labels(ood, tickets):
+    assert list(ood.columns) == list(tickets.columns)
+    assert list(ood["id"]) == [f"OOD{i:03d}" for i in range(1, 101)]
+    assert set(ood["split"]) == {"test_ood"}
+    assert not set(ood["id"]) & set(tickets["id"])
+    for column, values in LABELS.items():
+        assert set(ood[column]) == set(values), column
+    assert ood["category"].value_counts().to_dict() == {c: 20 for c in LABELS["category"]}
+    assert set(ood.loc[ood["category"] == "shipping", "product"]) == {"hardware"}  # as in training
+    assert ood["urgency"].value_counts().min() >= 30  # low, medium and high about a third each
+    assert ood[["subject", "body"]].notna().all().all()
+
+
+def test_ood_jsonl_matches_its_table(ood, prompts):
+    examples = list(ftd.read_jsonl(DATA / "tickets" / "test_ood.jsonl"))
+    assert len(examples) == len(ood)
+    for ex, (_, row) in zip(examples, ood.iterrows()):
+        system, user, assistant = ex["messages"]
+        assert system == {"role": "system", "content": prompts["short_system"]}
+        assert user["content"] == prompts["user_template"].format(subject=row["subject"], body=row["body"])
+        expected = {"category": row["category"], "urgency": row["urgency"], "product": row["product"]}
+        assert assistant == {"role": "assistant", "content": json.dumps(expected)}
+
+
+def test_ood_is_reachable_through_data_path():
+    from ftkit.course import data_path
+
+    assert data_path("tickets", "test_ood.jsonl") == DATA / "tickets" / "test_ood.jsonl"
+    assert len(list(ftd.read_jsonl(data_path("tickets", "test_ood.jsonl")))) == 100
+
+
+def test_ood_does_not_leak_into_any_split():
+    every = {name: list(ftd.read_jsonl(DATA / "tickets" / f"{name}.jsonl")) for name in (*SPLITS, "test_ood")}
+    assert len(ftd.check_leakage(every)) == 0
+    assert len(ftd.find_duplicates([ex for part in every.values() for ex in part])) == 0
+    # At a much looser threshold the same check flags many in-distribution test tickets as close
+    # to a training ticket (they share its template) -- and still no out-of-distribution one.
+    loose = ftd.check_leakage({"train": every["train"], "test": every["test"], "test_ood": every["test_ood"]},
+                              threshold=0.3)
+    pairs = {frozenset((row.split_a, row.split_b)) for row in loose.itertuples()}
+    assert frozenset(("train", "test")) in pairs
+    assert len(loose[(loose["split_a"] == "test_ood") | (loose["split_b"] == "test_ood")]) == 0
+    assert (loose["split_a"].eq("test") | loose["split_b"].eq("test")).sum() >= 20
+
+
+def test_ood_shares_far_less_wording_with_training_than_the_test_split():
+    train = _user_texts("train")
+    train_trigrams = set().union(*(_ngrams(t, 3) for t in train))
+    train_fivegrams = set().union(*(_ngrams(t, 5) for t in train))
+
+    def shared(texts):  # per ticket: share of its word 3-grams that occur in some training ticket
+        return [len(_ngrams(t, 3) & train_trigrams) / len(_ngrams(t, 3)) for t in texts]
+
+    test, ood = _user_texts("test"), _user_texts("test_ood")
+    test_shared, ood_shared = sum(shared(test)) / len(test), sum(shared(ood)) / len(ood)
+    assert test_shared > 0.5  # the in-distribution test reuses the training templates ...
+    assert ood_shared < 0.05  # ... the out-of-distribution set does not
+    assert ood_shared < test_shared / 10
+    # No out-of-distribution ticket repeats a run of five words from training; nearly every
+    # in-distribution test ticket does.
+    assert sum(bool(_ngrams(t, 5) & train_fivegrams) for t in ood) == 0
+    assert sum(bool(_ngrams(t, 5) & train_fivegrams) for t in test) > 0.8 * len(test)
+    # The nearest training ticket of an out-of-distribution ticket is far away.
+    train_sets = [_ngrams(t, 3) for t in train]
+    nearest = [max(len(_ngrams(t, 3) & s) / len(_ngrams(t, 3) | s) for s in train_sets) for t in ood]
+    assert max(nearest) < 0.3
+
+
+def test_ood_names_products_in_words_training_never_uses():
+    train, ood = " ".join(_user_texts("train")).lower(), " ".join(_user_texts("test_ood")).lower()
+    # how the training tickets name the products ...
+    for phrase in ("the app", "the web dashboard", "the api", "sdk", "webhook"):
+        assert re.search(rf"\b{phrase}\b", train), phrase
+        assert not re.search(rf"\b{phrase}\b", ood), phrase
+    # ... and how the out-of-distribution tickets name them instead
+    for phrase in ("ios application", "android application", "web portal", "rest interface", "smoke alarm"):
+        assert phrase in ood and phrase not in train, phrase
+
+
+def test_data_card_reports_both_test_sets():
+    card = (DATA / "README.md").read_text(encoding="utf-8")
+    assert "## Two test sets" in card
+    assert "`test_ood`" in card and "in-distribution" in card and "out-of-distribution" in card
+    assert "Why both are reported" in card
+
+
+# ---------------------------------------------------------------------------------------------
 # Every file validates (except the broken one, which fails exactly as documented)
 
 
-@pytest.mark.parametrize("rel", ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl"])
+@pytest.mark.parametrize("rel", ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl",
+                                 "tickets/test_ood.jsonl"])
 def test_ticket_files_validate_cleanly(rel):
     report = ftd.validate(DATA / rel, model=MODEL)
     assert report.ok

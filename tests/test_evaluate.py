@@ -168,6 +168,53 @@ def test_side_by_side_and_disagreements():
     assert (paired["gained"], paired["lost"], paired["both right"], paired["both wrong"]) == (1, 0, 1, 3)
 
 
+LONG_ANSWER = '{"category": "technical", "urgency": "medium", "product": "mobile_app"}'  # 71 characters
+
+
+def test_answer_tables_show_every_answer_in_full():
+    examples = [_example(1, "technical", "medium"), _example(2, "billing", "low")]
+    answers = {"model": [LONG_ANSWER, '{"category": "billing", "urgency": "low"}']}
+    frame = Evaluation.from_predictions(examples, answers, labels=LABELS).side_by_side()
+    assert isinstance(frame, pd.DataFrame)
+    # pandas on its own cuts the cell at 50 characters and the last field is lost ...
+    assert pd.get_option("display.max_colwidth") == 50
+    plain = repr(pd.DataFrame(frame))
+    assert '"mobile_app"}' not in plain and "..." in plain
+    # ... the answer table shows it whole, as text and as HTML (wrapped, not cut)
+    assert LONG_ANSWER in repr(frame)
+    assert LONG_ANSWER in frame.to_string()
+    html_table = frame._repr_html_()
+    assert LONG_ANSWER in html_table and "pre-wrap" in html_table
+    # selections keep showing in full, and no global pandas option was changed
+    for part in (frame.head(1), frame.drop(columns="input"), frame[["model"]], frame.loc[["t1"]]):
+        assert LONG_ANSWER in repr(part), type(part)
+    assert pd.get_option("display.max_colwidth") == 50
+    # any frame (e.g. jobs.ask_models' answers) can be shown the same way; the data is unchanged
+    shown = ev.full_text(pd.DataFrame({"answer": [LONG_ANSWER]}))
+    assert LONG_ANSWER in repr(shown) and shown["answer"].iloc[0] == LONG_ANSWER
+
+
+def test_answers_cut_off_at_max_tokens_are_marked():
+    examples = [_example(1, "technical", "medium"), _example(2, "billing", "low")]
+    cut = '{"category": "technical", "urgency": "medium", "prod'
+    result = Evaluation.from_predictions(examples, {"short": [cut, '{"category": "billing", "urgency": "low"}'],
+                                                    "long": [LONG_ANSWER, '{"category": "billing", "urgency": "low"}']},
+                                         labels=LABELS)
+    # what the API reports for an answer that hit max_tokens (from_predictions has no API reply)
+    result.results.loc[(result.results["config"] == "short") & (result.results["id"] == "t1"), "finish_reason"] = "length"
+    assert result.summary()["cut_off"].to_dict() == {"short": 1, "long": 0}
+    frame = result.side_by_side()
+    assert frame.loc["t1", "short"] == cut + ev.CUT_OFF_MARK
+    assert frame.loc["t2", "short"] == '{"category": "billing", "urgency": "low"}'  # finished: unmarked
+    assert frame.loc["t1", "long"] == LONG_ANSWER
+    assert result.side_by_side(mark_cut_off=False).loc["t1", "short"] == cut
+    diff = result.disagreements()
+    assert list(diff.index) == ["t1"] and ev.CUT_OFF_MARK in diff.loc["t1", "short"]
+    card = result.viewer().card_html()
+    assert "wrong, cut off at max_tokens" in card
+    assert card.count("cut off at max_tokens") == 1  # only the answer that was cut
+
+
 def test_mcnemar_exact_values():
     assert ev.mcnemar_p(0, 0) == 1.0
     assert ev.mcnemar_p(5, 0) == pytest.approx(2 / 32)  # 2 x (1/2)^5

@@ -157,7 +157,8 @@ def exercise_6(client, results: ev.Evaluation, examples: list[dict]) -> pd.DataF
     print(table.round(2).to_string())
     # One at a time, the latency is the time to read the prompt plus one step per output token:
     # the fine-tuned model reads a short prompt and stops after the JSON, so it answers faster --
-    # the seeds' "lower latency" claim, measured where a single user would feel it.
+    # the "lower latency requests" OpenAI's fine-tuning guide lists as a benefit, measured where a single user
+    # would feel it.
     return table
 
 
