@@ -32,8 +32,9 @@ def _free_port() -> int:
 class LocalServer:
     """A ``python -m ftkit.local serve`` process with its own home directory."""
 
-    def __init__(self, home: Path, max_upload_mb: float = 2.0) -> None:
+    def __init__(self, home: Path, max_upload_mb: float = 2.0, env: dict | None = None) -> None:
         self.home = home
+        self.env = env or {}
         self.port = _free_port()
         self.max_upload_mb = max_upload_mb
         self.proc: subprocess.Popen | None = None
@@ -56,7 +57,7 @@ class LocalServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ftkit.local", "serve", "--home", str(self.home), "--port", str(self.port),
              "--max-upload-mb", str(self.max_upload_mb)],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FTKIT_HOME": str(self.home)},
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "FTKIT_HOME": str(self.home), **self.env},
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -99,7 +100,9 @@ class LocalServer:
 @pytest.fixture(scope="session")
 def local_server(tmp_path_factory):
     pytest.importorskip("torch")
-    server = LocalServer(tmp_path_factory.mktemp("ftkit-home")).start()
+    # steps last at least 50 ms: the tiny model's jobs (below) stay long enough to pause or cancel
+    # on any machine; the real model's steps take longer anyway
+    server = LocalServer(tmp_path_factory.mktemp("ftkit-home"), env={"FTKIT_MIN_STEP_SECONDS": "0.05"}).start()
     yield server
     server.stop()
 
@@ -107,6 +110,41 @@ def local_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def client(local_server):
     return local_server.client()
+
+
+#: A tiny random Llama (tests/tiny.py) registered as a base model: jobs whose subject is the job's
+#: life (events, cancel, pause, resume, crashes, seeds) train it in milliseconds per step, through
+#: exactly the same server, trainer and loop as the real model.
+TINY_MODEL = "tiny-llama"
+
+
+def tiny_model_dir(folder: Path) -> Path:
+    """Save the tiny model and its tokenizer as a Hugging Face directory (once per folder)."""
+    from tiny import tiny_llama, tiny_tokenizer
+
+    if not (folder / "config.json").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tiny_llama().save_pretrained(folder)
+        tiny_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def register_tiny_model(home: Path, folder: Path) -> str:
+    """Register the tiny model in ``home`` as ``register-model`` does (the server may be running)."""
+    from ftkit.local.service import Platform
+    from ftkit.local.store import Store
+
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = Store(home)
+    if not any(m["id"] == TINY_MODEL for m in store.list_models()):
+        Platform(store, max_upload_bytes=0).register_base_model(TINY_MODEL, str(tiny_model_dir(folder)))
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_model(local_server, tmp_path_factory) -> str:
+    """The tiny model's id on the shared server."""
+    return register_tiny_model(local_server.home, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,21 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LocalServer, loose_paths, tiny_chat_file, wait_for_job
+from conftest import LocalServer, loose_paths, register_tiny_model, tiny_chat_file, wait_for_job
+
+from ftkit.local.training.loop import MIN_STEP_ENV
 
 pytestmark = pytest.mark.slow
 
-MODEL = "SmolLM2-135M-Instruct"
 STEPS = 20  # 20 examples, batch 2, 2 epochs
+PACE_S = "0.3"  # each step of the tiny model lasts at least this long: a job lasts some 6 s, long
+# enough to be killed at each moment these tests aim at, short enough to repeat
+
+
+def _server(tmp_path: Path) -> LocalServer:
+    """A server whose home knows the tiny model (tests/tiny.py), its trainers paced."""
+    register_tiny_model(tmp_path / "home", tmp_path / "tiny-llama")
+    return LocalServer(tmp_path / "home", env={MIN_STEP_ENV: PACE_S})
 
 
 def _job_row(home: Path, job_id: str) -> dict:
@@ -82,7 +91,7 @@ def _kill_trainer(home: Path, job_id: str) -> int:
 def _create_job(client, tmp_path: Path, suffix: str):
     train = client.files.create(file=tiny_chat_file(tmp_path / f"{suffix}.jsonl", n=20).open("rb"), purpose="fine-tune")
     return client.fine_tuning.jobs.create(
-        model=MODEL, training_file=train.id, suffix=suffix, seed=5,
+        model="tiny-llama", training_file=train.id, suffix=suffix, seed=5,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 2}}})
 
 
@@ -119,7 +128,7 @@ def _check_steps_once(client, job_id: str) -> None:
 
 
 def test_kill_9_of_the_server_at_validation_after_a_checkpoint_and_mid_epoch_loses_nothing(tmp_path):
-    server = LocalServer(tmp_path / "home").start()
+    server = _server(tmp_path).start()
     home = server.home
     try:
         c = server.client()
@@ -159,7 +168,7 @@ def test_kill_9_of_the_server_at_validation_after_a_checkpoint_and_mid_epoch_los
 
 
 def test_kill_9_of_the_trainer_mid_epoch_and_of_both_after_a_checkpoint_resumes_and_loses_nothing(tmp_path):
-    server = LocalServer(tmp_path / "home").start()
+    server = _server(tmp_path).start()
     try:
         c = server.client()
         job = _create_job(c, tmp_path, "trkill")
@@ -181,10 +190,10 @@ def test_kill_9_of_the_trainer_mid_epoch_and_of_both_after_a_checkpoint_resumes_
     _check_nothing_lost(server, job.id)
 
 
-def test_a_cancelled_job_leaves_no_resume_state_behind(client, local_server, tmp_path):
+def test_a_cancelled_job_leaves_no_resume_state_behind(client, local_server, tiny_model, tmp_path):
     train = client.files.create(file=tiny_chat_file(tmp_path / "c.jsonl", n=10).open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id, seed=1, method={
-        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 5}}})
+    job = client.fine_tuning.jobs.create(model=tiny_model, training_file=train.id, seed=1, method={
+        "type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 10, "batch_size": 1}}})
     _wait_until(client, job.id, _reached_step(1), "the first step")
     client.fine_tuning.jobs.pause(job.id)
     deadline = time.monotonic() + 300

@@ -290,9 +290,9 @@ def test_invalid_training_file_fails_the_job_naming_the_line(client, tmp_path):
     assert job.fine_tuned_model is None
 
 
-def test_same_seed_same_run(client, training_file):
+def test_same_seed_same_run(client, training_file, tiny_model):
     def run():
-        job = client.fine_tuning.jobs.create(model=MODEL, training_file=training_file.id, seed=123,
+        job = client.fine_tuning.jobs.create(model=tiny_model, training_file=training_file.id, seed=123,
                                              hyperparameters={"n_epochs": 1, "batch_size": 5})
         job = wait_for_job(client, job.id)
         assert job.status == "succeeded", job.error
@@ -301,10 +301,10 @@ def test_same_seed_same_run(client, training_file):
     assert run() == run()
 
 
-def test_cancel_stops_a_running_job(client, tmp_path):
+def test_cancel_stops_a_running_job(client, tmp_path, tiny_model):
     path = tiny_chat_file(tmp_path / "long.jsonl", n=20)
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id,
+    job = client.fine_tuning.jobs.create(model=tiny_model, training_file=f.id,  # 100 steps, >= 5 s
                                          hyperparameters={"n_epochs": 5, "batch_size": 1})
     wait_for_job(client, job.id, statuses=("running",))
     _wait_for_step(client, job.id, 2)
@@ -320,11 +320,11 @@ def test_cancel_stops_a_running_job(client, tmp_path):
         client.fine_tuning.jobs.cancel(job.id)
 
 
-def test_pause_and_resume_continue_where_they_stopped(client, tmp_path):
+def test_pause_and_resume_continue_where_they_stopped(client, tmp_path, tiny_model):
     path = tiny_chat_file(tmp_path / "pause.jsonl", n=20)
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id,
-                                         hyperparameters={"n_epochs": 2, "batch_size": 1})
+    job = client.fine_tuning.jobs.create(model=tiny_model, training_file=f.id,  # 80 steps, >= 4 s
+                                         hyperparameters={"n_epochs": 4, "batch_size": 1})
     _wait_for_step(client, job.id, 3)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
     time.sleep(3)
@@ -335,10 +335,10 @@ def test_pause_and_resume_continue_where_they_stopped(client, tmp_path):
     job = wait_for_job(client, job.id)
     assert job.status == "succeeded", job.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
-    assert f"Resuming from step {paused_at}/40" in messages
-    steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+    assert f"Resuming from step {paused_at}/80" in messages
+    steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100).auto_paging_iter()
              if e.type == "metrics" and "train_loss" in (e.data or {})]
-    assert sorted(steps) == list(range(1, 41))  # every step exactly once across the pause
+    assert sorted(steps) == list(range(1, 81))  # every step exactly once across the pause
 
 
 def test_delete_fine_tuned_model_not_base(client, finished_job, check_schema):
@@ -426,17 +426,17 @@ def test_concurrent_requests_are_batched(client, local_server):
     assert rows == 12 and batches < 12  # several requests shared a forward pass
 
 
-def test_api_answers_while_a_job_trains(client, tmp_path):
+def test_api_answers_while_a_job_trains(client, tmp_path, tiny_model):
     path = tiny_chat_file(tmp_path / "busy.jsonl", n=20)
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id,
-                                         hyperparameters={"n_epochs": 1, "batch_size": 1})
+    job = client.fine_tuning.jobs.create(model=tiny_model, training_file=f.id,
+                                         hyperparameters={"n_epochs": 2, "batch_size": 1})
     _wait_for_step(client, job.id, 1)
     start = time.monotonic()
     client.files.list()
     client.fine_tuning.jobs.retrieve(job.id)
     assert time.monotonic() - start < 2.0
-    second = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, hyperparameters={"n_epochs": 1,
+    second = client.fine_tuning.jobs.create(model=tiny_model, training_file=f.id, hyperparameters={"n_epochs": 1,
                                                                                               "batch_size": 10})
     assert client.fine_tuning.jobs.retrieve(second.id).status in ("validating_files", "queued")
     assert wait_for_job(client, job.id).status == "succeeded"

@@ -250,11 +250,9 @@ def test_pause_saves_state_and_a_new_run_resumes_without_repeating_steps(store):
     job = _start_job(store, method, _upload(store, [chat(i) for i in range(10)]))
     run = JobRun(store, job, log=lambda m: None, load_base=load_tiny)
     real_check = run.check_continue
-    calls = {"n": 0}
 
     def pause_after_three_steps():
-        calls["n"] += 1
-        if calls["n"] == 4:
+        if _metric_steps(store, job) == [1, 2, 3] and store.get_job(job["id"])["status"] == lc.RUNNING:
             jobstate.pause(store, job["id"])
         real_check()
 
@@ -271,6 +269,24 @@ def test_pause_saves_state_and_a_new_run_resumes_without_repeating_steps(store):
     assert store.get_job(job["id"])["status"] == lc.SUCCEEDED
     assert _metric_steps(store, job) == list(range(1, 11))
     assert [int(r["step"]) for r in _results(store, job)] == list(range(1, 11))
+
+
+def test_a_step_in_flight_when_the_job_is_cancelled_is_dropped_not_reported(store):
+    method = {"type": lc.SUPERVISED, lc.SUPERVISED: {"hyperparameters": {"n_epochs": 1, "batch_size": 2}}}
+    job = _start_job(store, method, _upload(store, [chat(i) for i in range(10)]))
+    run = JobRun(store, job, log=lambda m: None, load_base=load_tiny)
+    real_step = run.method.step
+
+    def cancelled_during_the_second_step(ctx, batch):
+        out = real_step(ctx, batch)
+        if ctx.step == 1:  # the second step (0-based): the user cancels while it computes
+            jobstate.cancel(store, job["id"])
+        return out
+
+    run.method.step = cancelled_during_the_second_step
+    run.run()
+    assert store.get_job(job["id"])["status"] == lc.CANCELLED
+    assert _metric_steps(store, job) == [1]
 
 
 def test_cancelled_job_stops_and_leaves_no_model(store):

@@ -39,6 +39,17 @@ from . import starting, steps
 KEEP_CHECKPOINTS = 3
 #: Save a resumable state at least this often (seconds of training), besides every epoch end.
 RESUME_EVERY_SECONDS = 60.0
+#: ``FTKIT_MIN_STEP_SECONDS``: every step lasts at least this long (default 0: as fast as it
+#: trains). A knob for demonstrations and for the crash-recovery tests, which train a tiny model
+#: whose steps take milliseconds and need it still running when they kill it.
+MIN_STEP_ENV = "FTKIT_MIN_STEP_SECONDS"
+
+
+def min_step_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get(MIN_STEP_ENV, "0") or 0))
+    except ValueError:
+        return 0.0
 
 
 class JobStopped(Exception):
@@ -216,6 +227,7 @@ class JobRun:
         eval_every = method.eval_every(total, hp)
         valid_sample = method.valid_sample(run.valid, hp)
         lengths = [method.length(e) for e in run.train]
+        pace = min_step_seconds()
         if state.batch_in_epoch == 0 and state.epoch > 0:
             self.checkpoint(run)  # resumed right after an epoch end: its checkpoint may be missing
         for epoch in range(state.epoch, hp["n_epochs"]):
@@ -225,10 +237,13 @@ class JobRun:
                 t0 = time.time()
                 ctx.step = state.step
                 loss, metrics = method.step(ctx, [run.train[i] for i in batches[b]])
+                self.check_continue()  # paused or cancelled meanwhile: this step is dropped, not applied
                 if loss is not None:
                     steps.optimizer_step(loss, run.params, run.optimizer, run.scheduler)
                 else:
                     run.scheduler.step()
+                if pace and time.time() - t0 < pace:
+                    time.sleep(pace - (time.time() - t0))
                 state.step += 1
                 state.batch_in_epoch = b + 1
                 data = {lc.STEP: state.step, **metrics, lc.TOTAL_STEPS: total}
