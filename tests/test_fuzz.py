@@ -45,6 +45,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 
 from ftkit.local.parameters import POLICY  # noqa: E402
+from ftkit.local.wire import APIError  # noqa: E402
 
 # Every operation the local server implements (ftkit/local/routes/), by the spec's operationId.
 OPERATIONS = [
@@ -61,9 +62,10 @@ FUZZ_EXAMPLES = int(os.environ.get("FTKIT_FUZZ_EXAMPLES", "8"))
 RANDOM_SEEDS = os.environ.get("FTKIT_FUZZ_RANDOM") == "1"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           negative_data_rejection]
-# the path parameter of each kind of object, so that some requests name objects that exist
+# the parameters (path or body) that name objects, by kind, so that some requests name ones that exist
 ID_PARAMETERS = {"model": "models", "file_id": "files", "fine_tuning_job_id": "jobs", "batch_id": "batches",
-                 "response_id": "responses"}
+                 "response_id": "responses", "training_file": "training_files", "validation_file": "training_files",
+                 "input_file_id": "batch_files"}
 
 
 class FuzzTarget:
@@ -126,7 +128,8 @@ class FuzzTarget:
                                                               "completion_window": "24h"}))
         response = ok(http.post(f"{self.base_url}/responses", json={"model": models[0], "input": "hi"}))
         self.known = {"models": models, "files": [file["id"], batch_file["id"]], "jobs": [job["id"]],
-                      "batches": [batch["id"]], "responses": [response["id"]]}
+                      "batches": [batch["id"]], "responses": [response["id"]], "training_files": [file["id"]],
+                      "batch_files": [batch_file["id"]]}
 
 
 @pytest.fixture(scope="module")
@@ -147,38 +150,42 @@ def fuzz_schema():
 
 
 def steered(operation, target: FuzzTarget):
-    """Valid requests, half of them steered past the door: the model is one the server serves,
-    parameters the server refuses on principle (``POLICY``) are left out, and path parameters
-    name objects that exist. Without this nearly every valid request would stop at a 404 for a
-    random model or id, or a 400 for an unsupported parameter, and the services behind the
-    routes would go untested."""
-    policy = POLICY.get(operation.definition.raw.get("operationId"), {})
+    """Valid requests, half of them steered past the door: top-level parameters the spec does not
+    name (its schemas allow extra properties, the server refuses them) and the ones the server
+    refuses on principle (``POLICY``) are left out, and the parameters that name objects (the
+    model, always; files, ids in the path) name ones that exist. Without this nearly every valid request
+    would stop at a 400 for an unknown parameter or a 404 for a random id, and the services
+    behind the routes would go untested."""
+    operation_id = operation.definition.raw["operationId"]
+    policy = POLICY.get(operation_id, {})
+
+    def unwanted(name: str, value) -> bool:
+        if name not in policy:
+            return True
+        try:
+            policy[name].check(name, value)
+        except APIError:
+            return True
+        return False
 
     @st.composite
     def draw_case(draw):
         case = draw(operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
         if not draw(st.booleans()):
             return case
-        if isinstance(case.body, dict):
-            for name in [n for n, v in case.body.items() if n in policy and _refused(policy[n], n, v)]:
+        if isinstance(case.body, dict) and policy:
+            for name in [n for n, v in case.body.items() if unwanted(n, v)]:
                 del case.body[name]
-            if "model" in case.body and target.known["models"]:
-                case.body["model"] = draw(st.sampled_from(target.known["models"]))
-        for name in case.path_parameters or {}:
-            known = target.known.get(ID_PARAMETERS.get(name, ""), [])
-            if known:
-                case.path_parameters[name] = draw(st.sampled_from(known))
+            if "model" in policy:  # optional in createResponse's schema, needed without stored prompts
+                case.body.setdefault("model", "")
+        for where in (case.body if isinstance(case.body, dict) else {}, case.path_parameters or {}):
+            for name in where:
+                known = target.known.get(ID_PARAMETERS.get(name, ""), [])
+                if known:
+                    where[name] = draw(st.sampled_from(known))
         return case
 
     return draw_case()
-
-
-def _refused(rule, name, value) -> bool:
-    try:
-        rule.check(name, value)
-    except Exception:
-        return True
-    return False
 
 
 def _cases(operation, mode: GenerationMode, target: FuzzTarget):

@@ -174,6 +174,7 @@ RESPONSE_DEVIATIONS = [
                       "paused jobs say so, as on the hosted API; the spec's status enum lacks it"),
     ResponseDeviation(("listFiles",), "ListFilesResponse", ("first_id", "last_id"), (None,), _PAGE_IDS),
     ResponseDeviation(("listBatches",), "ListBatchesResponse", ("first_id", "last_id"), (None,), _PAGE_IDS),
+    ResponseDeviation(("listInputItems",), "ResponseItemList", ("first_id", "last_id"), (None,), _PAGE_IDS),
 ]
 # Whole answers in another media type than the spec names, by operationId: (status, media type, why).
 MEDIA_TYPE_DEVIATIONS = {
