@@ -244,3 +244,21 @@ def test_without_wandb_installed_the_job_trains_and_says_so_once(monkeypatch, tm
     assert isinstance(tracker, tracking.NoTracking)
     assert len(said) == 1 and "wandb package is not installed" in said[0][0] and said[0][1]["level"] == "warn"
     assert not (tmp_path / "job").exists()
+
+
+@pytest.mark.parametrize("wandb_settings, param", [
+    ({"name": "no project"}, "integrations[0].wandb.project"),
+    ({"project": "p", "tags": ["ok", "x" * 65]}, "integrations[0].wandb.tags[1]"),
+    ({"project": "p", "tags": [""]}, "integrations[0].wandb.tags[0]"),
+])
+def test_a_bad_integration_is_a_400_naming_it(trained, wandb_settings, param):
+    import openai
+
+    store, client, job_id, _home = trained
+    job = store.get_job(job_id)
+    before = len(store.list_jobs())
+    with pytest.raises(openai.BadRequestError) as err:
+        client.fine_tuning.jobs.create(model="tiny", training_file=job["training_file"],
+                                       integrations=[{"type": "wandb", "wandb": wandb_settings}])
+    assert err.value.body["param"] == param
+    assert len(store.list_jobs()) == before
