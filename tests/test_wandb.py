@@ -262,3 +262,38 @@ def test_a_bad_integration_is_a_400_naming_it(trained, wandb_settings, param):
                                        integrations=[{"type": "wandb", "wandb": wandb_settings}])
     assert err.value.body["param"] == param
     assert len(store.list_jobs()) == before
+
+
+class _Run:
+    """Stands in for a wandb run whose backend breaks after ``works`` calls to ``log``."""
+
+    def __init__(self, works: int) -> None:
+        self.works, self.logged, self.summary, self.exit_codes = works, [], {}, []
+
+    def log(self, metrics, step):
+        if len(self.logged) == self.works:
+            raise OSError("disk full")
+        self.logged.append((step, metrics))
+
+    def finish(self, exit_code=0):
+        self.exit_codes.append(exit_code)
+
+
+def test_a_tracking_failure_is_said_once_and_never_fails_the_job():
+    said, run = [], _Run(works=1)
+    tracker = tracking.WandbRun(run, event=lambda message, **kw: said.append((message, kw.get("level"))))
+    tracker.log_step({"step": 1, "train_loss": 2.0, "valid_loss": None})
+    tracker.log_step({"step": 2, "train_loss": 1.5})  # breaks: said once, run closed with exit code 1
+    tracker.log_step({"step": 3, "train_loss": 1.0})
+    tracker.log_final({"full_valid_loss": 1.0})
+    tracker.finish(lc.SUCCEEDED)
+    assert run.logged == [(1, {"train_loss": 2.0})] and run.exit_codes == [1] and run.summary == {}
+    assert said == [("Weights & Biases logging stopped (OSError: disk full); training goes on", "warn")]
+
+
+def test_a_failed_job_closes_its_run_with_exit_code_1():
+    run = _Run(works=5)
+    tracker = tracking.WandbRun(run, event=lambda message, **kw: None)
+    tracker.finish(lc.FAILED)
+    tracker.finish(lc.FAILED)  # the loop's finally calls it again: nothing happens
+    assert run.summary == {"status": lc.FAILED} and run.exit_codes == [1]

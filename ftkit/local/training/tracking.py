@@ -165,9 +165,10 @@ def start(job: dict, job_dir: Path, config: dict, *, event: Event) -> WandbRun |
         event(f"Weights & Biases run could not start ({type(e).__name__}: {_short(e)}); training goes on "
               "without it", level="warn")
         return NoTracking()
-    if is_offline:
+    if run.offline:  # no key, or WANDB_MODE=offline
         folder = Path(run.dir).parent  # <job dir>/wandb/offline-run-<time>-<job id>
-        event(f"Weights & Biases: logging offline (no WANDB_API_KEY) to {folder}; upload it later with "
+        why = "no WANDB_API_KEY" if is_offline else "WANDB_MODE"
+        event(f"Weights & Biases: logging offline ({why}) to {folder}; upload it later with "
               f"`wandb sync {folder}`", data={"wandb_dir": str(folder), "wandb_run_id": run.id})
     else:
         event(f"Weights & Biases: logging to {run.url}", data={"wandb_run_id": run.id, "wandb_url": run.url})
