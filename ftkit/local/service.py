@@ -125,17 +125,23 @@ class Platform:
         ):
             raise APIError(400, "metadata must map at most 16 keys (<= 64 chars) to strings (<= 512 chars)",
                            param="metadata")
-        integrations = body.get("integrations") or []
+        integrations = self._integrations(body.get("integrations") or [])
         job = jobstate.create(self.store, {
             "id": new_id("ftjob"), "model": model, "training_file": training, "validation_file": validation,
             "suffix": suffix, "seed": seed, "method": method, "metadata": metadata, "integrations": integrations,
         })
-        for integration in integrations:
-            kind = integration.get("type") if isinstance(integration, dict) else integration
-            self.store.add_event(job["id"], f"Integration {kind!r} recorded; the local backend does not send data to it",
-                                 level="warn")
         self._wake()
         return job
+
+    def _integrations(self, integrations: list) -> list:
+        """The job's ``integrations`` (their shape is checked against the spec already). W&B tags
+        are 1 to 64 characters (wandb refuses others when the run starts: better said now)."""
+        for i, integration in enumerate(integrations):
+            for j, tag in enumerate((integration.get("wandb") or {}).get("tags") or []):
+                if not 1 <= len(tag) <= 64:
+                    raise APIError(400, f"W&B tags are 1 to 64 characters; this one has {len(tag)}",
+                                   param=f"integrations[{i}].wandb.tags[{j}]", code="invalid_value")
+        return integrations
 
     def _method(self, body: dict) -> dict:
         """The job's ``method`` with every hyperparameter checked (missing ones ``"auto"``).

@@ -6,6 +6,7 @@ Layout under the home directory::
     files/<file-id>          uploaded and generated file contents
     models/<job-id>/...      LoRA adapters: final model and per-epoch checkpoints
     jobs/<job-id>/resume/    state to resume an interrupted or paused job
+    jobs/<job-id>/wandb/     the job's offline W&B run, when its integrations ask for one
 
 Every path is built from an id that matched a strict pattern, so no request can name a path
 outside the home directory. The store is shared by the HTTP process and the trainer process;

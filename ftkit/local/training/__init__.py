@@ -8,6 +8,8 @@
   file, checkpoints, pause / resume / cancel and resuming after a crash.
 * :mod:`.sft`, :mod:`.dpo` -- a method is what differs: how examples are read, the loss of a
   batch, and its metrics.
+* :mod:`.tracking` -- the ``wandb`` integration: the run a job's config, steps and final metrics
+  go to (offline under the job's folder without ``WANDB_API_KEY``); ``wandb`` is optional.
 * :mod:`.starting` -- the starting model: a base model, or a fine-tuned one (its adapter merged
   into the base), with a fresh LoRA adapter on top; saving the result as one adapter over the base.
 

@@ -13,7 +13,9 @@ What is the same lives here, once:
   state and acknowledges, a cancel stops, a server that stops or dies gets the state saved and
   the job resumed later from it -- metrics events of steps that were lost are withdrawn, so no
   step is reported twice;
-* at the end: the final adapter, full validation, the results file, the model, ``succeeded``.
+* at the end: the final adapter, full validation, the results file, the model, ``succeeded``;
+* for a job with a ``wandb`` integration, the same config, steps and final metrics go to a W&B run
+  (:mod:`.tracking`; offline under the job's folder when no ``WANDB_API_KEY`` is set).
 
 Job transitions go through :mod:`ftkit.local.jobstate`; the trainer never touches HTTP.
 """
@@ -34,7 +36,7 @@ from dataclasses import dataclass, field
 from ... import lifecycle as lc
 from .. import hyperparameters, jobstate
 from ..store import Store, new_id
-from . import starting, steps
+from . import starting, steps, tracking
 
 KEEP_CHECKPOINTS = 3
 #: Save a resumable state at least this often (seconds of training), besides every epoch end.
@@ -133,6 +135,7 @@ class JobRun:
         self.resume_dir = store.job_dir(self.job_id) / "resume"
         self.method = method_for(job)
         self._last_resume_save = time.monotonic()
+        self.tracking: tracking.WandbRun | tracking.NoTracking = tracking.NoTracking()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -199,6 +202,9 @@ class JobRun:
                                              "steps": total_steps})
         ft_model = fine_tuned_model_id(start.base_id, job["suffix"], self.job_id)
         run = _Run(ctx, train, valid, state, params, optimizer, scheduler, ft_model, start)
+        config = tracking.run_config(job, hp, examples=len(train), total_steps=total_steps,
+                                     precision=ctx.precision, device=str(ctx.device))
+        self.tracking = tracking.start(job, self.store.job_dir(self.job_id), config, event=self.event)
 
         try:
             while True:
@@ -217,7 +223,11 @@ class JobRun:
                     if jobstate.acknowledge_pause(self.store, self.job_id, step=state.step, total_steps=total_steps):
                         return
             self.finish(run, started)
+        except BaseException:
+            self.tracking.finish(lc.FAILED)  # the trainer marks the job failed (or resumes it later)
+            raise
         finally:
+            self.tracking.finish(self.store.get_job(self.job_id)["status"])  # no-op once finished
             getattr(method, "close", lambda: None)()
 
     def train_epochs(self, run: _Run) -> None:
@@ -249,7 +259,9 @@ class JobRun:
                 data = {lc.STEP: state.step, **metrics, lc.TOTAL_STEPS: total}
                 if valid_sample and (state.step % eval_every == 0 or state.step == total):
                     data.update(method.evaluate(ctx, valid_sample, "valid"))
-                state.results.append(method.results_row(data))
+                row = method.results_row(data)
+                state.results.append(row)
+                self.tracking.log_step(row)
                 message = method.message(data, total) if hasattr(method, "message") else _step_message(data, total)
                 self.event(message, type=lc.EVENT_TYPE_METRICS, data=data)
                 run.step_times.append(time.time() - t0)
@@ -327,6 +339,7 @@ class JobRun:
         ctx, state = run.ctx, run.state
         final = self.store.model_dir(self.job_id) / "final"
         starting.save_servable(ctx.model, final, start_adapter=run.start.start_adapter)
+        full = {}
         if run.valid:
             full = self.method.evaluate(ctx, run.valid, "full_valid")
             self.event(_full_validation_message(full), type=lc.EVENT_TYPE_METRICS,
@@ -345,6 +358,7 @@ class JobRun:
             self.store.delete_model(run.ft_model)
             shutil.rmtree(final, ignore_errors=True)
             return
+        self.tracking.log_final({**full, "fine_tuned_model": run.ft_model, "trained_tokens": trained_tokens})
         shutil.rmtree(self.resume_dir, ignore_errors=True)
 
     def write_results(self, results: list[dict]) -> str:
