@@ -309,7 +309,8 @@ def main(argv: list[str] | None = None) -> dict:
                  ("step_wall_s", "step_cpu_s", "sampling_wall_s", "grading_wall_s", "update_wall_s")}
         ratio["sampled_tokens_per_s"] = round(ours["sampled_tokens_per_s"] / theirs["sampled_tokens_per_s"], 3)
         result["ratio_ftkit_over_trl"] = ratio
-        result["step_time_ratio"] = ratio["step_wall_s"]
+        result["speedup"] = round(theirs["step_wall_s"] / ours["step_wall_s"], 2)  # TRL's step time / ftkit's
+        result["speedup_cpu"] = round(theirs["step_cpu_s"] / ours["step_cpu_s"], 2)
         result["same_prompt_tokens"] = ours["prompt_tokens"] == theirs["prompt_tokens"]
         print(f"\nftkit / TRL: step time {ratio['step_wall_s']}x wall, {ratio['step_cpu_s']}x CPU; "
               f"sampling {ratio['sampling_wall_s']}x, grading {ratio['grading_wall_s']}x, "
