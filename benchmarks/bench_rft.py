@@ -34,7 +34,8 @@ policy-gradient loss (GRPO; no KL term), at the server's reinforcement learning 
 
 Reported per step, over the measured steps: wall and CPU seconds for each part, answer tokens
 sampled per second (the answers' tokens including the end-of-sequence token where an answer ended,
-as both count them), the mean reward, and the ratios ftkit / TRL (below 1: ftkit is faster).
+as both count them), the mean reward, the ratios ftkit / TRL of each time (below 1: ftkit is
+faster) and ``speedup`` = TRL's step time / ftkit's (goal: >= 1x).
 Sampling is random (different tokens for each library), so the answers' lengths differ: compare
 the tokens per second of sampling and the step times with the answer tokens beside them. The
 result names the CPU and whether it has AVX512-BF16.
