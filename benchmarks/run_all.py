@@ -17,6 +17,7 @@ BENCHMARKS = [
     ("validate + count 100k examples", "bench_validate", "speedup_vs_cookbook", ">= 4x the cookbook recipe"),
     ("LoRA training tokens/s", "bench_train", "speedup", ">= 2x a naive padded loop"),
     ("DPO pairs/s vs TRL", "bench_dpo", "speedup", ">= 1x TRL's DPOTrainer at equal loss"),
+    ("RFT step vs TRL GRPOTrainer", "bench_rft", "speedup", ">= 1x TRL's GRPOTrainer step time"),
     ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
     ("evaluate 100 held-out tickets", "bench_evaluate", "speedup", "<= 60 s, batched vs one at a time"),
     ("constrained vs free decoding", "bench_constrained", "time_per_token_ratio", "< 1.15x free decoding's time/token"),

@@ -423,3 +423,40 @@ def test_reinforcement_steps_raise_the_reward():
     finally:
         rft.MAX_COMPLETION_TOKENS = saved
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.15, rewards
+
+
+def test_reinforcement_log_probabilities_score_only_the_answers():
+    """completion_logprobs: each answer token's log-probability as a lone forward pass over its
+    prompt + answer gives it, whatever the other rows' prompt and answer lengths; and the LM head
+    (vocabulary-sized logits) runs only on the answer positions, never on the prompts'."""
+    from ftkit.local.training import rft
+
+    tok = tiny_tokenizer()
+    model = recipe.LoraRecipe(rank=4, alpha=8).apply(tiny_llama(seed=5))
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    model.eval()
+    prompts = [rft.Prompt(tok(text)["input_ids"], [], {}) for text in
+               ("Subject: refund please", "Hi Maya, thanks for writing. We have sent your refund.")]
+    answers = [[int(t) for t in torch.randint(5, len(tok), (n,), generator=gen)] for n in (3, 6, 1, 0)]
+    samples = [rft.Sampled(prompts[k % 2], a, "", "stop") for k, a in enumerate(answers)]
+    assert len(prompts[0].prompt_ids) != len(prompts[1].prompt_ids)
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: widths.append(args[0].shape[1]))
+    with torch.no_grad():
+        logps, mask = rft.completion_logprobs(model, samples, tok.pad_token_id)
+    hook.remove()
+    assert widths == [6]  # the longest answer; the prompts' positions never reach the LM head
+    assert logps.shape == mask.shape == (4, 6)
+    assert mask.sum(1).tolist() == [3, 6, 1, 0]
+    for i, s in enumerate(samples):
+        ids = torch.tensor([s.prompt.prompt_ids + s.completion_ids])
+        with torch.no_grad():
+            alone = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        start = len(s.prompt.prompt_ids) - 1  # position t predicts token t + 1
+        expected = [float(alone[start + j, t]) for j, t in enumerate(s.completion_ids)]
+        assert logps[i, : len(expected)].tolist() == pytest.approx(expected, abs=1e-5)
+        assert float(logps[i, len(expected):].abs().sum()) == 0.0

@@ -110,29 +110,36 @@ def grpo_loss(logps, old_logps, advantages, mask, *, epsilon: float = CLIP_EPSIL
 
 def completion_logprobs(model, samples: list[Sampled], pad_id: int, precision: str = "fp32"):
     """(per-token log-probabilities of each answer's tokens, answer-token mask), both
-    (answers x longest answer), under ``model``: one forward pass over prompt + answer."""
+    (answers x longest answer), under ``model``: one forward pass over prompt + answer.
+
+    Prompts are padded on the left and answers on the right, so every answer starts at the same
+    column and only the answer positions go through the LM head (``logits_to_keep``): the
+    vocabulary-sized logits (49k floats per token for SmolLM2) of the prompt tokens, which the
+    loss never reads, are neither computed nor back-propagated (TRL's layout)."""
     import torch
+    import torch.nn.functional as F
 
     from . import steps
 
     device = next(model.parameters()).device
-    rows = [s.prompt.prompt_ids + s.completion_ids for s in samples]
-    labels = [[-100] * len(s.prompt.prompt_ids) + s.completion_ids for s in samples]
-    ids = steps.pad_right(rows, pad_id, device)
-    label_ids = steps.pad_right(labels, -100, device)
-    mask = steps.pad_right([[1] * len(r) for r in rows], 0, device)
-    logps, learned = steps.token_logprobs(model, ids, label_ids, mask, precision)
-    # keep only the answer positions, left-aligned: (answers x longest answer)
+    prompt_width = max(len(s.prompt.prompt_ids) for s in samples)
     width = max(1, max(len(s.completion_ids) for s in samples))
-    out = torch.zeros((len(samples), width), device=device)
-    out_mask = torch.zeros((len(samples), width), device=device)
+    ids = torch.full((len(samples), prompt_width + width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
     for i, s in enumerate(samples):
-        n = len(s.completion_ids)
-        if n:
-            start = len(s.prompt.prompt_ids) - 1  # position t predicts token t + 1
-            out[i, :n] = logps[i, start : start + n]
-            out_mask[i, :n] = learned[i, start : start + n].float()
-    return out, out_mask
+        prompt, answer = s.prompt.prompt_ids, s.completion_ids
+        ids[i, prompt_width - len(prompt) : prompt_width + len(answer)] = torch.tensor(prompt + answer)
+        mask[i, prompt_width - len(prompt) : prompt_width + len(answer)] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding: each row counts from its first token
+    # position t predicts token t + 1: the last token predicts nothing the loss needs, so it is
+    # left out, and the last ``width`` positions predict the answer tokens
+    with steps.autocast(device.type, precision):
+        logits = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                       use_cache=False, logits_to_keep=width).logits.float()
+    target, answer_mask = ids[:, prompt_width:], mask[:, prompt_width:].float()
+    logps = -F.cross_entropy(logits.transpose(1, 2), target, reduction="none")
+    return logps * answer_mask, answer_mask
 
 
 def _choice(sample: Sampled) -> dict:
