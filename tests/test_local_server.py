@@ -336,7 +336,7 @@ def test_pause_and_resume_continue_where_they_stopped(client, tmp_path, tiny_mod
     assert job.status == "succeeded", job.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
     assert f"Resuming from step {paused_at}/80" in messages
-    steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100).auto_paging_iter()
+    steps = [e.data["step"] for e in client.fine_tuning.jobs.list_events(job.id, limit=100)
              if e.type == "metrics" and "train_loss" in (e.data or {})]
     assert sorted(steps) == list(range(1, 81))  # every step exactly once across the pause
 
