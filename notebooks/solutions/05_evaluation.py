@@ -155,7 +155,7 @@ def exercise_5(client, results: ev.Evaluation, examples: list[dict]) -> pd.DataF
 
 
 def exercise_6(client, job, validation: list[dict], test: list[dict]) -> tuple[str, pd.DataFrame]:
-    """★★★ Pick the checkpoint on the validation split, then evaluate only that one on the test split."""
+    """★★★ Pick the checkpoint on the validation split, then evaluate only that one on a test set."""
     checkpoints = sorted(client.fine_tuning.jobs.checkpoints.list(job.id), key=lambda c: c.step_number)
     candidates = {f"step {c.step_number}": c.fine_tuned_model_checkpoint for c in checkpoints}
     candidates["final"] = job.fine_tuned_model
@@ -167,7 +167,7 @@ def exercise_6(client, job, validation: list[dict], test: list[dict]) -> tuple[s
     chosen = next(c for c in configs if c.name == best)
     on_test = ev.evaluate(client, test, [chosen], labels=LABELS, concurrency=len(test), progress=False)
     print(table.round(3).to_string())
-    print(f"  chosen on validation: {best}; on the test split: exact {on_test.summary().loc[best, 'exact']:.0%}, "
+    print(f"  chosen on validation: {best}; on the test set: exact {on_test.summary().loc[best, 'exact']:.0%}, "
           f"macro F1 {macro_f1_mean(on_test, best):.3f}")
     # Choosing on the test split would make the test score the best of several tries -- an
     # optimistic number that no longer predicts how the model does on new tickets.
