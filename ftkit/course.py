@@ -352,7 +352,8 @@ if __name__ == "__main__":
 # ---------------------------------------------------------------------------------------------
 # The course's fine-tuning job (ticket triage), shared by notebooks 04 and 05
 
-__all__ += ["TRIAGE_SETTINGS", "TriageSettings", "triage_format_ok", "triage_job", "triage_settings"]
+__all__ += ["LEARNING_CURVE_SIZES", "TRIAGE_SETTINGS", "TriageSettings", "learning_curve_settings", "triage_format_ok",
+            "triage_job", "triage_settings"]
 
 
 @dataclass(frozen=True)
@@ -374,6 +375,7 @@ class TriageSettings:
     seed: int
     suffix: str = "ticket-triage"
     why: str = ""
+    lesson: str = "04"  # the notebook that trains it (the learning curve's jobs are notebook 05's)
 
     def training_examples(self) -> list[dict]:
         from .data import read_jsonl
@@ -384,6 +386,8 @@ class TriageSettings:
     def validation_set(self) -> list[dict]:
         from .data import read_jsonl
 
+        if self.validation_examples == 0:
+            return []
         rows = list(read_jsonl(data_path("tickets", "validation.jsonl")))
         return rows if self.validation_examples is None else rows[: self.validation_examples]
 
@@ -410,7 +414,7 @@ class TriageSettings:
     @property
     def metadata(self) -> dict[str, str]:
         """The job's metadata: how :func:`triage_job` finds it again."""
-        return {"course": "ftkit", "lesson": "04", "mode": self.mode, "recipe": self.recipe}
+        return {"course": "ftkit", "lesson": self.lesson, "mode": self.mode, "recipe": self.recipe}
 
     def job_kwargs(self) -> dict:
         """Keyword arguments for :func:`ftkit.jobs.create_job` (besides the files)."""
@@ -451,7 +455,36 @@ def triage_settings(quick: bool | None = None) -> TriageSettings:
     return TRIAGE_SETTINGS["quick" if (QUICK if quick is None else quick) else "full"]
 
 
-def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 * 3600, verbose: bool = True):
+#: Notebook 05's learning curve: the same task trained on fewer tickets (the first N of the
+#: training file, so each set holds the smaller ones). Full: 25, 50 and 100 tickets at the 3 epochs
+#: the full job's "auto" gives its 259 (batch size and learning rate "auto" as there); the full job
+#: itself is the last point. Quick: each extra job is real CPU training (about a second per
+#: example and step on a 2-core CPU without bf16), so two small points -- 10 and 20 tickets, one
+#: epoch, the quick job's batch size and learning rate, no validation -- and the quick job (40
+#: tickets, 2 epochs) as the last point.
+LEARNING_CURVE_SIZES = {"full": (25, 50, 100), "quick": (10, 20)}
+
+
+def learning_curve_settings(quick: bool | None = None) -> list[TriageSettings]:
+    """The extra jobs of notebook 05's learning curve (see :data:`LEARNING_CURVE_SIZES`); run or
+    reuse each with ``triage_job(client, settings=...)``. Taught in notebooks/05_evaluation.ipynb."""
+    quick = QUICK if quick is None else quick
+    mode = "quick" if quick else "full"
+    out = []
+    for n in LEARNING_CURVE_SIZES[mode]:
+        if quick:
+            out.append(TriageSettings(f"quick-curve-{n}", n, 0, 1, 4, 2.0, seed=42, lesson="05",
+                                      why=f"the first {n} training tickets x 1 epoch, batches of 4, twice the "
+                                          "learning rate; no validation"))
+        else:
+            out.append(TriageSettings(f"curve-{n}", n, 0, 3, None, None, seed=42, lesson="05",
+                                      why=f"the first {n} training tickets x 3 epochs, auto batch size and "
+                                          "learning rate; no validation"))
+    return out
+
+
+def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | None = None,
+               timeout: float | None = 3 * 3600, verbose: bool = True):
     """A succeeded fine-tuning job for the course's ticket-triage task, on ``client``'s backend.
 
     Reuses the newest succeeded job whose metadata matches the course's settings
@@ -462,13 +495,17 @@ def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 *
     :func:`ftkit.jobs.create_job` and follows it with :func:`ftkit.jobs.watch`. Returns the
     ``FineTuningJob`` (``.fine_tuned_model`` is the model to call).
 
+    ``settings`` runs or reuses another recipe of the same task instead (notebook 05's learning
+    curve, :func:`learning_curve_settings`); a recipe with ``validation_examples=0`` trains without
+    a validation file.
+
     Taught in notebooks/04_job_lifecycle.ipynb (which runs the same steps one by one).
     """
     import openai
 
     from . import jobs
 
-    settings = triage_settings(quick)
+    settings = settings or triage_settings(quick)
     say = print if verbose else (lambda *a, **k: None)
     running = None
     for job in client.fine_tuning.jobs.list(metadata=settings.metadata, limit=100):
@@ -491,8 +528,10 @@ def triage_job(client, *, quick: bool | None = None, timeout: float | None = 3 *
         say(f"Training the ticket-triage model ({settings.mode} mode: {settings.why}).")
         train = jobs.upload(client, settings.training_examples(), filename=f"tickets-train-{settings.mode}.jsonl",
                             verbose=verbose)
-        valid = jobs.upload(client, settings.validation_set(), filename=f"tickets-validation-{settings.mode}.jsonl",
-                            min_examples=1, verbose=verbose)
+        valid = None
+        if settings.validation_examples != 0:
+            valid = jobs.upload(client, settings.validation_set(),
+                                filename=f"tickets-validation-{settings.mode}.jsonl", min_examples=1, verbose=verbose)
         job = jobs.create_job(client, train, validation_file=valid, verbose=verbose, **settings.job_kwargs())
         job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
     if job.status != lifecycle.SUCCEEDED:

@@ -62,11 +62,15 @@ __all__ = [
     "exact_match",
     "f1_by_label",
     "full_text",
+    "interval_text",
     "is_retryable",
+    "learning_curve",
+    "label_schema",
     "load_examples",
     "macro_f1",
     "mcnemar_p",
     "parse_json",
+    "plot_learning_curve",
     "prompt_messages",
     "reference_of",
     "sample_agreement",
@@ -144,12 +148,44 @@ def prompt_messages(example: dict, *, system: str | None = None, few_shot: Seque
     return prompt
 
 
+_SCHEMA_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # the API's rule for json_schema.name
+
+
+def label_schema(labels: dict[str, Sequence[str]], *, name: str = "answer") -> dict:
+    """The ``response_format`` of Structured Outputs for an answer that is one JSON object with
+    exactly the fields of ``labels`` (in that order), each one of its allowed values::
+
+        {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": {
+            "type": "object", "properties": {"category": {"type": "string", "enum": [...]}, ...},
+            "required": [...every field...], "additionalProperties": False}}}
+
+    With ``strict`` the server constrains decoding to the schema (OpenAI's Structured Outputs;
+    ftkit's local engine compiles it into a grammar), so every answer is valid JSON with allowed
+    labels by construction -- whether the labels are *right* is still the model's job.
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    if not isinstance(name, str) or not _SCHEMA_NAME.match(name):
+        raise ValueError(f"name must be 1-64 letters, digits, '_' or '-', got {name!r}")
+    if not labels:
+        raise ValueError("labels must name at least one field")
+    properties = {}
+    for field_name, values in labels.items():
+        values = list(values)
+        if not values or not all(isinstance(v, str) for v in values):
+            raise ValueError(f"labels[{field_name!r}] must be a non-empty list of strings")
+        properties[field_name] = {"type": "string", "enum": values}
+    schema = {"type": "object", "properties": properties, "required": list(labels), "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": schema}}
+
+
 @dataclass(frozen=True)
 class Config:
     """One way of answering: a model and how it is prompted.
 
     ``system``: replaces each example's system message (``None`` keeps it, ``""`` drops it).
     ``few_shot``: worked examples (user/assistant messages) inserted after the system message.
+    ``response_format``: sent as the request's ``response_format`` (e.g. :func:`label_schema`
+    for Structured Outputs); None sends none.
     ``extra``: more request parameters (``seed``, ``stop``, ``top_p`` ...).
     ``price_model``: the catalog model whose prices apply (default: the model itself, a fine-tuned
     name resolved through its base); ``fine_tuned``: price as a fine-tuned model (default: the
@@ -167,11 +203,16 @@ class Config:
     extra: dict = field(default_factory=dict)
     price_model: str | None = None
     fine_tuned: bool | None = None
+    response_format: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "few_shot", tuple(self.few_shot))
         if not self.name:
             raise ValueError("a Config needs a name")
+        if self.response_format is not None and not (
+                isinstance(self.response_format, dict) and isinstance(self.response_format.get("type"), str)):
+            raise ValueError(f"{self.name}: response_format must be a dict with a 'type', "
+                             f"got {self.response_format!r}")
 
     @property
     def is_fine_tuned(self) -> bool:
@@ -183,7 +224,10 @@ class Config:
     def request(self, example: dict, **overrides) -> dict:
         """The chat-completion request body for ``example``."""
         body = {"model": self.model, "messages": self.messages(example), "max_tokens": self.max_tokens,
-                "temperature": self.temperature, **self.extra}
+                "temperature": self.temperature}
+        if self.response_format is not None:
+            body["response_format"] = self.response_format
+        body.update(self.extra)
         body.update(overrides)
         return body
 
@@ -979,6 +1023,92 @@ class Evaluation:
         })
         return pd.Series(counts, name=f"{before} -> {after} ({column})")
 
+    def _yes_no_columns(self) -> dict[str, str]:
+        """{metric name: score column}: exact, valid JSON and each field's accuracy."""
+        columns = {"exact": "exact"}
+        if "valid_json" in self.results:
+            columns["valid_json"] = "valid_json"
+        columns.update({f: f"{f}_ok" for f in self.fields})
+        return columns
+
+    def intervals(self, columns: Sequence[str] | None = None, *, confidence: float = 0.95):
+        """Each configuration's rate of each yes/no score with its Wilson interval.
+
+        ``columns``: score columns or metric names (default: ``exact``, ``valid_json`` and each
+        field, whose column is ``<field>_ok``). One row per (configuration, metric): ``right`` (the
+        count), ``n``, ``rate``, ``low``, ``high``. A failed or unparseable answer counts as wrong.
+        The interval (:func:`ftkit.preference.wilson_interval`) says how far the rate on this many
+        examples could be from the rate on all such examples. Taught in notebooks/05_evaluation.ipynb.
+        """
+        import pandas as pd
+
+        from .preference import wilson_interval
+
+        known = self._yes_no_columns()
+        wanted = list(columns) if columns is not None else list(known)
+        rows = []
+        for name in self.names:
+            part = self.of(name)
+            for metric in wanted:
+                column = known.get(metric, metric)
+                if column not in part:
+                    raise KeyError(f"no score column {column!r}; have {sorted(known)}")
+                values = part[column].fillna(False).astype(bool)
+                right, n = int(values.sum()), int(len(values))
+                low, high = wilson_interval(right, n, confidence)
+                rows.append({"config": name, "metric": metric, "right": right, "n": n,
+                             "rate": right / n if n else math.nan, "low": low, "high": high})
+        return pd.DataFrame(rows).set_index(["config", "metric"])
+
+    def interval_table(self, columns: Sequence[str] | None = None, *, confidence: float = 0.95):
+        """:meth:`intervals` as one readable table: a row per configuration, a column per metric,
+        each cell ``"62% (52-71%)"`` (the rate and its Wilson interval)."""
+        table = self.intervals(columns, confidence=confidence)
+        text = table.apply(lambda r: interval_text(r["rate"], r["low"], r["high"]), axis=1)
+        return text.unstack("metric").reindex(index=self.names, columns=list(table.index.get_level_values("metric").unique()))
+
+    def format_and_task(self):
+        """Format vs task, per configuration: ``valid_json`` (the format), ``exact`` and the mean
+        field accuracy over all answers, and the same two over the valid-JSON answers only
+        (``exact_if_valid``, ``fields_if_valid``: the task, given the format), with ``n_valid``.
+
+        A configuration whose answers are all valid JSON (Structured Outputs) has the same
+        numbers in both; one whose answers rarely parse can look strong on the few that do --
+        read ``n_valid`` too. Taught in notebooks/05_evaluation.ipynb.
+        """
+        import pandas as pd
+
+        if "valid_json" not in self.results:
+            raise ValueError("format_and_task needs JSON references")
+        rows = {}
+        for name in self.names:
+            part = self.of(name)
+            valid = part["valid_json"].astype(bool)
+            field_ok = part[[f"{f}_ok" for f in self.fields]].astype(bool).mean(axis=1)
+            rows[name] = {"n": len(part), "n_valid": int(valid.sum()), "valid_json": float(valid.mean()),
+                          "exact": float(part["exact"].mean()), "fields": float(field_ok.mean()),
+                          "exact_if_valid": float(part.loc[valid, "exact"].mean()) if valid.any() else math.nan,
+                          "fields_if_valid": float(field_ok[valid].mean()) if valid.any() else math.nan}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def outcomes(self, by: str = "exact"):
+        """Right or wrong, and whether the answer was finished or cut off at ``max_tokens``, per
+        configuration: ``right``, ``wrong (finished)``, ``wrong (cut off)``, ``right (cut off)``
+        and ``failed`` (no answer). A wrong answer that was cut off may only have needed more room;
+        a finished wrong answer is a real mistake. Taught in notebooks/05_evaluation.ipynb."""
+        import pandas as pd
+
+        rows = {}
+        for name in self.names:
+            part = self.of(name)
+            ok = part[by].fillna(False).astype(bool)
+            cut = part["finish_reason"].eq("length")
+            failed = part["prediction"].isna()
+            rows[name] = {"right": int((ok & ~cut).sum()), "wrong (finished)": int((~ok & ~cut & ~failed).sum()),
+                          "wrong (cut off)": int((~ok & cut).sum()), "right (cut off)": int((ok & cut).sum()),
+                          "failed": int(failed.sum())}
+        return pd.DataFrame.from_dict(rows, orient="index")
+
     # -- answers side by side ---------------------------------------------------------------------
 
     def side_by_side(self, configs: Sequence[str] | None = None, *, input_chars: int | None = 160,
@@ -1103,6 +1233,63 @@ class Evaluation:
             ax.set_xticks(x, names, rotation=15, ha="right", fontsize=9)
             ax.margins(y=0.15)
         return fig
+
+
+def interval_text(rate: float, low: float, high: float) -> str:
+    """``"62% (52-71%)"``: a rate and its interval, as headlines and tables show them."""
+    if rate is None or (isinstance(rate, float) and math.isnan(rate)):
+        return "n/a"
+    return f"{rate:.0%} ({low:.0%}-{high:.0%})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning curves
+
+
+def learning_curve(evaluation: Evaluation, examples_by_config: dict[str, int], *, confidence: float = 0.95):
+    """One row per configuration of ``evaluation`` named in ``examples_by_config`` (``{name:
+    training examples}``), sorted by the number of examples: ``examples``, ``valid_json``,
+    ``exact`` with its Wilson interval (``exact_low``, ``exact_high``) and each field's accuracy.
+    Taught in notebooks/05_evaluation.ipynb."""
+    import pandas as pd
+
+    table = evaluation.intervals(confidence=confidence)
+    rows = []
+    for name, n in examples_by_config.items():
+        row = {"config": name, "examples": int(n)}
+        for metric in table.loc[name].index:
+            row[metric] = table.loc[(name, metric), "rate"]
+        row["exact_low"], row["exact_high"] = table.loc[(name, "exact"), ["low", "high"]]
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("examples", kind="stable").set_index("config")
+
+
+def plot_learning_curve(curves: dict[str, Any], fields: Sequence[str]):
+    """Accuracy against training examples, one panel per test set (``{test set name: the
+    :func:`learning_curve` table}``): valid JSON (the format), exact match with its interval, and
+    each field (the task). Returns the matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.2 * len(curves), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(curves), squeeze=False)[0]
+    for ax, (title, curve) in zip(axes, curves.items()):
+        x = curve["examples"].to_numpy()
+        ax.fill_between(x, curve["exact_low"], curve["exact_high"], alpha=0.15, color="tab:blue",
+                        label="exact, 95% interval")
+        ax.plot(x, curve["exact"], "o-", color="tab:blue", lw=2, label="exact match")
+        if "valid_json" in curve:
+            ax.plot(x, curve["valid_json"], "s--", color="black", label="valid JSON (format)")
+        for f in fields:
+            ax.plot(x, curve[f], ".:", label=f"{f} (task)")
+        ax.set_xscale("symlog", linthresh=10)
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_xlabel("training examples (0: the base model)")
+        ax.set_ylabel("share of test tickets")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ What it writes:
 * tickets/prompts.json         the short and long system prompts, the labels, few-shot ids
 * tickets/tricky.json          the ids of the deliberately ambiguous tickets, and why
 * tone/train.jsonl             house-style rewrites (some multi-turn, with weight 0/1)
-* tools/train.jsonl            tool-calling conversations (some with parallel calls)
 * dpo/train.jsonl              preference pairs for DPO
 * broken/tickets_broken.jsonl  a file with one instance of each common mistake
 * broken/EXPECTED.json, broken/EXPECTED.md  which line has which mistake, and the codes
@@ -1284,148 +1283,6 @@ def tone_examples(rng: random.Random) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Tool-calling set
-
-TOOLS_SYSTEM = f"You are {COMPANY}'s support assistant. Use the tools to look things up; never guess order or service details."
-
-TOOL_DEFS = [
-    ftd.function_tool("lookup_order", "Status and tracking of a hardware order.", {
-        "type": "object",
-        "properties": {"order_id": {"type": "string", "description": "Order number such as LH-123456"}},
-        "required": ["order_id"],
-    }),
-    ftd.function_tool("get_service_status", "Current status of a Lumenhive service.", {
-        "type": "object",
-        "properties": {"service": {"type": "string", "enum": ["mobile_app", "web_app", "api", "hub_cloud"]}},
-        "required": ["service"],
-    }),
-    ftd.function_tool("get_invoice", "Amount, date and status of an invoice.", {
-        "type": "object",
-        "properties": {"invoice_id": {"type": "string", "description": "Invoice number such as INV-2026-12345"}},
-        "required": ["invoice_id"],
-    }),
-    ftd.function_tool("create_return", "Open a return for an order and email the customer a label.", {
-        "type": "object",
-        "properties": {
-            "order_id": {"type": "string"},
-            "reason": {"type": "string", "enum": ["damaged", "wrong_item", "not_needed", "faulty"]},
-        },
-        "required": ["order_id", "reason"],
-    }),
-]
-
-
-def _order_result(rng: random.Random, order: str) -> dict:
-    status = rng.choice(["in_transit", "delivered", "processing", "held_at_customs"])
-    result = {"order_id": order, "status": status, "courier": rng.choice(COURIERS)}
-    if status in ("in_transit", "held_at_customs"):
-        result["estimated_delivery"] = f"2026-11-{rng.randint(23, 30)}"
-    if status == "delivered":
-        result["delivered_on"] = f"2026-11-{rng.randint(10, 20)}"
-    return result
-
-
-def _say_order(r: dict) -> str:
-    s = r["status"]
-    if s == "in_transit":
-        return f"order {r['order_id']} is on its way with {r['courier']} and should arrive by {r['estimated_delivery']}"
-    if s == "delivered":
-        return f"{r['courier']} shows order {r['order_id']} as delivered on {r['delivered_on']}"
-    if s == "processing":
-        return f"order {r['order_id']} is still being packed and hasn't shipped yet"
-    return f"order {r['order_id']} is held at customs; {r['courier']} expects to deliver it by {r['estimated_delivery']}"
-
-
-def tool_examples(rng: random.Random) -> list[dict]:
-    examples = []
-
-    def example(messages, parallel=None):
-        examples.append(ftd.chat_example([ftd.system(TOOLS_SYSTEM), *messages], tools=TOOL_DEFS, parallel_tool_calls=parallel))
-
-    order_questions = ["Where is my order {o}?", "Any news on {o}? It hasn't arrived.", "Can you check order {o} for me?",
-                       "Has {o} shipped yet?", "Status of {o} please", "hi, tracking for {o}?"]
-    for q in order_questions:
-        order = f"LH-{rng.randint(100000, 999999)}"
-        call = ftd.tool_call("lookup_order", {"order_id": order})
-        result = _order_result(rng, order)
-        example([
-            ftd.user(q.format(o=order)),
-            ftd.assistant(None, tool_calls=[call]),
-            ftd.tool(result, call["id"]),
-            ftd.assistant(_say_order(result)[0].upper() + _say_order(result)[1:] + "."),
-        ], parallel=False if len(examples) % 2 else None)
-
-    for service, question in [("api", "Is the API down? We're getting 503s."), ("mobile_app", "The app won't load for anyone in my family. Is it you or us?"),
-                              ("web_app", "Dashboard keeps timing out, known issue?"), ("hub_cloud", "All my devices show offline. Outage?")]:
-        call = ftd.tool_call("get_service_status", {"service": service})
-        degraded = rng.random() < 0.6
-        result = {"service": service, "status": "degraded" if degraded else "operational"}
-        if degraded:
-            result["incident"] = "Elevated error rates; engineers are working on a fix."
-            reply = "Yes, there's an incident on our side right now: error rates are up and our engineers are working on it. You don't need to change anything; it should recover without action from you."
-        else:
-            result["incident"] = None
-            reply = "Everything is running normally on our side, so the problem is likely local. Restarting your router and the app usually helps; if not, tell me what error you see."
-        example([ftd.user(question), ftd.assistant(None, tool_calls=[call]), ftd.tool(result, call["id"]), ftd.assistant(reply)])
-
-    for question in ["What was invoice {i} for?", "Is invoice {i} paid?", "I don't recognise invoice {i}.", "Amount on {i}?"]:
-        inv = f"INV-2026-{rng.randint(10000, 99999)}"
-        call = ftd.tool_call("get_invoice", {"invoice_id": inv})
-        amount, plan = rng.choice(AMOUNTS), rng.choice(PLANS)
-        paid = rng.random() < 0.7
-        result = {"invoice_id": inv, "amount": amount, "description": f"{plan} plan, monthly", "status": "paid" if paid else "open",
-                  "date": f"2026-11-{rng.randint(1, 20):02d}"}
-        reply = (f"Invoice {inv} is for your {plan} plan, {amount}, dated {result['date']}. "
-                 + ("It's paid, so there's nothing to do." if paid else "It's still open; you can pay it from the Billing page."))
-        example([ftd.user(question.format(i=inv)), ftd.assistant(None, tool_calls=[call]), ftd.tool(result, call["id"]), ftd.assistant(reply)])
-
-    for reason, question in [("damaged", "My {d} from {o} arrived broken, I want to send it back."),
-                             ("wrong_item", "You sent the wrong thing in {o}. How do I return it?"),
-                             ("not_needed", "I don't need the {d} from order {o} anymore, can I return it?")]:
-        order, device = f"LH-{rng.randint(100000, 999999)}", rng.choice(DEVICES)
-        call = ftd.tool_call("create_return", {"order_id": order, "reason": reason})
-        result = {"return_id": f"RT-{rng.randint(1000, 9999)}", "label_emailed": True}
-        example([
-            ftd.user(question.format(d=device, o=order)),
-            ftd.assistant(None, tool_calls=[call]),
-            ftd.tool(result, call["id"]),
-            ftd.assistant(f"Done: I've opened return {result['return_id']} for order {order} and emailed you a prepaid label. "
-                          "Your refund starts once the courier scans the parcel."),
-        ])
-
-    # Parallel calls: two look-ups in one assistant turn, answered by two tool messages.
-    for _ in range(5):
-        o1, o2 = f"LH-{rng.randint(100000, 999999)}", f"LH-{rng.randint(100000, 999999)}"
-        c1, c2 = ftd.tool_call("lookup_order", {"order_id": o1}), ftd.tool_call("lookup_order", {"order_id": o2})
-        r1, r2 = _order_result(rng, o1), _order_result(rng, o2)
-        example([
-            ftd.user(rng.choice(["I have two orders, {a} and {b}. Where are they?", "Check {a} and {b} please.",
-                                 "Status of both {a} and {b}?"]).format(a=o1, b=o2)),
-            ftd.assistant(None, tool_calls=[c1, c2]),
-            ftd.tool(r1, c1["id"]),
-            ftd.tool(r2, c2["id"]),
-            ftd.assistant(f"Here's both: {_say_order(r1)}, and {_say_order(r2)}."),
-        ], parallel=True)
-    order = f"LH-{rng.randint(100000, 999999)}"
-    c1, c2 = ftd.tool_call("lookup_order", {"order_id": order}), ftd.tool_call("get_service_status", {"service": "hub_cloud"})
-    r1 = _order_result(rng, order)
-    example([
-        ftd.user(f"My replacement Hub ({order}) hasn't come and my old one is offline. Is the cloud down too?"),
-        ftd.assistant(None, tool_calls=[c1, c2]),
-        ftd.tool(r1, c1["id"]),
-        ftd.tool({"service": "hub_cloud", "status": "operational", "incident": None}, c2["id"]),
-        ftd.assistant(f"The Hub cloud is running normally, so your old Hub's trouble is local. As for the replacement, {_say_order(r1)}."),
-    ], parallel=True)
-
-    # Questions that need no tool: the model should just answer.
-    example([ftd.user("What's the setup code on the Hub for?"),
-             ftd.assistant("It links the Hub to your account. You'll find it on the sticker under the Hub; enter it in the app when you add the Hub.")])
-    example([ftd.user("Do you ship to Norway?"),
-             ftd.assistant("Yes, we ship to Norway. Delivery usually takes 4 to 6 working days, and import fees are included in the price at checkout.")])
-    return examples
-
-
-# ---------------------------------------------------------------------------------------------
 # DPO preference pairs: the preferred answer is the exact compact JSON; the other is a typical
 # failure of an untrained model.
 
@@ -1676,8 +1533,6 @@ def generate(out: Path) -> dict:
 
     tone = tone_examples(rng)
     ftd.write_jsonl(tone, out / "tone" / "train.jsonl")
-    tools = tool_examples(rng)
-    ftd.write_jsonl(tools, out / "tools" / "train.jsonl")
     dpo = dpo_pairs(train, rng)
     ftd.write_jsonl(dpo, out / "dpo" / "train.jsonl")
 
@@ -1716,7 +1571,7 @@ def generate(out: Path) -> dict:
     # Check everything we wrote.
     reports = {}
     for rel in ["tickets/train.jsonl", "tickets/validation.jsonl", "tickets/test.jsonl", "tickets/test_ood.jsonl",
-                "tone/train.jsonl", "tools/train.jsonl", "dpo/train.jsonl", "general/ability.jsonl"]:
+                "tone/train.jsonl", "dpo/train.jsonl", "general/ability.jsonl"]:
         reports[rel] = _check(out / rel)
     broken_report = _check(out / "broken" / "tickets_broken.jsonl", expect_ok=False)
     found = {}
@@ -1741,10 +1596,9 @@ def generate(out: Path) -> dict:
         dist_product=_distribution(tickets, "product"),
         user_mean=user_stats["mean"], user_min=user_stats["min"], user_max=user_stats["max"], in_range=100 * in_range,
         train_mean=train_stats["mean"], train_max=train_stats["max"], train_total=sum(c.total for c in train_counts),
-        n_tone=len(tone), n_tone_multi=sum(1 for e in tone if len(e["messages"]) > 3), n_tools=len(tools),
-        n_tools_parallel=sum(1 for e in tools if e.get("parallel_tool_calls")), n_dpo=len(dpo),
+        n_tone=len(tone), n_tone_multi=sum(1 for e in tone if len(e["messages"]) > 3),
+        n_dpo=len(dpo),
         n_broken_lines=broken.count(b"\n"), n_planted=len(planted), seed=SEED, model=CHECK_MODEL,
-        tools_warnings=", ".join(sorted(reports["tools/train.jsonl"].codes())) or "none",
         n_ability=len(ability),
         ability_kinds=", ".join(f"{n} {kind}" for kind, n in Counter(q["kind"] for q in ability).items()),
         n_ood=len(ood), n_ood_templates=sum(len(v) for v in OOD_TEMPLATES.values()),
@@ -1869,14 +1723,18 @@ The user message of an out-of-distribution ticket is {ood_user_mean:.0f} tokens 
 | file | examples | what |
 |---|---:|---|
 | `tone/train.jsonl` | {n_tone} | house style: terse draft replies rewritten in Lumenhive's friendly, concise style. {n_tone_multi} are multi-turn: the old draft stays as context with `weight: 0` and only the rewrite is trained (`weight: 1`) |
-| `tools/train.jsonl` | {n_tools} | tool calling with four tools (`lookup_order`, `get_service_status`, `get_invoice`, `create_return`): assistant `tool_calls` with JSON-string arguments, `tool` results, the final answer; {n_tools_parallel} use parallel calls (`parallel_tool_calls: true`), two need no tool |
 | `dpo/train.jsonl` | {n_dpo} | preference pairs (DPO) on training tickets: preferred = the exact compact JSON; non-preferred = a typical failure (prose, a Markdown code fence, a wrong label, extra chatter, a missing key, capitalised keys) |
 | `broken/tickets_broken.jsonl` | {n_broken_lines} lines | for the validation lesson: good ticket examples plus {n_planted} planted mistakes, one each (BOM, cut-off JSON, blank line, misspelled role, `weight: 2`, weight on a user message, no assistant message, null content, a legacy prompt/completion line, a Latin-1 byte, a duplicate, an object as content, `Content` with a capital C). `broken/EXPECTED.json` (and `.md`) list line → codes |
 
 | `general/ability.jsonl` | {n_ability} | the **general-ability check** (notebook 05): short questions with one checkable answer ({ability_kinds}), asked before and after fine-tuning to see whether the model lost what it could do. Each line is a chat example (question, answer) plus `id`, `kind`, `match` (`number` or `word`), `accept` (answers that count as right) and `reject` (words that make an answer wrong: the misspelling). Scored by `ftkit.evaluate.ability_scorer`. Not for training (`validate` warns about its extra keys) |
 
 Every file except the broken one passes `ftkit.data.validate(path, model="{model}")` with no
-errors (warnings in the tool set: {tools_warnings}).
+errors.
+
+There is no tool-calling training set: an earlier version shipped 25 tool-calling conversations
+that the course never trained on or evaluated -- too few to train on and still hold out enough to
+measure tool choice and argument accuracy. Notebook 02 teaches the format of tool-calling examples
+by building them itself.
 """
 
 

@@ -308,28 +308,6 @@ def test_tone_set():
         assert ex["messages"][-1]["content"].endswith("— The Lumenhive team")
 
 
-def test_tool_calling_set():
-    report = ftd.validate(DATA / "tools" / "train.jsonl", model=MODEL)
-    assert report.ok and report.problems == []
-    examples = list(ftd.read_jsonl(DATA / "tools" / "train.jsonl"))
-    assert len(examples) >= 20
-    parallel = [ex for ex in examples if ex.get("parallel_tool_calls")]
-    assert len(parallel) >= 5
-    n_calls = 0
-    for ex in examples:
-        assert len(ex["tools"]) == 4
-        calls = [c for m in ex["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])]
-        results = [m for m in ex["messages"] if m["role"] == "tool"]
-        assert {r["tool_call_id"] for r in results} == {c["id"] for c in calls}
-        for c in calls:
-            assert isinstance(json.loads(c["function"]["arguments"]), dict)  # JSON *string*
-        assert ex["messages"][-1]["role"] == "assistant" and ex["messages"][-1]["content"]
-        n_calls += len(calls)
-    for ex in parallel:
-        assert max(len(m.get("tool_calls", [])) for m in ex["messages"] if m["role"] == "assistant") == 2
-    assert n_calls >= 25
-
-
 def test_dpo_set(prompts):
     report = ftd.validate(DATA / "dpo" / "train.jsonl", model=MODEL)
     assert report.ok and report.problems == []

@@ -258,6 +258,93 @@ def test_costs_priced_local_and_illustration():
     assert shown["note"].str.contains("illustration").all()
 
 
+def test_label_schema_is_a_strict_json_schema_of_enums():
+    fmt = ev.label_schema(LABELS, name="triage")
+    assert fmt["type"] == "json_schema"
+    spec = fmt["json_schema"]
+    assert spec["name"] == "triage" and spec["strict"] is True
+    schema = spec["schema"]
+    assert schema["required"] == ["category", "urgency"] and schema["additionalProperties"] is False
+    assert schema["properties"]["urgency"] == {"type": "string", "enum": ["low", "medium", "high"]}
+    # what Structured Outputs promises, checked with a real JSON Schema validator
+    jsonschema = pytest.importorskip("jsonschema")
+    jsonschema.validate({"category": "billing", "urgency": "low"}, schema)
+    for bad in ({"category": "billing"}, {"category": "billing", "urgency": "urgent"},
+                {"category": "billing", "urgency": "low", "product": "hub"}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    for labels, name in (({}, "x"), ({"category": []}, "x"), ({"category": [1, 2]}, "x"), (LABELS, "has space")):
+        with pytest.raises(ValueError):
+            ev.label_schema(labels, name=name)
+
+
+def test_config_sends_response_format():
+    fmt = ev.label_schema(LABELS)
+    body = Config("schema", "m", response_format=fmt).request(EXAMPLES[0])
+    assert body["response_format"] == fmt
+    assert "response_format" not in Config("plain", "m").request(EXAMPLES[0])
+    # extra still wins, as for every other parameter
+    body = Config("c", "m", response_format=fmt, extra={"response_format": {"type": "json_object"}}).request(EXAMPLES[0])
+    assert body["response_format"] == {"type": "json_object"}
+    with pytest.raises(ValueError, match="response_format"):
+        Config("bad", "m", response_format="json")
+
+
+def test_wilson_intervals_per_metric(hand):
+    table = hand.intervals()
+    assert list(table.loc["model"].index) == ["exact", "valid_json", "category", "urgency"]
+    row = table.loc[("model", "valid_json")]
+    assert (row["right"], row["n"], row["rate"]) == (3, 5, pytest.approx(0.6))
+    # Wilson 95% for 3/5, by hand: centre (0.6 + z^2/10) / (1 + z^2/5), z = 1.95996
+    z = 1.959964
+    centre = (0.6 + z * z / 10) / (1 + z * z / 5)
+    half = z / (1 + z * z / 5) * math.sqrt(0.6 * 0.4 / 5 + z * z / 100)
+    assert row["low"] == pytest.approx(centre - half, abs=1e-6) and row["high"] == pytest.approx(centre + half, abs=1e-6)
+    assert table.loc[("model", "exact"), "right"] == 1
+    text = hand.interval_table(["exact", "category"])
+    assert list(text.columns) == ["exact", "category"]
+    assert text.loc["model", "exact"] == ev.interval_text(0.2, *table.loc[("model", "exact"), ["low", "high"]])
+    assert text.loc["model", "exact"].startswith("20% (")
+    with pytest.raises(KeyError):
+        hand.intervals(["no_such_score"])
+
+
+def test_format_and_task_split_by_hand(hand):
+    table = hand.format_and_task().loc["model"]
+    # valid answers: t1 (both right), t2 (urgency right), t4 (category right) -> fields 1, 1/2, 1/2
+    assert table["n_valid"] == 3 and table["valid_json"] == pytest.approx(3 / 5)
+    assert table["exact_if_valid"] == pytest.approx(1 / 3)
+    assert table["fields_if_valid"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert table["fields"] == pytest.approx((1 + 0.5 + 0 + 0.5 + 0) / 5)
+    assert table["exact"] == pytest.approx(1 / 5)
+
+
+def test_outcomes_tell_cut_off_from_wrong():
+    examples = [_example(1, "billing", "low"), _example(2, "billing", "low"), _example(3, "billing", "low")]
+    right = '{"category": "billing", "urgency": "low"}'
+    result = Evaluation.from_predictions(examples, {"m": [right, '{"category": "technical", "urgency": "low"}',
+                                                          '{"category": "billing", "urg']}, labels=LABELS)
+    result.results.loc[result.results["id"] == "t3", "finish_reason"] = "length"
+    assert result.outcomes().loc["m"].to_dict() == {"right": 1, "wrong (finished)": 1, "wrong (cut off)": 1,
+                                                    "right (cut off)": 0, "failed": 0}
+
+
+def test_learning_curve_table_and_plot():
+    examples = EXAMPLES[:4]
+    answers = [ev.reference_of(e) for e in examples]
+    result = Evaluation.from_predictions(examples, {"base": ["no"] * 4, "ft-10": answers[:2] + ["no", "no"],
+                                                    "ft-40": answers}, labels=LABELS)
+    curve = ev.learning_curve(result, {"ft-40": 40, "base": 0, "ft-10": 10})
+    assert list(curve.index) == ["base", "ft-10", "ft-40"]
+    assert curve["examples"].tolist() == [0, 10, 40]
+    assert curve["exact"].tolist() == [0.0, 0.5, 1.0]
+    assert curve["valid_json"].tolist() == [0.0, 0.5, 1.0]
+    assert (curve["exact_low"] <= curve["exact"]).all() and (curve["exact"] <= curve["exact_high"]).all()
+    fig = ev.plot_learning_curve({"in-distribution": curve, "out-of-distribution": curve}, list(LABELS))
+    assert len(fig.axes) == 2
+    assert len(fig.axes[0].lines) == 2 + len(LABELS)  # exact, valid JSON, one per field
+
+
 def test_retry_policy_delays_are_bounded_exponential_with_jitter():
     policy = RetryPolicy(initial=1.0, multiplier=2.0, max_delay=5.0, jitter=0.5)
     rng = random.Random(0)
@@ -471,3 +558,22 @@ def test_sample_agreement(client):
     again = ev.sample_agreement(client, Config("base", MODEL, max_tokens=4), _questions(2), n=4, seed=1)
     assert again["samples"].tolist() == table["samples"].tolist()  # seeded
     assert isinstance(table, pd.DataFrame)
+
+
+def test_learning_curve_jobs_are_their_own_recipes():
+    from ftkit import course
+
+    for quick in (True, False):
+        main = course.triage_settings(quick)
+        points = course.learning_curve_settings(quick)
+        sizes = [s.train_examples for s in points]
+        assert sizes == list(course.LEARNING_CURVE_SIZES["quick" if quick else "full"])
+        assert sizes == sorted(sizes) and sizes[-1] < len(main.training_examples())
+        recipes = {s.recipe for s in points} | {main.recipe}
+        assert len(recipes) == len(points) + 1  # each point is found again by its own metadata
+        for s in points:
+            assert s.metadata["lesson"] == "05" and s.validation_set() == []
+            assert s.training_examples() == main.training_examples()[: s.train_examples]  # nested subsets
+    assert course.triage_settings(True).metadata["lesson"] == "04"
+    # quick mode's extra training stays small: at most 30 example-steps in all (about 30 s on 2 cores)
+    assert sum(s.train_examples * s.n_epochs for s in course.learning_curve_settings(True)) <= 30
