@@ -202,7 +202,9 @@ def _as_dict(obj) -> dict:
     if isinstance(obj, Mapping):
         return dict(obj)
     if hasattr(obj, "model_dump"):
-        return obj.model_dump()
+        # warnings off: the SDK's types cannot hold every valid value (a multi grader's object of
+        # named graders, as OpenAI's graders guide writes it), and the dict is right regardless
+        return obj.model_dump(warnings=False)
     return dict(getattr(obj, "__dict__", {}))
 
 
