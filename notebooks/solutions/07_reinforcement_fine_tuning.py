@@ -111,7 +111,7 @@ def exercise_3(client, settings, sft_model: str) -> pd.DataFrame:
     rows = []
     for line in settings.training_examples():
         reply = client.chat.completions.create(model=sft_model, messages=line["messages"], n=group, temperature=1.0,
-                                               max_tokens=60, seed=len(rows))
+                                               max_tokens=40, seed=len(rows))
         texts = [c.message.content or "" for c in reply.choices]
         rewards = {name: [graders.run_grader({"grader": g, "model_sample": t, "item": line})["reward"] for t in texts]
                    for name, g in (("multi", rl.partial_credit_grader()), ("strict", strict))}
