@@ -97,6 +97,12 @@ DPO_CHECKPOINT_METRICS = [
     *(c for c in lifecycle.RESULT_COLUMNS[lifecycle.DPO] if c != lifecycle.STEP),
     lifecycle.FULL_VALID_LOSS, *(lifecycle.dpo_metric("full_valid", q) for q in lifecycle.DPO_QUANTITIES),
 ]
+#: Checkpoint metrics of a reinforcement (RFT) job: the last step's and the whole validation file
+#: answered greedily and graded (``full_valid_reward_mean`` ...).
+RFT_CHECKPOINT_METRICS = [
+    *(c for c in lifecycle.RESULT_COLUMNS[lifecycle.REINFORCEMENT] if c != lifecycle.STEP),
+    *(f"full_valid_{q}" for q in lifecycle.RFT_QUANTITIES),
+]
 _TRANSIENT = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError")
 
 
@@ -196,7 +202,9 @@ def _as_dict(obj) -> dict:
     if isinstance(obj, Mapping):
         return dict(obj)
     if hasattr(obj, "model_dump"):
-        return obj.model_dump()
+        # warnings off: the SDK's types cannot hold every valid value (a multi grader's object of
+        # named graders, as OpenAI's graders guide writes it), and the dict is right regardless
+        return obj.model_dump(warnings=False)
     return dict(getattr(obj, "__dict__", {}))
 
 
@@ -348,19 +356,26 @@ def _recorded_by_id(client, file_id: str) -> dict | None:
     return None
 
 
-def _validate_for(source, model: str, min_examples: int) -> ValidationReport:
+def _validate_for(source, model: str, min_examples: int, method: str | None = None,
+                  grader: Mapping | None = None) -> ValidationReport:
     """ftkit's validator with ``model``'s tokenizer and per-example limit (an o200k_base estimate
-    for models without a tiktoken encoding, such as the local SmolLM2)."""
+    for models without a tiktoken encoding, such as the local SmolLM2); for reinforcement files,
+    with the fields the grader reads."""
     from .validation import validate
 
+    fields: set[str] = set()
+    if grader is not None:
+        from . import graders
+
+        fields = graders.compile_grader(dict(grader)).item_fields()  # a bad grader: GraderError naming the field
+    kw = {"min_examples": min_examples, "method": method, "grader_fields": fields}
     try:
         entry = catalog.lookup(model)
     except catalog.UnknownCatalogModel:
-        return validate(source, min_examples=min_examples)
+        return validate(source, **kw)
     if entry.encoding:
-        return validate(source, entry.snapshot, min_examples=min_examples)
-    return validate(source, None, encoding="o200k_base", max_example_tokens=entry.max_example_tokens,
-                    min_examples=min_examples)
+        return validate(source, entry.snapshot, **kw)
+    return validate(source, None, encoding="o200k_base", max_example_tokens=entry.max_example_tokens, **kw)
 
 
 def _token_stats(report: ValidationReport) -> dict:
@@ -386,6 +401,8 @@ def upload(
     validate: bool = True,
     min_examples: int = 10,
     filename: str | None = None,
+    method: str | None = None,
+    grader: Mapping | None = None,
     verbose: bool = True,
 ):
     """Upload a fine-tuning file -- validated first, and only once.
@@ -394,7 +411,9 @@ def upload(
     per top-level key, e.g. ``messages``). With ``validate`` (the default for ``purpose
     "fine-tune"``) ftkit's validator checks it with ``model``'s tokenizer and limits (default:
     the backend's base model); on errors nothing is uploaded and :class:`UploadRefused` says why
-    (the validator's summary). Pass ``min_examples=1`` for a small validation file.
+    (the validator's summary). Pass ``min_examples=1`` for a small validation file. For a
+    reinforcement fine-tuning file pass ``method="reinforcement"`` and the job's ``grader``: each
+    line must end with a user turn and carry every field the grader reads (``{{ item.x }}``).
 
     If a file with the same content (SHA-256) was uploaded to this API before, and
     ``files.retrieve`` confirms it still exists with the same size and purpose, that file is
@@ -418,7 +437,7 @@ def upload(
     stats: dict = {}
     report = None
     if validate and purpose == "fine-tune":
-        report = _validate_for(path if records is None else records, model, min_examples)
+        report = _validate_for(path if records is None else records, model, min_examples, method, grader)
         if records is not None:
             report.source = name
         if not report.ok:
@@ -607,6 +626,8 @@ def estimate(
 _METHOD_HYPERPARAMETERS = {
     lifecycle.SUPERVISED: ("n_epochs", "batch_size", "learning_rate_multiplier"),
     lifecycle.DPO: ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
+    lifecycle.REINFORCEMENT: ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier",
+                              "eval_interval", "eval_samples", "reasoning_effort"),
 }
 
 
@@ -635,6 +656,7 @@ def create_job(
     hyperparameters: Mapping | None = None,
     method: str = "supervised",
     beta: float | None = None,
+    grader: Mapping | None = None,
     suffix: str | None = None,
     seed: int | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -648,11 +670,12 @@ def create_job(
 
     ``training_file`` / ``validation_file`` are uploaded files (objects or ids, see
     :func:`upload`). ``model`` defaults to the backend's base model; it may be a fine-tuned model
-    (e.g. DPO on top of a supervised model). ``method``: ``"supervised"`` (chat examples) or
-    ``"dpo"`` (preference pairs). Hyperparameters (``n_epochs``, ``batch_size``,
-    ``learning_rate_multiplier``, for DPO also ``beta``, or a ``hyperparameters`` dict; unset ones
-    are "auto") go in ``method={"type": method, method: {"hyperparameters": ...}}``, not in the
-    deprecated top-level field.
+    (e.g. DPO on top of a supervised model). ``method``: ``"supervised"`` (chat examples),
+    ``"dpo"`` (preference pairs) or ``"reinforcement"`` (prompts with grader fields; ``grader`` is
+    then required). Hyperparameters (``n_epochs``, ``batch_size``, ``learning_rate_multiplier``,
+    for DPO also ``beta``, for reinforcement ``compute_multiplier``, ``eval_interval`` ... in a
+    ``hyperparameters`` dict; unset ones are "auto") go in ``method={"type": method, method:
+    {"hyperparameters": ...}}``, not in the deprecated top-level field.
 
     Before anything is created the estimate is printed (see :func:`estimate`: billed tokens x
     epochs x price; on the local backend the cost is CPU time) with the model's availability. On
@@ -679,6 +702,8 @@ def create_job(
         raise ValueError(f"method must be one of {', '.join(_METHOD_HYPERPARAMETERS)}, not {method!r}")
     train_id = _file_id(training_file)
     valid_id = _file_id(validation_file) if validation_file is not None else None
+    if (method == lifecycle.REINFORCEMENT) != (grader is not None):
+        raise ValueError("a reinforcement job needs a grader (grader={...}), and only a reinforcement job takes one")
     hp = _hyperparameters(hyperparameters, method, n_epochs=n_epochs, batch_size=batch_size,
                           learning_rate_multiplier=learning_rate_multiplier, beta=beta)
     est = estimate(client, training_data if training_data is not None else train_id, model=model,
@@ -703,6 +728,8 @@ def create_job(
                              f"{_usd(max_cost_usd)}. Train on fewer examples or epochs, raise the budget, or pass "
                              "allow_over_budget=True.", est)
     settings: dict[str, Any] = {"hyperparameters": hp} if hp else {}
+    if grader is not None:
+        settings = {"grader": dict(grader), **settings}
     kwargs: dict[str, Any] = {"model": model, "training_file": train_id,
                               "method": {"type": method, method: settings}}
     for name, value in (("validation_file", valid_id), ("suffix", suffix), ("seed", seed),
@@ -758,11 +785,18 @@ def _metric_data(event) -> dict | None:
 
 
 def _preference_parts(metrics: Mapping) -> list[str]:
-    """The DPO figures of a step's metrics, short ("margin 0.42", "pref. acc. 0.80"); [] for others."""
+    """The method's own figures of a step's metrics, short: DPO ("margin 0.42", "pref. acc.
+    0.80"), reinforcement ("reward 0.62 ± 0.21", "valid. reward 0.70"); [] for supervised jobs."""
     parts = []
     for key, label in (("train_reward_margin", "margin"), ("train_preference_accuracy", "pref. acc.")):
         if metrics.get(key) is not None:
             parts.append(f"{label} {float(metrics[key]):.2f}")
+    if metrics.get("train_reward_mean") is not None:
+        spread = metrics.get("train_reward_std")
+        parts.append(f"reward {float(metrics['train_reward_mean']):.2f}"
+                     + (f" ± {float(spread):.2f}" if spread is not None else ""))
+    if metrics.get("valid_reward_mean") is not None:
+        parts.append(f"valid. reward {float(metrics['valid_reward_mean']):.2f}")
     return parts
 
 
@@ -862,7 +896,7 @@ def watch(
                         bar.total = int(total)
                     bar.update(max(0, int(data["step"]) - bar.n))
                     step = int(data["step"])
-                    if step % every == 0 or step == bar.total or "valid_loss" in data:
+                    if step % every == 0 or step == bar.total or "valid_loss" in data or "valid_reward_mean" in data:
                         say(_event_line(event))
             status = current.status
             if status != last_status:
@@ -1015,7 +1049,9 @@ def checkpoints(client, job, method: str | None = None):
     The metric columns follow the job's method: for supervised jobs the hosted checkpoint's
     (``train_loss`` ... ``full_valid_loss``, ``full_valid_mean_token_accuracy``); for DPO jobs
     :data:`DPO_CHECKPOINT_METRICS` (``train_loss``, ``train_reward_margin`` ...,
-    ``full_valid_loss``, ``full_valid_reward_margin``, ``full_valid_preference_accuracy`` ...).
+    ``full_valid_loss``, ``full_valid_reward_margin``, ``full_valid_preference_accuracy`` ...); for
+    reinforcement jobs :data:`RFT_CHECKPOINT_METRICS` (``train_reward_mean`` ...,
+    ``full_valid_reward_mean``, ``full_valid_reward_std`` ...).
     ``method`` defaults to the job object's, else to what the metrics carry.
 
     Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb).
@@ -1026,7 +1062,8 @@ def checkpoints(client, job, method: str | None = None):
     for ckpt in client.fine_tuning.jobs.checkpoints.list(_job_id(job), limit=100):
         found.append((ckpt, _as_dict(ckpt.metrics)))
     method = method or _method_of_job(job) or method_of_metrics(k for _, m in found for k in m)
-    metric_columns = DPO_CHECKPOINT_METRICS if method == lifecycle.DPO else CHECKPOINT_METRICS
+    metric_columns = {lifecycle.DPO: DPO_CHECKPOINT_METRICS,
+                      lifecycle.REINFORCEMENT: RFT_CHECKPOINT_METRICS}.get(method, CHECKPOINT_METRICS)
     rows = [{"step": ckpt.step_number, "checkpoint": ckpt.fine_tuned_model_checkpoint,
              **{k: metrics.get(k) for k in metric_columns},
              "created_at": _local_time(ckpt.created_at), "id": ckpt.id} for ckpt, metrics in found]
@@ -1037,13 +1074,14 @@ def checkpoints(client, job, method: str | None = None):
 
 
 def _higher_is_better(metric: str) -> bool:
-    """Accuracies, reward margins and chosen rewards should rise; losses and rejected rewards fall."""
-    return "accuracy" in metric or metric.endswith(("reward_margin", "chosen_reward"))
+    """Accuracies, reward margins, chosen rewards and mean rewards (RFT) should rise; losses and
+    rejected rewards fall."""
+    return "accuracy" in metric or metric.endswith(("reward_margin", "chosen_reward", "reward_mean"))
 
 
 def best_checkpoint(checkpoints_df, metric: str = "full_valid_loss"):
     """The checkpoint row with the lowest ``metric`` (a loss) -- or the highest, for an accuracy
-    or a DPO reward margin.
+    or a DPO reward margin, or an RFT mean reward (``full_valid_reward_mean``).
 
     Full validation loss (the whole validation file, computed at each checkpoint) is the fairest
     single number for choosing: the per-step ``valid_loss`` is measured on a small batch only.
@@ -1177,13 +1215,21 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
       reward); and the **chosen and rejected rewards** apart -- lines named the same way
       (``train reward margin``, ``validation preference accuracy``, ``full validation reward
       margin`` ...).
+    * **Reinforcement** (three panels): the **reward** -- ``train reward`` (the mean grader score
+      of the answers sampled at each step) with a band of ± one standard deviation across them,
+      ``validation reward`` (greedy answers to ``eval_samples`` validation prompts, every
+      ``eval_interval`` steps) and ``full validation reward`` at checkpoints; the **answer
+      length** in tokens; and the **grader errors** (answers that could not be scored, e.g.
+      invalid JSON for ``output_json``). The policy-gradient loss is not drawn: with advantages
+      normalised within each group it stays near 0 whatever the model learns.
 
     Training lines get a moving average over ``smooth`` steps (default about a twentieth of the
     run) when there are 40 steps or more; a dotted vertical line marks each checkpoint.
     ``total_steps`` fixes the step axis to the whole run (the live monitor's chart then grows from
     left to right). ``method`` defaults to what the columns carry (:func:`method_of_metrics`).
 
-    Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb).
+    Taught in notebooks/04_job_lifecycle.ipynb (DPO: notebooks/06_preference_tuning.ipynb;
+    reinforcement: notebooks/07_reinforcement_fine_tuning.ipynb).
     """
     from matplotlib.figure import Figure
 
@@ -1213,6 +1259,28 @@ def plot_metrics(results_df, checkpoints_df=None, *, title: str | None = None, s
         axes[2].set_ylim(-0.02, 1.05)
         _finish_axis(rewards, df, ylabel="reward (beta x log-ratio to the reference)",
                      title="Chosen and rejected rewards", total_steps=total_steps)
+    elif method == lifecycle.REINFORCEMENT:
+        fig = Figure(figsize=(13, 4.2), layout="constrained")
+        reward_ax, length_ax, errors_ax = (fig.add_subplot(1, 3, i) for i in range(1, 4))
+        steps = df["step"] if "step" in df else []
+        if "train_reward_mean" in df and "train_reward_std" in df and df["train_reward_std"].notna().any():
+            # the spread of the sampled answers' rewards around the step's mean: the signal GRPO
+            # learns from (a step whose samples all score the same teaches nothing)
+            mean, std = df["train_reward_mean"], df["train_reward_std"]
+            reward_ax.fill_between(steps, (mean - std).clip(lower=0), (mean + std), color="C0", alpha=0.15,
+                                   label="train reward ± std (samples)")
+        _draw_metric(reward_ax, df, checkpoints_df, train_col="train_reward_mean", valid_col="valid_reward_mean",
+                     full_col="full_valid_reward_mean", name="reward", window=window)
+        _finish_axis(reward_ax, df, ylabel="mean reward (grader)", title="Reward", total_steps=total_steps)
+        _draw_metric(length_ax, df, checkpoints_df, train_col="train_completion_tokens",
+                     valid_col="valid_completion_tokens", full_col="full_valid_completion_tokens",
+                     name="answer tokens", window=window)
+        _finish_axis(length_ax, df, ylabel="tokens per answer", title="Answer length", total_steps=total_steps)
+        _draw_metric(errors_ax, df, checkpoints_df, train_col="train_grader_errors", valid_col="valid_grader_errors",
+                     full_col="full_valid_grader_errors", name="grader errors", window=0, checkpoint_lines=False)
+        _finish_axis(errors_ax, df, ylabel="answers the grader could not score", title="Grader errors",
+                     total_steps=total_steps)
+        errors_ax.set_ylim(bottom=0)
     else:
         fig = Figure(figsize=(12, 4.2), layout="constrained")
         loss_ax, acc_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
@@ -1678,7 +1746,8 @@ class JobMonitor:
         if df is None or not len(df):
             return "<i>none yet (one per epoch)</i>"
         cols = ["step", "checkpoint", "train_loss", "full_valid_loss", "full_valid_mean_token_accuracy",
-                "full_valid_reward_margin", "full_valid_preference_accuracy"]
+                "full_valid_reward_margin", "full_valid_preference_accuracy", "full_valid_reward_mean",
+                "full_valid_reward_std"]
         cols = [c for c in cols if c in df and (c in ("step", "checkpoint") or df[c].notna().any())]
         return df[cols].to_html(index=False, float_format=lambda x: f"{x:.4f}", na_rep="")
 

@@ -432,6 +432,123 @@ def test_create_job_sends_the_dpo_method_shape():
         jobs.create_job(client, "file-abc", method="rlhf", training_data=[], verbose=False)
 
 
+# -- RFT jobs: frames, plots, checkpoints and the monitor, from a reinforcement job's events ------
+
+# The columns and numbers a reinforcement job of the local server writes
+# (ftkit.lifecycle.RESULT_COLUMNS["reinforcement"]).
+RFT_RESULTS_CSV = (
+    "step,train_loss,train_reward_mean,train_reward_std,train_grader_errors,train_completion_tokens,"
+    "valid_reward_mean,valid_reward_std,valid_grader_errors,valid_completion_tokens\n"
+    "1,0.0,0.4,0.3,2,24.5,,,,\n"
+    "2,-0.01,0.55,0.25,1,23.0,0.5,0.2,0,22.0\n"
+    "3,0.02,0.7,0.1,0,22.5,0.75,0.1,0,22.0\n"
+)
+RFT_CHECKPOINT = {"step": 3, "train_loss": 0.02, "train_reward_mean": 0.7, "train_reward_std": 0.1,
+                  "train_grader_errors": 0, "train_completion_tokens": 22.5, "valid_reward_mean": 0.75,
+                  "full_valid_reward_mean": 0.8, "full_valid_reward_std": 0.2, "full_valid_grader_errors": 0,
+                  "full_valid_completion_tokens": 21.0}
+
+
+class _ScriptedRftJobs(_ScriptedDpoJobs):
+    """A finished reinforcement job: its step events and checkpoint, with the local server's names."""
+
+    def __init__(self):
+        rows = jobs.parse_results(RFT_RESULTS_CSV).to_dict("records")
+        data = [{k: (int(v) if k == "step" else v) for k, v in row.items() if v == v} | {"total_steps": 3}
+                for row in rows]
+        self.events = [_dpo_event(0, {}, kind="message")] + [_dpo_event(i + 1, d) for i, d in enumerate(data)]
+        self.checkpoints = types.SimpleNamespace(list=self._checkpoints)
+
+    def retrieve(self, job_id):
+        from openai.types.fine_tuning import FineTuningJob
+
+        return FineTuningJob.construct(id=job_id, status="succeeded", model="ft:sft", created_at=100, finished_at=160,
+                                       fine_tuned_model="ft:rft", estimated_finish=None, error=None,
+                                       method={"type": "reinforcement", "reinforcement": {"hyperparameters": {}}})
+
+    def _checkpoints(self, job_id, **kw):
+        from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
+
+        return [FineTuningJobCheckpoint.model_validate({
+            "id": "ftckpt-1", "created_at": 150, "fine_tuned_model_checkpoint": "ft:rft:ckpt-step-3",
+            "fine_tuning_job_id": job_id, "metrics": RFT_CHECKPOINT, "object": "fine_tuning.job.checkpoint",
+            "step_number": 3})]
+
+
+def test_rft_results_events_and_checkpoints_give_the_rft_columns():
+    res = jobs.parse_results(RFT_RESULTS_CSV)
+    assert list(res.columns) == lifecycle.RESULT_COLUMNS[lifecycle.REINFORCEMENT]
+    assert jobs.method_of_metrics(res.columns) == "reinforcement"
+    frame = jobs.step_metrics_from_events(jobs.events(_scripted_client(_ScriptedRftJobs()), "ftjob-rft"))
+    pd.testing.assert_frame_equal(frame, res, check_dtype=False)
+    ck = jobs.checkpoints(_scripted_client(_ScriptedRftJobs()), "ftjob-rft")  # a bare id: method from the metrics
+    assert list(ck.columns) == ["step", "checkpoint", *jobs.RFT_CHECKPOINT_METRICS, "created_at", "id"]
+    assert ck.iloc[0]["full_valid_reward_mean"] == 0.8 and ck.iloc[0]["train_reward_std"] == 0.1
+    two = pd.DataFrame({"step": [2, 4], "full_valid_reward_mean": [0.9, 0.6]})
+    assert jobs.best_checkpoint(two, "full_valid_reward_mean")["step"] == 2  # the highest reward
+
+
+def test_plot_metrics_draws_the_rft_panels():
+    res = jobs.parse_results(RFT_RESULTS_CSV)
+    ckpts = pd.DataFrame({"step": [3], "full_valid_reward_mean": [0.8], "full_valid_completion_tokens": [21.0]})
+    fig = jobs.plot_metrics(res, ckpts)
+    assert [ax.get_title() for ax in fig.axes] == ["Reward", "Answer length", "Grader errors"]
+    reward_ax = fig.axes[0]
+    lines = {line.get_label(): line for line in reward_ax.get_lines()}
+    assert list(lines["train reward"].get_ydata()) == [0.4, 0.55, 0.7]
+    assert list(lines["validation reward"].get_xdata()) == [2, 3]
+    assert list(lines["full validation reward"].get_ydata()) == [0.8]
+    band = next(c for c in reward_ax.collections if c.get_label() == "train reward ± std (samples)")
+    top = band.get_paths()[0].vertices[:, 1]
+    assert top.max() == pytest.approx(0.8) and top.min() == pytest.approx(0.1)  # mean ± std: 0.55 + 0.25, 0.4 - 0.3
+    errors = {line.get_label(): line for line in fig.axes[2].get_lines()}
+    assert list(errors["train grader errors"].get_ydata()) == [2, 1, 0]
+
+
+def test_monitor_and_watch_show_an_rft_job(capsys):
+    mon = jobs.JobMonitor(_scripted_client(_ScriptedRftJobs()), "ftjob-rft", start=False)
+    mon.refresh()
+    status = mon.status_html()
+    assert "reward 0.70 ± 0.10" in status and "valid. reward 0.75" in status
+    assert "full_valid_reward_mean" in mon.checkpoints_html() and "0.8000" in mon.checkpoints_html()
+    assert len(mon.figure().axes) == 3
+    job = jobs.watch(_scripted_client(_ScriptedRftJobs()), "ftjob-rft", poll=0.01)
+    assert job.status == "succeeded" and "succeeded in" in capsys.readouterr().out
+
+
+def test_create_job_and_upload_speak_reinforcement():
+    sent = {}
+
+    class _Jobs:
+        def create(self, **kwargs):
+            from openai.types.fine_tuning import FineTuningJob
+
+            sent.update(kwargs)
+            return FineTuningJob.construct(id="ftjob-new", status="validating_files", model=kwargs["model"])
+
+    client = types.SimpleNamespace(fine_tuning=types.SimpleNamespace(jobs=_Jobs()), base_url="http://127.0.0.1:1/v1",
+                                   ftkit_backend=Backend("local", "test"))
+    grader = {"type": "string_check", "name": "category", "operation": "eq",
+              "input": "{{ sample.output_json.category }}", "reference": "{{ item.category }}"}
+    jobs.create_job(client, "file-abc", model="ft:base:local:sft:1", method="reinforcement", grader=grader,
+                    hyperparameters={"compute_multiplier": 2.0, "eval_samples": 2}, training_data=[], verbose=False)
+    assert sent["method"] == {"type": "reinforcement", "reinforcement": {
+        "grader": grader, "hyperparameters": {"compute_multiplier": 2.0, "eval_samples": 2}}}
+    with pytest.raises(ValueError, match="needs a grader"):
+        jobs.create_job(client, "file-abc", method="reinforcement", training_data=[], verbose=False)
+    with pytest.raises(ValueError, match="compute_multiplier"):
+        jobs.create_job(client, "file-abc", hyperparameters={"compute_multiplier": 2}, training_data=[], verbose=False)
+    # upload validates RFT lines with the grader's fields, before anything is sent
+    lines = [{"messages": [{"role": "user", "content": f"ticket {i}"}], "category": "billing"} for i in range(10)]
+    lines[3] = {"messages": [{"role": "user", "content": "ticket 3"}]}  # no category for the grader
+    with pytest.raises(jobs.UploadRefused) as refused:
+        jobs.upload(client, lines, model=MODEL, method="reinforcement", grader=grader, verbose=False)
+    problems = [(p.line, p.code) for p in refused.value.report.problems if p.severity == "error"]
+    assert problems == [(4, "missing_grader_field")], problems
+    with pytest.raises(jobs.UploadRefused):  # the same lines read as chat examples lack an answer
+        jobs.upload(client, lines[:3] + lines[4:] + lines[:1], model=MODEL, verbose=False)
+
+
 # -- real jobs -----------------------------------------------------------------------------------
 
 
