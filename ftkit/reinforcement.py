@@ -314,9 +314,10 @@ class RftSettings:
 #: validation tickets, 8 of them graded every 10 steps, all 101 test tickets. Quick (CI, a first
 #: try): the same steps on 10 tickets (a training file needs at least 10 lines) -- 2 steps of 5
 #: prompts x 4 samples, 2 validation tickets -- and 24 test tickets: it shows every step and
-#: figure, too short to change the model much. Measured on the course's 2-core machine while it was
-#: shared (load ~6, fp32, 2026-11-27): the quick job took 763 s wall / 486 CPU-s (2 steps at ~4
-#: minutes: sampling 20 answers dominates); the full run was not timed.
+#: figure, too short to change the model much. Measured on the course's 2-core machine (AMD EPYC,
+#: AVX2 without AVX512-BF16, so fp32; idle, 2026-11-27): the quick job took 88 s wall / 162 CPU-s
+#: (2 steps of ~30 s: sampling 20 answers and one update each), notebook 07 in quick mode 193 s
+#: with notebook 04's job reused; the full run was not timed.
 RFT_SETTINGS = {
     "full": RftSettings("full", n_epochs=1, batch_size=4, compute_multiplier=1.0, eval_interval=10,
                         eval_samples=8,
