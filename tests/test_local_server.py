@@ -327,11 +327,14 @@ def test_pause_and_resume_continue_where_they_stopped(client, tmp_path, tiny_mod
                                          hyperparameters={"n_epochs": 4, "batch_size": 1})
     _wait_for_step(client, job.id, 3)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
-    time.sleep(3)
+    # The trainer stops at its next step, saves its state and says so; until then a resume would
+    # withdraw the pause (status "running", same trainer). Wait for that, however busy the machine.
+    paused_at = _wait_for_event(client, job.id, "Job paused at step ")
+    assert paused_at == f"Job paused at step {_last_step(client, job.id)}/80; resume it to continue"
     paused_at = _last_step(client, job.id)
-    time.sleep(2)
+    time.sleep(1)
     assert _last_step(client, job.id) == paused_at and client.fine_tuning.jobs.retrieve(job.id).status == "paused"
-    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"  # a new trainer continues the saved state
     job = wait_for_job(client, job.id)
     assert job.status == "succeeded", job.error
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data]
@@ -487,6 +490,18 @@ def _metric_steps(client, job_id):
 
 def _last_step(client, job_id) -> int:
     return max(_metric_steps(client, job_id), default=0)
+
+
+def _wait_for_event(client, job_id, prefix: str, timeout: float = 240) -> str:
+    """The first event message of the job that starts with ``prefix`` (polls until one exists)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [e.message for e in client.fine_tuning.jobs.list_events(job_id, limit=100)
+                 if e.message.startswith(prefix)]
+        if found:
+            return found[0]
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id}: no event starting {prefix!r}")
 
 
 def _wait_for_step(client, job_id, step: int, timeout: float = 240) -> None:
