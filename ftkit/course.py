@@ -501,29 +501,18 @@ def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | 
 
     Taught in notebooks/04_job_lifecycle.ipynb (which runs the same steps one by one).
     """
-    import openai
-
     from . import jobs
 
     settings = settings or triage_settings(quick)
     say = print if verbose else (lambda *a, **k: None)
-    running = None
-    for job in client.fine_tuning.jobs.list(metadata=settings.metadata, limit=100):
-        if any((job.metadata or {}).get(k) != v for k, v in settings.metadata.items()):
-            continue
-        if job.status == lifecycle.SUCCEEDED and job.fine_tuned_model:
-            try:
-                client.models.retrieve(job.fine_tuned_model)
-            except openai.NotFoundError:
-                continue  # its model was deleted (ftkit.jobs.cleanup): look further
-            say(f"Reusing {job.id} ({settings.mode} mode, finished {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.finished_at))}): "
-                f"{job.fine_tuned_model}")
-            return job
-        if running is None and job.status in (lifecycle.VALIDATING_FILES, lifecycle.QUEUED, lifecycle.RUNNING):
-            running = job
-    if running is not None:
-        say(f"A matching job is already under way: {running.id} ({running.status}); waiting for it.")
-        job = jobs.watch(client, running, timeout=timeout, print_events=verbose)
+    job = jobs.find_job(client, settings.metadata)
+    if job is not None and job.status == lifecycle.SUCCEEDED:
+        say(f"Reusing {job.id} ({settings.mode} mode, finished {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.finished_at))}): "
+            f"{job.fine_tuned_model}")
+        return job
+    if job is not None:
+        say(f"A matching job is already under way: {job.id} ({job.status}); waiting for it.")
+        job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
     else:
         say(f"Training the ticket-triage model ({settings.mode} mode: {settings.why}).")
         train = jobs.upload(client, settings.training_examples(), filename=f"tickets-train-{settings.mode}.jsonl",

@@ -69,12 +69,14 @@ __all__ = [
     "load_examples",
     "macro_f1",
     "mcnemar_p",
+    "paired_shift",
     "parse_json",
     "plot_learning_curve",
     "prompt_messages",
     "reference_of",
     "sample_agreement",
     "score",
+    "wilson_interval",
 ]
 
 Scorer = Callable[[Any, Any, dict], "dict | float"]
@@ -487,6 +489,45 @@ def mcnemar_p(gained: int, lost: int) -> float:
     k = min(gained, lost)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``successes / n`` (good at small n and near 0 or 1,
+    where the textbook ``p +- 1.96 * se`` interval leaves [0, 1]).
+
+    Taught in notebooks/05_evaluation.ipynb and 06_preference_tuning.ipynb.
+    """
+    from statistics import NormalDist
+
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n={n}, got {successes}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_shift(before, after, *, confidence: float = 0.95) -> dict:
+    """How a yes/no outcome moved between two models on the same prompts: each model's rate with
+    its Wilson interval, how many prompts flipped each way, and the exact McNemar p-value
+    (:func:`mcnemar_p`: only the prompts that flipped carry information).
+
+    Taught in notebooks/06_preference_tuning.ipynb and 07_reinforcement_fine_tuning.ipynb.
+    """
+    a, b = [bool(x) for x in before], [bool(x) for x in after]
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} outcomes before but {len(b)} after: pair them prompt by prompt")
+    n = len(a)
+    gained = sum(1 for x, y in zip(a, b) if not x and y)
+    lost = sum(1 for x, y in zip(a, b) if x and not y)
+    low_a, high_a = wilson_interval(sum(a), n, confidence)
+    low_b, high_b = wilson_interval(sum(b), n, confidence)
+    return {"n": n, "before": sum(a) / n if n else float("nan"), "before_low": low_a, "before_high": high_a,
+            "after": sum(b) / n if n else float("nan"), "after_low": low_b, "after_high": high_b,
+            "gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1013,14 +1054,10 @@ class Evaluation:
 
         a, b = self.of(before)[column].astype(bool), self.of(after)[column].astype(bool)
         b = b.reindex(a.index)
-        counts = {
-            "both right": int((a & b).sum()), "gained": int((~a & b).sum()),
-            "lost": int((a & ~b).sum()), "both wrong": int((~a & ~b).sum()),
-        }
-        counts.update({
-            f"{before}": float(a.mean()), f"{after}": float(b.mean()),
-            "mcnemar_p": mcnemar_p(counts["gained"], counts["lost"]),
-        })
+        shift = paired_shift(a, b)
+        counts = {"both right": int((a & b).sum()), "gained": shift["gained"], "lost": shift["lost"],
+                  "both wrong": int((~a & ~b).sum()), f"{before}": shift["before"], f"{after}": shift["after"],
+                  "mcnemar_p": shift["mcnemar_p"]}
         return pd.Series(counts, name=f"{before} -> {after} ({column})")
 
     def _yes_no_columns(self) -> dict[str, str]:
@@ -1037,12 +1074,10 @@ class Evaluation:
         ``columns``: score columns or metric names (default: ``exact``, ``valid_json`` and each
         field, whose column is ``<field>_ok``). One row per (configuration, metric): ``right`` (the
         count), ``n``, ``rate``, ``low``, ``high``. A failed or unparseable answer counts as wrong.
-        The interval (:func:`ftkit.preference.wilson_interval`) says how far the rate on this many
+        The interval (:func:`wilson_interval`) says how far the rate on this many
         examples could be from the rate on all such examples. Taught in notebooks/05_evaluation.ipynb.
         """
         import pandas as pd
-
-        from .preference import wilson_interval
 
         known = self._yes_no_columns()
         wanted = list(columns) if columns is not None else list(known)

@@ -72,6 +72,7 @@ __all__ = [
     "events",
     "method_of_metrics",
     "file_sha256",
+    "find_job",
     "monitor",
     "parse_results",
     "pause",
@@ -1401,6 +1402,33 @@ def _job_row(job) -> dict:
         "metadata": dict(job.metadata) if getattr(job, "metadata", None) else {},
         "error": error.get("message") or None,
     }
+
+
+def find_job(client, metadata: dict[str, str], *, model: str | None = None):
+    """The newest succeeded job with this ``metadata`` (and base ``model``, when given) whose
+    fine-tuned model still exists; else a matching job still under way; else None.
+
+    How the course's runs (``ftkit.course.triage_job``, ``ftkit.preference.tone_job``,
+    ``ftkit.reinforcement.rft_job``) find a job they already ran. Taught in
+    notebooks/06_preference_tuning.ipynb.
+    """
+    import openai
+
+    running = None
+    for job in client.fine_tuning.jobs.list(metadata=metadata, limit=100):
+        if any((job.metadata or {}).get(k) != v for k, v in metadata.items()):
+            continue
+        if model is not None and job.model != model:
+            continue
+        if job.status == lifecycle.SUCCEEDED and job.fine_tuned_model:
+            try:
+                client.models.retrieve(job.fine_tuned_model)
+            except openai.NotFoundError:
+                continue  # its model was deleted: look further
+            return job
+        if running is None and job.status in (lifecycle.VALIDATING_FILES, lifecycle.QUEUED, lifecycle.RUNNING):
+            running = job
+    return running
 
 
 def recent_jobs(client, limit: int = 10, *, metadata: Mapping[str, str] | None = None):

@@ -42,17 +42,14 @@ __all__ = [
     "ToneSettings",
     "check_house_style",
     "customer_of",
-    "find_job",
     "greeted_name",
     "house_style_scorer",
     "invented_details",
     "label_mask_html",
     "label_mask_table",
-    "paired_shift",
     "prompt_customer",
     "tone_job",
     "tone_settings",
-    "wilson_interval",
 ]
 
 SIGN_OFF = "— The Lumenhive team"
@@ -211,47 +208,6 @@ def invented_details(answer: str | None, prompt: str) -> list[str]:
     return out
 
 
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``successes / n`` (good at small n and near 0 or 1,
-    where the textbook ``p +- 1.96 * se`` interval leaves [0, 1]).
-
-    Taught in notebooks/06_preference_tuning.ipynb.
-    """
-    from statistics import NormalDist
-
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be between 0 and n={n}, got {successes}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def paired_shift(before, after, *, confidence: float = 0.95) -> dict:
-    """How a yes/no outcome moved between two models on the same prompts: each model's rate with
-    its Wilson interval, how many prompts flipped each way, and the exact McNemar p-value
-    (:func:`ftkit.evaluate.mcnemar_p`: only the prompts that flipped carry information).
-
-    Taught in notebooks/06_preference_tuning.ipynb.
-    """
-    from .evaluate import mcnemar_p
-
-    a, b = [bool(x) for x in before], [bool(x) for x in after]
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} outcomes before but {len(b)} after: pair them prompt by prompt")
-    n = len(a)
-    gained = sum(1 for x, y in zip(a, b) if not x and y)
-    lost = sum(1 for x, y in zip(a, b) if x and not y)
-    low_a, high_a = wilson_interval(sum(a), n, confidence)
-    low_b, high_b = wilson_interval(sum(b), n, confidence)
-    return {"n": n, "before": sum(a) / n if n else float("nan"), "before_low": low_a, "before_high": high_a,
-            "after": sum(b) / n if n else float("nan"), "after_low": low_b, "after_high": high_b,
-            "gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
-
-
 # ---------------------------------------------------------------------------------------------
 # The course's SFT-then-DPO run on the house style (notebook 06)
 
@@ -374,31 +330,6 @@ def tone_settings(quick: bool | None = None) -> ToneSettings:
     return TONE_SETTINGS["quick" if (QUICK if quick is None else quick) else "full"]
 
 
-def find_job(client, metadata: dict[str, str], *, model: str | None = None):
-    """The newest succeeded job with this ``metadata`` (and base ``model``, when given) whose
-    fine-tuned model still exists; else a matching job still under way; else None.
-
-    Taught in notebooks/06_preference_tuning.ipynb (the pattern of ftkit.course.triage_job).
-    """
-    import openai
-
-    running = None
-    for job in client.fine_tuning.jobs.list(metadata=metadata, limit=100):
-        if any((job.metadata or {}).get(k) != v for k, v in metadata.items()):
-            continue
-        if model is not None and job.model != model:
-            continue
-        if job.status == lifecycle.SUCCEEDED and job.fine_tuned_model:
-            try:
-                client.models.retrieve(job.fine_tuned_model)
-            except openai.NotFoundError:
-                continue  # its model was deleted: look further
-            return job
-        if running is None and job.status in (lifecycle.VALIDATING_FILES, lifecycle.QUEUED, lifecycle.RUNNING):
-            running = job
-    return running
-
-
 def tone_job(client, stage: str, *, model: str | None = None, settings: ToneSettings | None = None,
              timeout: float | None = 3 * 3600, verbose: bool = True):
     """A succeeded job of one stage of the course's house-style run: ``"supervised"`` (on the base
@@ -416,7 +347,7 @@ def tone_job(client, stage: str, *, model: str | None = None, settings: ToneSett
     if stage == DPO and not model:
         raise ValueError("a DPO stage starts from the supervised model: pass model=<its fine-tuned model>")
     metadata = settings.metadata(stage)
-    job = find_job(client, metadata, model=model if stage == DPO else None)
+    job = jobs.find_job(client, metadata, model=model if stage == DPO else None)
     if job is not None and job.status == lifecycle.SUCCEEDED:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished_at))
         say(f"Reusing {job.id} ({stage}, {settings.mode} mode, finished {when}): {job.fine_tuned_model}")

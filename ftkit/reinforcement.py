@@ -15,7 +15,7 @@ share:
 * :data:`RFT_SETTINGS` / :func:`rft_settings`: the lesson's RFT run in quick and full mode
   (which tickets, the hyperparameters, how many test tickets), and :func:`rft_job`, which runs
   it on the supervised model of notebook 04 -- or reuses a finished job with the same settings,
-  found by its metadata (:func:`ftkit.preference.find_job`);
+  found by its metadata (:func:`ftkit.jobs.find_job`);
 * :func:`judge_cost`: what a model grader's tokens would cost on a hosted judge
   (``ftkit.catalog`` prices) and :func:`hosted_rft_cost`: what OpenAI billed for RFT ($ per
   training hour).
@@ -348,12 +348,11 @@ def rft_job(client, model: str, *, settings: RftSettings | None = None, grader: 
     Taught in notebooks/07_reinforcement_fine_tuning.ipynb (which runs the same steps one by one).
     """
     from . import jobs
-    from .preference import find_job
 
     settings = settings or rft_settings()
     say = print if verbose else (lambda *a, **k: None)
     metadata = settings.metadata(model, grader)
-    job = find_job(client, metadata, model=model)
+    job = jobs.find_job(client, metadata, model=model)
     if job is not None and job.status == lifecycle.SUCCEEDED:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished_at))
         say(f"Reusing {job.id} (reinforcement, {settings.mode} mode, finished {when}): {job.fine_tuned_model}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ftkit import evaluate
+from ftkit.evaluate import wilson_interval
 from ftkit.preference import (
     MAX_WORDS,
     SIGN_OFF,
@@ -12,7 +13,6 @@ from ftkit.preference import (
     greeted_name,
     house_style_scorer,
     invented_details,
-    wilson_interval,
 )
 
 GOOD = f"Hi Maya, the Hub lost its internet connection. Please restart your router, then the Hub.\n{SIGN_OFF}"
@@ -128,7 +128,7 @@ def test_label_mask_table_marks_exactly_the_weighted_assistant_turn():
 
 
 def test_paired_shift_counts_flips_and_tests_them():
-    from ftkit.preference import paired_shift
+    from ftkit.evaluate import paired_shift
 
     before = [False] * 10 + [True] * 4 + [True, False]
     after = [True] * 9 + [False] + [True] * 4 + [False, False]
@@ -149,7 +149,8 @@ def test_find_job_reuses_only_a_matching_job_whose_model_still_exists():
     import openai
     from openai.types.fine_tuning import FineTuningJob
 
-    from ftkit.preference import TONE_SETTINGS, find_job
+    from ftkit.jobs import find_job
+    from ftkit.preference import TONE_SETTINGS
 
     meta = TONE_SETTINGS["quick"].metadata("dpo")
 

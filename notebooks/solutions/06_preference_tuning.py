@@ -119,7 +119,7 @@ def exercise_3(client, settings, sft_model: str, dpo_model: str) -> pd.DataFrame
     evaluation = evaluate_models(client, settings, {"beta 0.1": dpo_model, "beta 0.5": job.fine_tuned_model})
     named = named_ids(settings.test_examples())
     a, b = evaluation.of("beta 0.1").loc[named], evaluation.of("beta 0.5").loc[named]
-    table = pd.DataFrame({c: pref.paired_shift(a[c], b[c]) for c in ("house_style", "signs_off", "greets_by_name")}).T
+    table = pd.DataFrame({c: ev.paired_shift(a[c], b[c]) for c in ("house_style", "signs_off", "greets_by_name")}).T
     table["mean words before"], table["mean words after"] = a["words"].mean(), b["words"].mean()
     last = jobs.checkpoints(client, job).iloc[-1]
     print(table.round(3).to_string())
@@ -170,7 +170,7 @@ def exercise_4(client, settings, sft_model: str, dpo_model: str) -> dict:
     examples = [ex for ex in pref.tone_settings(False).test_examples() if not ex.get("customer")]
     evaluation = evaluate_models(client, settings, {"DPO": dpo_model, "DPO + name-less pairs": job.fine_tuned_model},
                                  examples)
-    shift = pref.paired_shift(evaluation.of("DPO")["invents_name"], evaluation.of("DPO + name-less pairs")["invents_name"])
+    shift = ev.paired_shift(evaluation.of("DPO")["invents_name"], evaluation.of("DPO + name-less pairs")["invents_name"])
     print(f"invents a name: {shift['before']:.0%} -> {shift['after']:.0%} "
           f"({shift['gained']} more, {shift['lost']} fewer; McNemar p = {shift['mcnemar_p']:.3f})")
     # Right answer: the new pairs contrast exactly this case, so the share of invented names drops --
@@ -202,7 +202,7 @@ def exercise_5(client, settings, sft_model: str, dpo_model: str) -> dict:
     named = named_ids(settings.test_examples())
     out = {"pairs": len(pairs)}
     for name in ("synthetic pairs", "on-policy pairs"):
-        shift = pref.paired_shift(evaluation.of("SFT").loc[named, "house_style"], evaluation.of(name).loc[named, "house_style"])
+        shift = ev.paired_shift(evaluation.of("SFT").loc[named, "house_style"], evaluation.of(name).loc[named, "house_style"])
         out[name] = shift
         print(f"{name}: house style {shift['before']:.0%} -> {shift['after']:.0%} (McNemar p = {shift['mcnemar_p']:.3f})")
     # Right answer (it depends on the run): on-policy pairs contrast the mistakes this model really

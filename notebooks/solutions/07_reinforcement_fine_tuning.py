@@ -22,7 +22,6 @@ import pandas as pd
 import ftkit
 from ftkit import cost, graders, jobs
 from ftkit import evaluate as ev
-from ftkit import preference as pref
 from ftkit import reinforcement as rl
 from ftkit.course import data_path, triage_job
 from ftkit.local.hyperparameters import samples_per_prompt
@@ -158,7 +157,7 @@ def exercise_5(client, settings, sft_model: str, first_job) -> pd.DataFrame:
     examples = settings.test_examples()
     evaluation = ev.evaluate(client, examples, configs, labels=rl.labels(), concurrency=len(examples), progress=False)
     a, b = evaluation.of("RFT, multi grader"), evaluation.of("RFT, exact match")
-    table = pd.DataFrame({name: pref.paired_shift(a[col], b[col]) for name, col in
+    table = pd.DataFrame({name: ev.paired_shift(a[col], b[col]) for name, col in
                           {"exact match": "exact", **{f: f"{f}_ok" for f in rl.FIELDS}}.items()}).T
     steps = {"multi": jobs.results(client, first_job), "exact": jobs.results(client, sparse)}
     print(table[["n", "before", "after", "gained", "lost", "mcnemar_p"]].round(3).to_string())
