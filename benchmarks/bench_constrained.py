@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import save
-from compare_grammar_libs import TICKET_SCHEMA, cpu_name, has_avx512_bf16
+from _common import cpu_info, save
+from compare_grammar_libs import TICKET_SCHEMA
 
 SPEC = {"type": "json_schema", "schema": TICKET_SCHEMA, "strict": True, "name": "ticket"}
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
         except (ValueError, jsonschema.ValidationError):
             return False
 
-    result: dict = {"cpu": cpu_name(), "avx512_bf16": has_avx512_bf16(), "tickets": len(tickets),
+    result: dict = {"cpu": cpu_info()["cpu"], "avx512_bf16": cpu_info()["avx512_bf16"], "tickets": len(tickets),
                     "max_tokens": args.max_tokens, "precision": engine.precision, "torch_threads": _threads(),
                     "grammar_compile_ms": {"tokenizer_setup_once": round(tokenizer_setup * 1000, 1),
                                            "ticket_schema_median": round(statistics.median(compiles) * 1000, 2)}}

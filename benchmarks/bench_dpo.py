@@ -28,43 +28,13 @@ has AVX512-BF16.
 from __future__ import annotations
 
 import argparse
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-from _common import save
+from _common import cpu_info, fresh_model, save
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_info() -> dict:
-    """The CPU model (with its family and model numbers: virtual machines often show only "AMD
-    EPYC"), the core count and whether it has AVX-512 and native bf16 (AVX512-BF16 or AMX)."""
-    import os
-
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = f" {fields.get('flags', '')} "
-    name = fields.get("model name") or platform.processor() or "unknown"
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return {"cpu": name, "cores": os.cpu_count(), "avx512f": " avx512f " in flags,
-            "avx512_bf16": " avx512_bf16 " in flags, "amx_bf16": " amx_bf16 " in flags}
-
-
-def fresh_model(seed: int):
-    import torch
-
-    from ftkit.local.models import load_base_model
-
-    torch.manual_seed(seed)
-    return load_base_model(progress=None)
 
 
 def validation_metrics(model, pairs, pad_id: int, beta: float, precision: str) -> dict:

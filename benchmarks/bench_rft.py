@@ -49,8 +49,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import save
-from bench_dpo import cpu_info, fresh_model
+from _common import cpu_info, fresh_model, save
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELDS = ("category", "urgency", "product")

@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import platform
 import time
 
-from _common import save
+from _common import cpu_info, save
 
 TICKET_SCHEMA = {
     "type": "object",
@@ -263,23 +262,6 @@ def install_footprint(dist: str) -> dict:
             "requires": needs}
 
 
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def has_avx512_bf16() -> bool:
-    try:
-        return " avx512_bf16" in open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -292,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ftkit.local.models import DEFAULT_BASE_MODEL, ensure_cached
 
     tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_BASE_MODEL))
-    result: dict = {"cpu": cpu_name(), "avx512_bf16": has_avx512_bf16(), "vocabulary": len(tok), "libraries": {}}
+    result: dict = {"cpu": cpu_info()["cpu"], "avx512_bf16": cpu_info()["avx512_bf16"], "vocabulary": len(tok), "libraries": {}}
     print(f"CPU {result['cpu']} (AVX512-BF16: {result['avx512_bf16']}), vocabulary {len(tok)}")
     for name in args.libs.split(","):
         lib = LIBRARIES[name]
