@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
+
+from ftkit.machine import cpu_info  # noqa: F401  (the benchmarks import it from here)
 
 
 def save(result: dict, path: str | Path) -> dict:
@@ -14,24 +14,6 @@ def save(result: dict, path: str | Path) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     return result
-
-
-def cpu_info() -> dict:
-    """The CPU model (with its family and model numbers: virtual machines often show only "AMD
-    EPYC"), the core count and whether it has AVX-512 and native bf16 (AVX512-BF16 or AMX)."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = f" {fields.get('flags', '')} "
-    name = fields.get("model name") or platform.processor() or "unknown"
-    if "cpu family" in fields:
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return {"cpu": name, "cores": os.cpu_count(), "avx512f": " avx512f " in flags,
-            "avx512_bf16": " avx512_bf16 " in flags, "amx_bf16": " amx_bf16 " in flags}
 
 
 def fresh_model(seed: int):

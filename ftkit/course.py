@@ -5,7 +5,9 @@ and fewer steps so CI stays short -- same code path, smaller numbers), to find `
 report their headline results, which ``make course`` prints in its summary.
 
 ``python -m ftkit.course run`` executes every notebook top to bottom, writes the executed copies
-and an HTML site under ``build/course/``, and prints a one-screen summary.
+and an HTML site under ``build/course/``, writes ``build/course/summary.json`` (per notebook:
+status, wall and CPU seconds, headline results; the machine's CPU model and flags; the mode) and
+prints a one-screen summary. The README's course tables come from that file.
 """
 
 from __future__ import annotations
@@ -225,6 +227,7 @@ def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=config,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.monotonic()
+    cpu_start = _cpu_seconds()
     error = None
     try:
         client.execute()
@@ -236,14 +239,62 @@ def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
         os.environ.pop(HEADLINES_ENV, None)
         shutil.rmtree(sockets, ignore_errors=True)
     seconds = time.monotonic() - start
+    cpu = _cpu_seconds()
     executed = out_dir / path.name
     nbformat.write(nb, executed)
     headlines = []
     if headlines_file.exists():
         headlines = [json.loads(line) for line in headlines_file.read_text(encoding="utf-8").splitlines() if line]
         headlines_file.unlink()
+    cpu_seconds = cpu["kernels"] - cpu_start["kernels"] + sum(
+        used - cpu_start["server"].get(pid, 0.0) for pid, used in cpu["server"].items())
     return {"notebook": path.name, "ok": error is None, "seconds": round(seconds, 1), "error": error,
-            "headlines": headlines, "executed": executed}
+            "cpu_seconds": round(cpu_seconds, 1), "headlines": headlines, "executed": executed}
+
+
+def _cpu_seconds() -> dict:
+    """CPU seconds so far of this process's finished children (the notebooks' kernels) and of the
+    local server (its trainers included, see :func:`ftkit.machine.process_cpu_seconds`)."""
+    import resource
+
+    from .local.control import home_dir, running_server
+    from .machine import process_cpu_seconds
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server = {}
+    info = running_server(home_dir())
+    if info is not None and (used := process_cpu_seconds(info.pid)) is not None:
+        server[info.pid] = used
+    return {"kernels": usage.ru_utime + usage.ru_stime, "server": server}
+
+
+def write_summary(results: list[dict], out_dir: Path, *, quick: bool, started: float,
+                  load_at_start: list[float] | None = None) -> Path:
+    """``summary.json``: what ``make course`` measured, in a form the README's tables come from."""
+    from .machine import cpu_info
+
+    versions = {}
+    for package in ("ftkit", "torch", "transformers", "peft", "openai"):
+        versions[package] = _installed_version(package)
+    summary = {
+        "mode": "quick" if quick else "full",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(sum(r["seconds"] for r in results), 1),
+        "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in results), 1),
+        "all_ok": all(r["ok"] for r in results),
+        "machine": {**cpu_info(), "load_average_at_start": load_at_start, "python": platform.python_version()},
+        "versions": versions,
+        "notebooks": [
+            {"notebook": r["notebook"], "status": "ok" if r["ok"] else "failed", "wall_seconds": r["seconds"],
+             "cpu_seconds": r.get("cpu_seconds"), "error": r["error"],
+             "headlines": [{k: h[k] for k in ("name", "value", "note") if k in h} for h in r["headlines"]]}
+            for r in results
+        ],
+    }
+    target = out_dir / "summary.json"
+    target.write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return target
+
 
 
 def _to_html(executed: Path) -> Path:
@@ -299,6 +350,8 @@ def run(
     from .local.control import home_dir, running_server, stop_server
 
     server_was_running = running_server(home_dir()) is not None
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    started = time.time()
     results = []
     print(f"Running {len(notebooks)} notebooks{' in quick mode' if quick else ''} -> {out_dir}/", flush=True)
     for path in notebooks:
@@ -310,6 +363,7 @@ def run(
         results.append(result)
     if html:
         _index(results, out_dir, quick)
+    write_summary(results, out_dir, quick=quick, started=started, load_at_start=load_at_start)
     if not server_was_running and stop_server(home_dir()):
         print("(stopped the local server the notebooks started)")
     _print_summary(results, out_dir)
@@ -321,14 +375,15 @@ def _print_summary(results: list[dict], out_dir: Path) -> None:
     print("\n" + "=" * 72)
     print(f"{'notebook':32} {'status':8} {'time':>8}")
     for r in results:
-        print(f"{r['notebook']:32} {'ok' if r['ok'] else 'FAILED':8} {r['seconds']:>7.0f}s")
+        print(f"{r['notebook']:32} {'ok' if r['ok'] else 'FAILED':8} {r['seconds']:>7.0f}s"
+              f"  (CPU {r.get('cpu_seconds', 0):.0f} s)")
         for h in r["headlines"]:
             print(f"    {h['name']}: {h['value']}")
         if r["error"]:
             print(f"    error: {r['error']}")
     failed = [r for r in results if not r["ok"]]
     print(f"{len(results) - len(failed)}/{len(results)} notebooks ok in {total:.0f} s; "
-          f"open {out_dir / 'index.html'}")
+          f"open {out_dir / 'index.html'}; measurements in {out_dir / 'summary.json'}")
     print("=" * 72)
 
 

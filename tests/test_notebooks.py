@@ -57,3 +57,16 @@ def test_executed_course_and_logs_hold_no_key(course_run):
         if key:
             assert key not in text, path
     assert (out / "index.html").exists()
+
+
+def test_summary_json_records_each_notebook_and_the_machine(course_run):
+    results, out, _ = course_run
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert summary["mode"] == "quick"
+    assert [n["notebook"] for n in summary["notebooks"]] == list(results)
+    for entry in summary["notebooks"]:
+        assert entry["status"] == ("ok" if results[entry["notebook"]]["ok"] else "failed")
+        assert entry["wall_seconds"] > 0 and entry["cpu_seconds"] > 0
+        assert entry["headlines"] == [{k: h[k] for k in ("name", "value", "note")} for h in results[entry["notebook"]]["headlines"]]
+    assert summary["machine"]["cpu"] and summary["machine"]["cores"] >= 1
+    assert isinstance(summary["machine"]["avx512_bf16"], bool)
