@@ -1,5 +1,5 @@
 """ftkit's training losses against the reference implementation (TRL, a test-only dependency),
-on one fixed batch and a tiny random model: the same numbers within 1e-4."""
+on one fixed batch and a tiny random model: the same numbers within 1e-4 (SFT, DPO, GRPO)."""
 
 from __future__ import annotations
 
@@ -153,3 +153,44 @@ def test_group_advantages_match_trl_normalisation():
     expected = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)
     assert torch.allclose(got, expected.view(-1))
     assert got[:4].sum().abs() < 1e-5
+
+
+def test_supervised_loss_matches_trl(tmp_path):
+    """The supervised step's loss (mean cross-entropy over the learned tokens of the batch, the LM
+    head applied only at those positions) against TRL's SFTTrainer on the same pre-tokenised
+    examples and labels (assistant-only loss), right-padded by TRL's own collator."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from ftkit.local.training import steps
+
+    tok = tiny_tokenizer()
+    examples = []
+    for i, (cat, text) in enumerate([("billing", "Subject: refund please"), ("technical", "The Hub is offline"),
+                                     ("shipping", "Where is my parcel? It never arrived and I was charged twice.")]):
+        messages = [SYSTEM, {"role": "user", "content": text},
+                    {"role": "assistant", "content": json.dumps({"category": cat})}]
+        if i == 1:  # two answers, the first not learned
+            messages = messages[:2] + [{"role": "assistant", "content": "Which product?", "weight": 0},
+                                       {"role": "user", "content": "hardware"}, messages[2]]
+        examples.append(steps.encode_example(tok, {"messages": messages}, 512))
+    model = _policy(seed=5)
+    model.eval()
+    ids, labels, mask = steps.collate(examples, tok.pad_token_id)
+    with torch.no_grad():
+        ours, accuracy, n = steps.token_loss_and_accuracy(model, ids, labels, mask)
+    assert n == sum(e.learned_tokens for e in examples) < int(mask.sum()) // 2
+
+    rows = [{"input_ids": e.ids, "labels": e.labels} for e in examples]
+    args = SFTConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False, fp16=False,
+                     per_device_train_batch_size=3)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
+    inputs = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(rows)
+    assert torch.equal(inputs["input_ids"], ids) and torch.equal(inputs["labels"], labels)
+    with torch.no_grad():
+        theirs = trainer.compute_loss(trainer.model, inputs)
+    assert float(ours) == pytest.approx(float(theirs), abs=1e-4)
+    logged = trainer._metrics["eval" if not trainer.model.training else "train"].get("mean_token_accuracy")
+    assert logged, "TRL logs its token accuracy"
+    assert accuracy == pytest.approx(sum(logged) / len(logged), abs=1e-4)

@@ -106,6 +106,53 @@ def test_a_few_supervised_steps_lower_the_loss_and_learn_only_labels():
     assert eval_loss < losses[0] and eval_acc > 0.5
 
 
+def test_losses_apply_the_lm_head_only_where_a_label_is_learned():
+    """labelled_logits: the logits, loss, accuracy and per-token log-probabilities equal those of
+    the model's full logits (every position, then masked), and the LM head sees only the labelled
+    positions -- forward and, through them, backward."""
+    import torch.nn.functional as F
+
+    tok = tiny_tokenizer()
+    model = recipe.LoraRecipe(rank=4, alpha=8).apply(tiny_llama(seed=2))
+    gen = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    batch = [steps.encode_example(tok, chat(i), 512) for i in range(5)]
+    batch[1] = steps.encode_example(tok, {"messages": chat(1)["messages"] + [
+        {"role": "user", "content": "and the urgency?"}, {"role": "assistant", "content": "high"}]}, 512)
+    ids, labels, mask = steps.collate(batch, tok.pad_token_id)
+    learned_total = sum(e.learned_tokens for e in batch)
+    assert learned_total < int(mask.sum()) // 2  # most positions carry no loss
+
+    rows = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, args, out: rows.append(args[0].shape))
+    loss, accuracy, n = steps.token_loss_and_accuracy(model, ids, labels, mask)
+    hook.remove()
+    assert rows == [(learned_total, 32)] and n == learned_total
+
+    full = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    target = labels[:, 1:]
+    expected = F.cross_entropy(full.transpose(1, 2), target, ignore_index=IGNORE_INDEX)
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    learned = target != IGNORE_INDEX
+    assert accuracy == pytest.approx(float(((full.argmax(-1) == target) & learned).sum()) / learned_total)
+    # gradients of the adapter agree too
+    params = [p for p in model.parameters() if p.requires_grad]
+    ours = torch.autograd.grad(loss, params)
+    theirs = torch.autograd.grad(expected, params)
+    for a, b in zip(ours, theirs):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+    with torch.no_grad():
+        logps, positions = steps.token_logprobs(model, ids, labels, mask)
+        every = -F.cross_entropy(full.transpose(1, 2), target.clamp(min=0), reduction="none") * learned
+    assert torch.equal(positions, learned)
+    assert torch.allclose(logps, every, atol=1e-5)
+    assert float(logps[~learned].abs().sum()) == 0.0
+
+
 # -- DPO -------------------------------------------------------------------------------------------
 
 

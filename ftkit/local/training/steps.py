@@ -97,22 +97,69 @@ def autocast(device_type: str, precision: str):
 
 
 def next_token_logits(model, ids, mask, precision: str = "fp32"):
-    """Float32 logits predicting each next token: position t predicts token t + 1."""
+    """Float32 logits predicting each next token: position t predicts token t + 1 (every position;
+    the losses below use :func:`labelled_logits`, which computes only the positions they read)."""
     with autocast(ids.device.type, precision):
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
     return logits[:, :-1, :].float()
 
 
+#: Config fields of models whose logits are not plain ``lm_head(hidden)``: for those the losses
+#: take the model's own logits (every position) instead of applying the head themselves.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+
+def _body_and_head(model):
+    """(the transformer body returning hidden states, the LM head) of a causal LM -- peft-wrapped
+    or not -- or None where the logits are more than ``lm_head(hidden)``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
+        return None
+    try:
+        body, head = base.get_decoder(), base.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or head is None or body is base:
+        return None
+    return body, head
+
+
+def labelled_logits(model, ids, labels, mask, precision: str = "fp32"):
+    """(float32 logits of the positions whose next token is labelled, those next tokens, which
+    positions they are): logits (learned x vocabulary), targets (learned,), positions a boolean
+    (rows x length - 1) mask in row-major order, the order of the logits' rows.
+
+    The LM head and the log-softmax after it are applied only where the loss reads them: the
+    body's hidden states are gathered at the labelled positions first. For SmolLM2-135M the head
+    is a 576 x 49,152 product per position -- about a fifth of the model's multiply-adds per
+    token -- and its logits the largest activation of the step; an SFT example labels only its
+    assistant answer (here ~25 of ~300 tokens), so computing them everywhere, forward and
+    backward, was mostly waste. The numbers are those of the full logits at the same positions
+    (TRL computes them everywhere and masks; ``tests/test_reference_losses.py``)."""
+    target = labels[:, 1:]
+    learned = target != IGNORE_INDEX
+    parts = _body_and_head(model)
+    if parts is None:  # a model with its own logit transform: take its logits, then gather
+        return next_token_logits(model, ids, mask, precision)[learned], target[learned], learned
+    body, head = parts
+    with autocast(ids.device.type, precision):
+        # the last position predicts nothing a label needs: leave it out of the body too
+        hidden = body(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], use_cache=False).last_hidden_state
+        logits = head(hidden[learned])
+    return logits.float(), target[learned], learned
+
+
 def token_logprobs(model, ids, labels, mask, precision: str = "fp32"):
     """(log-probability of each labelled next token, which positions are labelled), both
     (rows x length - 1). Positions without a label hold 0."""
+    import torch
     import torch.nn.functional as F
 
-    logits = next_token_logits(model, ids, mask, precision)
-    target = labels[:, 1:]
-    learned = target != IGNORE_INDEX
-    logprobs = -F.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
-    return logprobs * learned, learned
+    logits, target, learned = labelled_logits(model, ids, labels, mask, precision)
+    picked = -F.cross_entropy(logits, target, reduction="none")
+    out = torch.zeros(learned.shape, dtype=picked.dtype, device=picked.device)
+    return out.masked_scatter(learned, picked), learned
 
 
 def token_loss_and_accuracy(model, ids, labels, mask, precision: str = "fp32"):
@@ -120,12 +167,10 @@ def token_loss_and_accuracy(model, ids, labels, mask, precision: str = "fp32"):
     how many tokens were learned. The supervised loss."""
     import torch.nn.functional as F
 
-    logits = next_token_logits(model, ids, mask, precision)
-    target = labels[:, 1:]
-    learned = target != IGNORE_INDEX
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX)
-    n = int(learned.sum().item())
-    correct = ((logits.argmax(-1) == target) & learned).sum().item()
+    logits, target, _ = labelled_logits(model, ids, labels, mask, precision)
+    n = int(target.numel())
+    loss = F.cross_entropy(logits, target)
+    correct = (logits.argmax(-1) == target).sum().item()
     return loss, correct / max(1, n), n
 
 
