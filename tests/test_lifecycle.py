@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ftkit import lifecycle as lc
-from ftkit.local import hyperparameters, jobstate
+from ftkit.local import hyperparameters, jobstate, wire
 from ftkit.local.store import Store, new_id
 
 
@@ -186,3 +186,21 @@ def test_auto_values_are_resolved():
     assert rft["n_epochs"] == 1 and rft["eval_interval"] == 1 and rft["reasoning_effort"] == "default"
     assert hyperparameters.samples_per_prompt(rft["compute_multiplier"]) == 8
     assert hyperparameters.learning_rate(lc.DPO, dpo) == hyperparameters.BASE_LEARNING_RATE[lc.DPO]
+
+
+def test_reinforcement_jobs_echo_only_values_the_spec_allows(store, check_schema):
+    """reasoning_effort has no "auto" in the spec: a job echoes the value sent or the spec's
+    default ("default"), as created (queued) and once training resolved the rest."""
+    grader = {"type": "string_check", "name": "g", "operation": "eq", "input": "{{ sample.output_text }}",
+              "reference": "x"}
+    for sent, echoed in [({}, "default"), ({"reasoning_effort": "high"}, "high"),
+                         ({"reasoning_effort": "auto"}, "default")]:  # "auto": jobs stored before the fix
+        checked = hyperparameters.check(lc.REINFORCEMENT, sent)
+        assert checked["reasoning_effort"] == echoed and checked["n_epochs"] == "auto"
+        method = {"type": lc.REINFORCEMENT, lc.REINFORCEMENT: {"grader": grader, "hyperparameters": checked}}
+        job_id = _job(store, method=method)
+        check_schema(wire.job_object(store.get_job(job_id)), "FineTuningJob")
+        resolved = hyperparameters.resolve(lc.REINFORCEMENT, checked, 24)
+        assert resolved["reasoning_effort"] == echoed
+        store.update_job(job_id, method={**method, lc.REINFORCEMENT: {"grader": grader, "hyperparameters": resolved}})
+        check_schema(wire.job_object(store.get_job(job_id)), "FineTuningJob")

@@ -47,6 +47,7 @@ class Rule:
     high: float | None = None
     low_exclusive: bool = False
     choices: tuple[str, ...] = ()
+    default: str = "auto"  # what a missing value is echoed as: "auto", or an enumeration's spec default
 
 
 _COMMON = {
@@ -59,7 +60,7 @@ RULES: dict[str, dict[str, Rule]] = {
     DPO: {**_COMMON, "beta": Rule(float, 0, 2, low_exclusive=True)},
     REINFORCEMENT: {
         **_COMMON,
-        "reasoning_effort": Rule(str, choices=REASONING_EFFORTS),
+        "reasoning_effort": Rule(str, choices=REASONING_EFFORTS, default="default"),
         "compute_multiplier": Rule(float, 0.00001, 10, low_exclusive=True),
         "eval_interval": Rule(int, 1, None),
         "eval_samples": Rule(int, 1, None),
@@ -76,8 +77,10 @@ class InvalidHyperparameter(ValueError):
 
 
 def check(method: str, hyperparameters: dict | None) -> dict:
-    """The hyperparameters with every missing one set to ``"auto"``; raises
-    :class:`InvalidHyperparameter` naming the first bad one."""
+    """The hyperparameters with every missing one set to ``"auto"`` -- or, for an enumeration
+    the spec gives no ``"auto"`` (``reasoning_effort``), to the spec's default (``"default"``), so
+    a job echoes only values ``FineTuningJob`` allows; raises :class:`InvalidHyperparameter`
+    naming the first bad one."""
     rules = RULES[method]
     hp = hyperparameters or {}
     if not isinstance(hp, dict):
@@ -86,9 +89,9 @@ def check(method: str, hyperparameters: dict | None) -> dict:
         if name not in rules:
             known = ", ".join(rules)
             raise InvalidHyperparameter(name, f"unknown hyperparameter {name!r} for method {method!r} (known: {known})")
-        if value == "auto" or value is None:
-            continue
         rule = rules[name]
+        if value is None or value == "auto":  # an enumeration's "auto" (jobs stored before): its default
+            continue
         if rule.kind is str:
             if value not in rule.choices:
                 raise InvalidHyperparameter(name, f"{name} must be one of {', '.join(rule.choices)}, got {value!r}")
@@ -103,7 +106,7 @@ def check(method: str, hyperparameters: dict | None) -> dict:
             low = f"> {rule.low:g}" if rule.low_exclusive else f">= {rule.low:g}"
             high = f" and <= {rule.high:g}" if rule.high is not None else ""
             raise InvalidHyperparameter(name, f"{name} must be {low}{high}, got {value!r}")
-    return {name: hp.get(name, "auto") if hp.get(name) is not None else "auto" for name in rules}
+    return {name: rules[name].default if hp.get(name) in (None, "auto") else hp[name] for name in rules}
 
 
 def auto_n_epochs(n_examples: int) -> int:
