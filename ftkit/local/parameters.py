@@ -70,9 +70,11 @@ _METADATA = {
     "metadata": accepted("returned with the object"),
     "user": accepted("an end-user id; not used"),
     "safety_identifier": accepted("an end-user id; not used"),
-    "prompt_cache_key": accepted("a caching hint; the local engine does not cache prompts"),
-    "prompt_cache_retention": accepted("a caching hint; the local engine does not cache prompts"),
-    "prompt_cache_options": accepted("a caching hint; the local engine does not cache prompts"),
+    "prompt_cache_key": accepted("a caching hint: the prompt-cache entries last used under one of the 64 most recent "
+                                  "keys are evicted after all others"),
+    "prompt_cache_retention": accepted("a caching hint; the local cache keeps entries until its memory budget "
+                                        "(FTKIT_PROMPT_CACHE_MB) needs them"),
+    "prompt_cache_options": accepted("a caching hint; the local engine caches every prompt prefix"),
 }
 
 POLICY: dict[str, dict[str, Rule]] = {
