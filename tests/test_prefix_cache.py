@@ -144,3 +144,55 @@ def test_an_adapters_entry_is_never_used_for_another_model(models):
         engine.stop()
     assert base.cached_tokens == 0  # the adapter's blocks for the same tokens were not reused
     assert {scope[1] is None for scope in scopes} == {True, False}
+
+
+# -- every inference route, against the spec ------------------------------------------------------
+
+
+def test_chat_responses_and_batch_report_cached_tokens_per_the_spec(tmp_path, check_schema):
+    """The real app and engine (tiny model): a second request with the same long system prompt
+    reports its reused tokens on Chat Completions, Responses and Batch results, in the spec's shape."""
+    import json
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from ftkit.local.app import create_app
+
+    model_dir = save_tiny_llama(tmp_path / "tiny-llama", smollm2_tokenizer())
+    app = create_app(tmp_path / "home", log=lambda message: None)
+    app.state.store.add_model("tiny", kind="base", owned_by="system", source=str(model_dir))
+    messages = [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": "Where is my parcel?"}]
+    with TestClient(app, base_url="http://local.test") as http:
+        http.headers["Authorization"] = f"Bearer {app.state.key}"
+        body = {"model": "tiny", "messages": messages, "max_tokens": 4, "temperature": 0}
+        first = http.post("/v1/chat/completions", json=body).json()
+        second = http.post("/v1/chat/completions", json={**body, "prompt_cache_key": "triage"}).json()
+        for answer in (first, second):
+            check_schema(answer, "CreateChatCompletionResponse")
+        block = app.state.engine.prompt_cache.block
+        prompt = second["usage"]["prompt_tokens"]
+        assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == (prompt - 1) // block * block > 0
+        assert second["choices"][0]["message"] == first["choices"][0]["message"]
+
+        response = http.post("/v1/responses", json={"model": "tiny", "instructions": LONG_SYSTEM,
+                                                    "input": "Where is my parcel?", "max_output_tokens": 16,
+                                                    "temperature": 0}).json()
+        check_schema(response, "Response")
+        assert response["usage"]["input_tokens_details"]["cached_tokens"] >= block
+
+        line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        uploaded = http.post("/v1/files", files={"file": ("b.jsonl", json.dumps(line) + "\n")},
+                             data={"purpose": "batch"}).json()
+        batch = http.post("/v1/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
+                                               "completion_window": "24h"}).json()
+        deadline = time.monotonic() + 120
+        while batch["status"] not in ("completed", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            batch = http.get(f"/v1/batches/{batch['id']}").json()
+        assert batch["status"] == "completed", batch
+        [out] = http.get(f"/v1/files/{batch['output_file_id']}/content").text.splitlines()
+        result = json.loads(out)["response"]["body"]
+        check_schema(result, "CreateChatCompletionResponse")
+        assert result["usage"]["prompt_tokens_details"]["cached_tokens"] == (prompt - 1) // block * block
