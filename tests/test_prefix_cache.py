@@ -196,3 +196,19 @@ def test_chat_responses_and_batch_report_cached_tokens_per_the_spec(tmp_path, ch
         result = json.loads(out)["response"]["body"]
         check_schema(result, "CreateChatCompletionResponse")
         assert result["usage"]["prompt_tokens_details"]["cached_tokens"] == (prompt - 1) // block * block
+
+
+def test_group_sampling_prefills_the_shared_prompt_once(models):
+    """RFT samples one prompt k times (n=k): its cached blocks are computed once, for choice 0."""
+    engine = start(models, 64 * 2**20)
+    try:
+        [req] = tickets(n=1)
+        req.n, req.temperature, req.seed = 4, 1.0, 3
+        [choices] = ask(engine, req)
+        stats = engine.prompt_cache.stats()
+    finally:
+        engine.stop()
+    shared = (req.prompt_tokens - 1) // stats["block_tokens"] * stats["block_tokens"]
+    assert len(choices) == 4 and shared > 0
+    assert req.cached_tokens == 0  # the request's own prompt: computed, once
+    assert stats["tokens_reused"] == 3 * shared  # the other three samples reused it
