@@ -20,6 +20,7 @@ BENCHMARKS = [
     ("RFT step vs TRL GRPOTrainer", "bench_rft", "speedup", ">= 1x TRL's GRPOTrainer step time"),
     ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
     ("evaluate 100 held-out tickets", "bench_evaluate", "speedup", "<= 60 s, batched vs one at a time"),
+    ("few-shot eval, prompt cache", "bench_prompt_cache", "speedup", ">= 3x without the cache"),
     ("constrained vs free decoding", "bench_constrained", "time_per_token_ratio", "< 1.15x free decoding's time/token"),
 ]
 

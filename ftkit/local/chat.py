@@ -229,6 +229,7 @@ class ChatService:
             tools=None if tool_mode == "none" else (tools or None),
             functions=None if tool_mode == "none" else (functions or None),
             constraint=constraint, logprobs=bool(body.get("logprobs")), top_logprobs=top_logprobs or 0,
+            prompt_cache_key=body.get("prompt_cache_key"),
         )
         max_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
         self.ready(request, body.get(max_param), max_param=max_param)
@@ -393,7 +394,7 @@ def usage(request: GenerationRequest, choices: list[Choice]) -> dict:
     return {
         "prompt_tokens": request.prompt_tokens, "completion_tokens": completion,
         "total_tokens": request.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": request.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     }

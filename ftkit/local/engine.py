@@ -15,6 +15,11 @@ grammar's mask: what the model thinks, whatever the sampler was allowed to pick)
 
 Fine-tuned models and checkpoints are LoRA adapters over their base model (peft), loaded on
 first use and kept (least recently used first out) up to ``max_adapters``.
+
+Prompts are prefilled through :mod:`.prefix_cache`: the keys and values of prompt prefixes are kept
+across requests (per model and adapter, within a memory budget, least recently used first out) and
+reused, and a prefix that several rows of a batch share is computed once; each request's
+``cached_tokens`` says how many of its prompt tokens were reused.
 """
 
 from __future__ import annotations
@@ -83,6 +88,10 @@ class GenerationRequest:
     on_logprobs: Callable[[int, list[TokenLogprob]], None] | None = None
     #: the rendered, tokenised prompt (Engine.encode_prompt), when the caller has it already
     prompt_ids: list[int] | None = None
+    #: prompt tokens whose keys and values came from the prompt cache (set by the engine)
+    cached_tokens: int = 0
+    #: the request's prompt_cache_key: its cache entries are kept before others' (see .prefix_cache)
+    prompt_cache_key: str | None = None
 
 
 @dataclass
@@ -127,14 +136,20 @@ def generate(model, tokenizer, requests: list[GenerationRequest], *, precision: 
     loop: the choices of each request, in order. The caller holds no gradients (``torch.no_grad``)."""
     engine = Engine(None, max_batch=max_batch, max_batch_tokens=max_batch_tokens, log=lambda message: None)
     engine.precision = precision
+    # the prompt cache lives as long as this call: the trainer's weights change between calls
     engine.decode_requests(model, tokenizer, eos_ids(model, tokenizer), requests)
     return [req.future.result() for req in requests]
 
 
 class Engine:
     def __init__(self, store, *, max_batch: int = 64, max_batch_tokens: int = 24_000, max_adapters: int = 8,
-                 log=print) -> None:
+                 log=print, prompt_cache_bytes: int | None = None) -> None:
+        from .prefix_cache import PrefixCache
+
         self.store = store
+        #: kept key/value blocks of prompt prefixes; budget ``prompt_cache_bytes`` (default
+        #: FTKIT_PROMPT_CACHE_MB, 512 MB; 0 turns caching off)
+        self.prompt_cache = PrefixCache(prompt_cache_bytes)
         self.max_batch = max_batch
         self.max_batch_tokens = max_batch_tokens
         self.max_adapters = max_adapters
@@ -282,13 +297,15 @@ class Engine:
         slot = self._slot(base, source)
         module, context = self._activate(slot, adapter)
         with context:
-            self.decode_requests(module, slot.tokenizer, slot.eos, requests)
+            self.decode_requests(module, slot.tokenizer, slot.eos, requests, scope=(base, adapter, self.precision))
 
-    def decode_requests(self, module, tok, eos: frozenset, requests: list[GenerationRequest]) -> None:
+    def decode_requests(self, module, tok, eos: frozenset, requests: list[GenerationRequest], *,
+                        scope=None) -> None:
         """Answer ``requests`` with ``module`` (a loaded model, with its adapter active): every
         choice of every request decoded together, in sub-batches within the token budget; each
         request's future gets its list of :class:`Choice`. Used by the serving loop and, through
-        :func:`generate`, by the trainer (reinforcement fine-tuning samples its own answers)."""
+        :func:`generate`, by the trainer (reinforcement fine-tuning samples its own answers).
+        ``scope`` names the model and adapter for the prompt cache (default: this module)."""
         import torch
 
         from .grammar import compile_constraint
@@ -308,6 +325,7 @@ class Engine:
                 continue
             ready.append(req)
             req.prompt_tokens = len(ids)
+            req.cached_tokens = 0
             for i in range(req.n):
                 gen = None
                 if req.temperature > 0 and req.seed is not None:
@@ -326,7 +344,7 @@ class Engine:
                     if (end + 1 - start) * width > self.max_batch_tokens:
                         break
                     end += 1
-                self._decode(module, tok, eos, rows[start:end])
+                self._decode(module, tok, eos, rows[start:end], scope if scope is not None else id(module))
                 start = end
         by_request: dict[int, list[_Row]] = collections.defaultdict(list)
         for row in rows:
@@ -338,30 +356,23 @@ class Engine:
                        r.logprobs[: self._kept_tokens(r)] if req.logprobs else None, list(r.generated))
                 for r in choices])
 
-    def _decode(self, model, tok, eos: frozenset, rows: list[_Row]) -> None:
-        """Decode one batch: prefill every prompt (left-padded), then one token per row per step,
-        each row leaving the batch as soon as it is finished."""
+    def _decode(self, model, tok, eos: frozenset, rows: list[_Row], scope=None) -> None:
+        """Decode one batch: prefill every prompt (cached prefixes reused, the rest left-padded;
+        :func:`.prefix_cache.prefill`), then one token per row per step, each row leaving the batch
+        as soon as it is finished."""
         import torch
-        from transformers import DynamicCache
+
+        from .prefix_cache import prefill
 
         self.batches_run += 1
         self.rows_run += len(rows)
         pad = tok.pad_token_id if tok.pad_token_id is not None else min(eos)
-        width = max(len(r.prompt_ids) for r in rows)
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every prompt ends at the same position
-            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        # The cache object is passed as ``cache=`` and filled in place (transformers >= 5.24; the
-        # old ``past_key_values=`` keyword is deprecated there and goes in 5.40).
-        cache = DynamicCache(config=model.config)
-        # logits_to_keep=1: the prefill needs the next-token logits of the last position only (all
-        # positions' logits would be rows x prompt length x 49k vocabulary floats).
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                    logits_to_keep=1)
-        logits = out.logits[:, -1, :]
+        pre = prefill(model, [r.prompt_ids for r in rows], pad, self.prompt_cache, scope,
+                      [r.request.prompt_cache_key for r in rows])
+        for r, cached in zip(rows, pre.cached):
+            if r.index == 0:  # a request's prompt is counted once, as prompt_tokens is
+                r.request.cached_tokens = cached
+        cache, mask, positions, logits = pre.cache, pre.mask, pre.positions, pre.logits
         active = list(range(len(rows)))  # row index for each batch position
         max_steps = max(r.request.max_tokens for r in rows)
         for _ in range(max_steps):

@@ -7,6 +7,7 @@ ignored silently). A parameter is
 * ``implemented`` -- it does what the hosted API does;
 * ``accepted`` -- it only carries metadata or a hint that cannot change the answer (``user``,
   ``metadata``, ``safety_identifier``, prompt-cache hints); accepted and recorded or ignored;
+* ``hint`` -- it steers how the server works (which prompt-cache entries it keeps), never the answer;
 * ``values`` -- some values are implemented, any other answers 400 ``unsupported_value``;
 * ``refused`` -- any value but null answers 400 ``unsupported_parameter`` naming it.
 
@@ -28,12 +29,12 @@ from .wire import unsupported_parameter, unsupported_value
 
 @dataclass(frozen=True)
 class Rule:
-    kind: str  # "implemented" | "accepted" | "values" | "refused"
+    kind: str  # "implemented" | "accepted" | "hint" | "values" | "refused"
     note: str = ""
     allowed: tuple = ()  # for "values": the values that are implemented (null always is)
 
     def check(self, name: str, value: Any) -> None:
-        if value is None or self.kind in ("implemented", "accepted"):
+        if value is None or self.kind in ("implemented", "accepted", "hint"):
             return
         if self.kind == "refused":
             raise unsupported_parameter(name, self.note)
@@ -58,6 +59,10 @@ def accepted(note: str) -> Rule:
     return Rule("accepted", note)
 
 
+def hint(note: str) -> Rule:
+    return Rule("hint", note)
+
+
 def refused(note: str) -> Rule:
     return Rule("refused", note)
 
@@ -70,9 +75,11 @@ _METADATA = {
     "metadata": accepted("returned with the object"),
     "user": accepted("an end-user id; not used"),
     "safety_identifier": accepted("an end-user id; not used"),
-    "prompt_cache_key": accepted("a caching hint; the local engine does not cache prompts"),
-    "prompt_cache_retention": accepted("a caching hint; the local engine does not cache prompts"),
-    "prompt_cache_options": accepted("a caching hint; the local engine does not cache prompts"),
+    "prompt_cache_key": hint("the prompt-cache entries last used under one of the 64 most recent keys are evicted "
+                              "after every other entry; every prompt is cached, with or without a key"),
+    "prompt_cache_retention": accepted("a caching hint; the local cache keeps entries until its memory budget "
+                                        "(FTKIT_PROMPT_CACHE_MB) needs them"),
+    "prompt_cache_options": accepted("a caching hint; the local engine caches every prompt prefix"),
 }
 
 POLICY: dict[str, dict[str, Rule]] = {
@@ -209,6 +216,8 @@ def deviations_table() -> str:
                 continue
             if rule.kind == "accepted":
                 what = f"accepted, no effect ({rule.note})"
+            elif rule.kind == "hint":
+                what = f"a hint: {rule.note}"
             elif rule.kind == "values":
                 what = f"only `{rule.shown_values()}` ({rule.note}); other values: 400 `unsupported_value`"
             else:

@@ -219,6 +219,7 @@ class ResponsesService:
             temperature=_or(body.get("temperature"), 1.0), top_p=_or(body.get("top_p"), 1.0),
             tools=chat_tools if tool_mode != "none" else None, constraint=constraint,
             logprobs=LOGPROBS_INCLUDE in (body.get("include") or []), top_logprobs=body.get("top_logprobs") or 0,
+            prompt_cache_key=body.get("prompt_cache_key"),
         )
         self.chat.ready(request, body.get("max_output_tokens"), max_param="max_output_tokens", messages_param="input",
                         schema_param="text.format.schema")
@@ -356,8 +357,8 @@ def response_object(call: ResponseCall, output: list[dict], choice: Choice | Non
     else:
         status, details = "completed", None
     if choice is not None:
-        usage = {"input_tokens": request.prompt_tokens, "input_tokens_details": {"cached_tokens": 0,
-                                                                                 "cache_write_tokens": 0},
+        usage = {"input_tokens": request.prompt_tokens,
+                 "input_tokens_details": {"cached_tokens": request.cached_tokens, "cache_write_tokens": 0},
                  "output_tokens": choice.completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
                  "total_tokens": request.prompt_tokens + choice.completion_tokens}
     text = body.get("text") or {}
