@@ -29,3 +29,30 @@ def test_every_response_carries_an_x_request_id(fake_client, fake_server):
     unauthorised = fake_server.get("/v1/models", headers={"Authorization": "Bearer wrong"})
     assert unauthorised.status_code == 401 and REQUEST_ID.match(unauthorised.headers["x-request-id"])
     assert REQUEST_ID.match(fake_server.get("/health").headers["x-request-id"])
+
+
+def test_a_four_example_validation_file_is_valid_as_the_server_says(tmp_path):
+    """The validator and the server's worker share one minimum per role (training 10, validation 1):
+    ``ftkit validate --role validation`` passes the 4-example file the server trains with."""
+    import json
+    import subprocess
+    import sys
+
+    from ftkit.validation import MIN_EXAMPLES_FOR, validate
+
+    path = tmp_path / "valid.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                     {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                            for i in range(4)))
+    assert validate(path, min_examples=MIN_EXAMPLES_FOR["validation"]).ok
+    training = validate(path, min_examples=MIN_EXAMPLES_FOR["training"])
+    assert [p.code for p in training.problems if p.code == "too_few_examples"] == ["too_few_examples"]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "ftkit", "validate", str(path), *args],
+                              capture_output=True, text=True, timeout=60)
+
+    as_validation, as_training = cli("--role", "validation"), cli()
+    assert as_validation.returncode == 0 and "too_few_examples" not in as_validation.stdout
+    assert as_training.returncode != 0 and "too_few_examples" in as_training.stdout
+    assert "a validation file needs 1" in as_training.stdout
