@@ -56,3 +56,40 @@ def test_a_four_example_validation_file_is_valid_as_the_server_says(tmp_path):
     assert as_validation.returncode == 0 and "too_few_examples" not in as_validation.stdout
     assert as_training.returncode != 0 and "too_few_examples" in as_training.stdout
     assert "a validation file needs 1" in as_training.stdout
+
+
+def test_the_results_file_is_base64_csv_as_hosted_and_readers_take_both(tmp_path):
+    """The trainer writes the results file base64-encoded (the cookbook's
+    ``base64.b64decode(client.files.content(id).read())`` gives the CSV); ftkit's readers take
+    plain and base64 CSV alike."""
+    import base64
+    import csv
+    import io
+    from types import SimpleNamespace
+
+    from ftkit import jobs
+    from ftkit import lifecycle as lc
+    from ftkit.local.store import Store
+    from ftkit.local.training.loop import JobRun
+
+    store = Store(tmp_path)
+    rows = [{"step": 1, "train_loss": 2.5, "train_accuracy": 0.4},
+            {"step": 2, "train_loss": 1.5, "train_accuracy": 0.6, "valid_loss": 1.75}]
+    job_run = SimpleNamespace(method=SimpleNamespace(name=lc.SUPERVISED), store=store)
+    file_id = JobRun.write_results(job_run, rows)
+    raw = store.file_path(file_id).read_bytes()
+    assert b"," not in raw and store.get_file(file_id)["bytes"] == len(raw)
+    decoded = list(csv.DictReader(io.StringIO(base64.b64decode(raw).decode())))
+    assert list(decoded[0]) == lc.RESULT_COLUMNS[lc.SUPERVISED]
+    assert [(r["step"], r["train_loss"], r["valid_loss"]) for r in decoded] == [("1", "2.5", ""), ("2", "1.5", "1.75")]
+    plain = base64.b64decode(raw).decode()
+    for content in (raw, plain, plain.encode(), base64.urlsafe_b64encode(plain.encode()).rstrip(b"=")):
+        assert lc.results_csv(content) == plain
+        frame = jobs.parse_results(content)
+        assert frame["train_loss"].tolist() == [2.5, 1.5] and frame["step"].tolist() == [1, 2]
+    assert lc.results_csv(b"\x00\x01 neither") is None
+    # the export's model card reads the last row from the store
+    from ftkit.local.export import _results_last_row
+
+    assert _results_last_row(store, {"result_files": [file_id]}) == {
+        "step": 2, "train_loss": 1.5, "train_accuracy": 0.6, "valid_loss": 1.75}
