@@ -93,3 +93,36 @@ def test_the_results_file_is_base64_csv_as_hosted_and_readers_take_both(tmp_path
 
     assert _results_last_row(store, {"result_files": [file_id]}) == {
         "step": 2, "train_loss": 1.5, "train_accuracy": 0.6, "valid_loss": 1.75}
+
+
+def test_adjust_logits_matches_the_hand_computation():
+    """OpenAI's formula by hand: logit[j] -= c[j] * frequency + (c[j] > 0) * presence; += bias[j]."""
+    import torch
+
+    from ftkit.local.engine import adjust_logits
+
+    logits = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    generated = [2, 2, 2, 4]  # token 2 three times, token 4 once
+    adjust_logits(logits, generated, presence=0.5, frequency=0.25, bias={0: 10.0, 4: -100.0})
+    expected = [1.0 + 10.0, 2.0, 3.0 - (3 * 0.25 + 0.5), 4.0, 5.0 - (1 * 0.25 + 0.5) - 100.0]
+    assert logits.tolist() == pytest.approx(expected)
+    untouched = torch.tensor([1.0, 2.0])
+    adjust_logits(untouched, [], presence=2.0, frequency=2.0)  # nothing generated yet: nothing to penalise
+    assert untouched.tolist() == [1.0, 2.0]
+
+
+def test_penalties_and_logit_bias_reach_the_engine(fake_client, fake_engine):
+    completion = fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, presence_penalty=0.5,
+                                                     frequency_penalty=-1, logit_bias={"42": 5, "7": -100})
+    assert completion.choices[0].message.content
+    request = fake_engine.requests[-1]
+    assert (request.presence_penalty, request.frequency_penalty, request.logit_bias) == (0.5, -1.0, {42: 5.0, 7: -100.0})
+    for bias, message in (({"49152": 1}, "Invalid key in 'logit_bias': 49152"),
+                          ({"abc": 1}, "Invalid key in 'logit_bias': abc"),
+                          ({"5": 101}, "Invalid value in 'logit_bias' for token 5: 101")):
+        with pytest.raises(openai.BadRequestError) as err:
+            fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, logit_bias=bias)
+        assert err.value.body["param"] == "logit_bias" and message in err.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as err:  # the spec's range, -2 to 2
+        fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, presence_penalty=3)
+    assert err.value.body["param"] == "presence_penalty"
