@@ -49,12 +49,13 @@ def _grader_fields(source: str) -> set[str]:
 
 def _validate(args: argparse.Namespace) -> int:
     from .tokens import UnknownModelError
-    from .validation import UnusableInputError, validate
+    from .validation import MIN_EXAMPLES_FOR, UnusableInputError, validate
 
     try:
         fields = _grader_fields(args.grader) if args.grader else ()
         report = validate(args.file, model=args.model, encoding=args.encoding, method=args.method,
-                          grader_fields=fields, max_line_bytes=int(args.max_line_mb * 1_000_000))
+                          grader_fields=fields, max_line_bytes=int(args.max_line_mb * 1_000_000),
+                          min_examples=MIN_EXAMPLES_FOR[args.role])
     except GraderFileError as e:
         print(f"ftkit validate: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--grader", metavar="GRADER_JSON",
                    help="reinforcement: the job's grader (a .json file or inline JSON); every line must "
                         "carry the item fields it reads")
+    v.add_argument("--role", choices=["training", "validation"], default="training",
+                   help="the file's role in a job: its minimum number of examples (training 10, validation 1)")
     v.add_argument("--json", action="store_true", help="print the full report as JSON")
     v.set_defaults(run=_validate)
 

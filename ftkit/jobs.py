@@ -1111,22 +1111,11 @@ def parse_results(content: bytes | str):
     """
     import pandas as pd
 
-    raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-    text = _decode_text(raw)
-    first = text.lstrip().split("\n", 1)[0] if text is not None else ""
-    if text is None or "," not in first:  # base64 has no commas: a CSV header always has
-        compact = b"".join(raw.split())
-        decoded = None
-        for decoder in (base64.b64decode, base64.urlsafe_b64decode):
-            try:
-                decoded = decoder(compact + b"=" * (-len(compact) % 4))
-                break
-            except (ValueError, TypeError):
-                continue
-        text = _decode_text(decoded) if decoded else None
-        if text is None or "," not in text.lstrip().split("\n", 1)[0]:
-            raise JobsError("the results file is neither CSV nor base64-encoded CSV "
-                            f"(it starts with {raw[:40]!r})")
+    text = lifecycle.results_csv(content)
+    if text is None:
+        raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+        raise JobsError("the results file is neither CSV nor base64-encoded CSV "
+                        f"(it starts with {raw[:40]!r})")
     df = pd.read_csv(io.StringIO(text))
     df.columns = [str(c).strip() for c in df.columns]
     for c in df.columns:
@@ -1134,15 +1123,6 @@ def parse_results(content: bytes | str):
     if "step" in df.columns:
         df = df.dropna(subset=["step"]).astype({"step": int}).sort_values("step").reset_index(drop=True)
     return df
-
-
-def _decode_text(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return None
 
 
 def results(client, job_or_file):

@@ -14,6 +14,8 @@ notebooks/06_preference_tuning.ipynb (the DPO metrics).
 
 from __future__ import annotations
 
+import base64
+
 # -- statuses -------------------------------------------------------------------------------------
 
 VALIDATING_FILES = "validating_files"
@@ -85,6 +87,37 @@ CHECKPOINT_METRICS = [
 
 RESULTS_FILENAME = "step_metrics.csv"
 RESULTS_PURPOSE = "fine-tune-results"
+
+
+def encode_results(csv_text: str) -> bytes:
+    """The results file's bytes as the hosted API serves them: the CSV, base64-encoded (OpenAI's
+    cookbook reads it with ``base64.b64decode(client.files.content(id).read())``)."""
+    return base64.b64encode(csv_text.encode("utf-8"))
+
+
+def results_csv(raw: bytes | str) -> str | None:
+    """A results file's CSV text from its content, plain CSV or base64-encoded CSV (standard or
+    URL-safe alphabet, line breaks and missing padding tolerated); ``None`` when it is neither."""
+    raw = raw.encode("utf-8") if isinstance(raw, str) else bytes(raw)
+    text = _utf8(raw)
+    if text is not None and "," in text.lstrip().split("\n", 1)[0]:  # a CSV header has commas; base64 none
+        return text
+    compact = b"".join(raw.split())
+    for decoder in (base64.b64decode, base64.urlsafe_b64decode):
+        try:
+            text = _utf8(decoder(compact + b"=" * (-len(compact) % 4)))
+        except (ValueError, TypeError):
+            continue
+        if text is not None and "," in text.lstrip().split("\n", 1)[0]:
+            return text
+    return None
+
+
+def _utf8(raw: bytes) -> str | None:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return None
 
 # -- events ---------------------------------------------------------------------------------------
 # Texts of the events a job writes, in the hosted API's wording where it has one. Clients match

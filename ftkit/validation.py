@@ -86,6 +86,9 @@ MESSAGE_KEYS = {"role", "content", "name", "weight", "tool_calls", "function_cal
 CHAT_KEYS = {"messages", "tools", "functions", "parallel_tool_calls"}
 PREFERENCE_KEYS = {"input", "preferred_output", "non_preferred_output"}
 MIN_EXAMPLES = 10
+#: The fewest examples a job's file may hold, by role: the API's (and the local server's) minimum
+#: is 10 for a training file and 1 for a validation file (``ftkit validate --role validation``).
+MIN_EXAMPLES_FOR = {"training": MIN_EXAMPLES, "validation": 1}
 BOM = b"\xef\xbb\xbf"
 #: Longest line read (bytes, newline excluded). A fine-tuning example is at most some 65k-200k
 #: tokens (well under 2 MB of text); the margin leaves room for a base64 image or two.
@@ -945,7 +948,8 @@ def validate(
         check.add(
             "too_few_examples",
             None,
-            f"{report.n_examples} examples; the fine-tuning API needs at least {min_examples}",
+            f"{report.n_examples} examples; the fine-tuning API needs at least {min_examples}"
+            + (" in a training file (a validation file needs 1)" if min_examples == MIN_EXAMPLES else ""),
         )
     if kinds["chat"] and kinds["preference"]:
         report.kind = "mixed"

@@ -81,6 +81,9 @@ class FakeEngine:
     def context_length(self, model_id) -> int:
         return self.context
 
+    def vocab_size(self, model_id) -> int:
+        return 49152  # SmolLM2's
+
     def check_constraint(self, model_id, spec: dict) -> None:
         self.checked.append(spec)
         path = _unsupported(spec.get("schema")) if spec["type"] == "json_schema" else None

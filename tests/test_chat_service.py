@@ -238,7 +238,7 @@ def test_batch_lines_take_the_same_chat_path(fake_client, fake_engine, check_sch
         {"custom_id": "no-model", "method": "POST", "url": "/v1/chat/completions",
          "body": {"model": "nope", "messages": HI}},
         {"custom_id": "refused", "method": "POST", "url": "/v1/chat/completions",
-         "body": {"model": MODEL, "messages": HI, "presence_penalty": 1}},
+         "body": {"model": MODEL, "messages": HI, "service_tier": "flex"}},
     ]
     path = tmp_path / "batch.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import LocalServer, loose_paths, register_tiny_model, tiny_chat_file, wait_for_job
 
+from ftkit import lifecycle as lc
 from ftkit.local.training.loop import MIN_STEP_ENV
 
 pytestmark = pytest.mark.slow
@@ -121,7 +122,7 @@ def _check_nothing_lost(server: LocalServer, job_id: str) -> None:
 def _check_steps_once(client, job_id: str) -> None:
     assert _metric_steps(client, job_id) == list(range(1, STEPS + 1))  # each step once, in order
     job = client.fine_tuning.jobs.retrieve(job_id)
-    rows = list(csv.DictReader(io.StringIO(client.files.content(job.result_files[0]).text)))
+    rows = list(csv.DictReader(io.StringIO(lc.results_csv(client.files.content(job.result_files[0]).read()))))
     assert [int(r["step"]) for r in rows] == list(range(1, STEPS + 1))
     checkpoints = client.fine_tuning.jobs.checkpoints.list(job_id).data
     assert [c.step_number for c in checkpoints] == [STEPS, STEPS // 2]

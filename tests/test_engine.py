@@ -304,3 +304,23 @@ def test_smollm2_constrained_answers_are_always_valid(smollm2):
     _, calls = parse_tool_calls(choice.text)
     assert len(calls) == 1 and calls[0]["function"]["name"] == "lookup_order", choice.text
     jsonschema.validate(json.loads(calls[0]["function"]["arguments"]), LOOKUP["function"]["parameters"])
+
+
+def test_logit_bias_and_penalties_steer_the_decode_step(engine):
+    """Issue 24: ``logit_bias`` and the penalties act in the engine's step (``adjust_logits``, whose
+    formula tests/test_compat.py checks by hand); logprobs stay the model's own; a grammar still wins."""
+    [[plain]] = run(engine, GenerationRequest("tiny", MESSAGES, max_tokens=6, temperature=0, logprobs=True))
+    first = plain.token_ids[0]
+    forced, banned, penalised, constrained = run(
+        engine,
+        GenerationRequest("tiny", MESSAGES, max_tokens=6, temperature=0, logit_bias={1234: 100.0}, logprobs=True),
+        GenerationRequest("tiny", MESSAGES, max_tokens=6, temperature=0, logit_bias={first: -100.0}),
+        GenerationRequest("tiny", MESSAGES, max_tokens=12, temperature=0, frequency_penalty=2.0, presence_penalty=2.0),
+        GenerationRequest("tiny", MESSAGES, max_tokens=40, temperature=0, constraint=TICKET_SPEC,
+                          logit_bias={1234: 100.0}))
+    assert forced[0].token_ids == [1234] * 6
+    assert forced[0].logprobs[0].logprob < 0 and forced[0].logprobs[0].logprob != 0.0  # the model's, not the biased
+    assert banned[0].token_ids[0] != first
+    counts = [penalised[0].token_ids.count(t) for t in set(penalised[0].token_ids)]
+    assert penalised[0].token_ids != plain.token_ids or max(counts) == 1
+    assert json.loads(constrained[0].text)  # the mask wins over a +100 bias

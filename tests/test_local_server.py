@@ -6,6 +6,7 @@ Training jobs here are tiny (10-20 short examples, 1-2 epochs) so they finish in
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import csv
 import io
@@ -205,7 +206,8 @@ def test_job_lifecycle_events_and_results(client, finished_job, check_schema, lo
     # the results file has the hosted columns and one row per step, with real, falling loss
     results = client.files.retrieve(job.result_files[0])
     assert results.purpose == "fine-tune-results"
-    rows = list(csv.DictReader(io.StringIO(client.files.content(results.id).text)))
+    # served base64-encoded as hosted: the cookbook's base64.b64decode(content.read()) gives the CSV
+    rows = list(csv.DictReader(io.StringIO(base64.b64decode(client.files.content(results.id).read()).decode())))
     assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])

@@ -59,7 +59,7 @@ def test_dpo_job_on_a_fine_tuned_model(client, check_schema, sft_model, preferen
     assert sorted(m["step"] for m in metrics) == [1, 2, 3, 4]
     assert {"train_reward_margin", "train_preference_accuracy", "train_chosen_reward",
             "train_rejected_reward"} <= set(metrics[0])
-    results = client.files.content(job.result_files[0]).text
+    results = lc.results_csv(client.files.content(job.result_files[0]).read())
     rows = list(csv.DictReader(io.StringIO(results)))
     assert list(rows[0]) == lc.RESULT_COLUMNS[lc.DPO] and [int(r["step"]) for r in rows] == [1, 2, 3, 4]
 

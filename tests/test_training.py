@@ -265,7 +265,7 @@ def _start_job(store, method, training, validation=None, model="tiny") -> dict:
 
 def _results(store, job) -> list[dict]:
     file_id = store.get_job(job["id"])["result_files"][0]
-    return list(csv.DictReader(io.StringIO(store.file_path(file_id).read_text())))
+    return list(csv.DictReader(io.StringIO(lc.results_csv(store.file_path(file_id).read_bytes()))))
 
 
 def _metric_steps(store, job) -> list[int]:

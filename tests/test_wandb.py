@@ -167,7 +167,7 @@ def test_a_job_with_the_wandb_integration_logs_an_offline_run_under_its_folder(t
     assert parts[0]["summary"]["status"] == lc.PAUSED and "fine_tuned_model" not in parts[0]["summary"]
     # every step, with the results file's columns and values
     history = {**parts[0]["history"], **parts[1]["history"]}
-    rows = store.file_path(job["result_files"][0]).read_text().splitlines()
+    rows = lc.results_csv(store.file_path(job["result_files"][0]).read_bytes()).splitlines()
     columns = rows[0].split(",")
     assert columns == lc.RESULT_COLUMNS[lc.SUPERVISED] and len(rows) == 4
     for line in rows[1:]:

@@ -22,7 +22,7 @@ from .chat import ChatService
 from .control import api_key
 from .engine import Engine
 from .grading import GradingService
-from .middleware import BodyLimit, Faults, install_error_handlers
+from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
 from .responses import ResponsesService
 from .routes import v1_router
 from .service import Platform
@@ -59,6 +59,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     app.state.key, app.state.faults = api_key(Path(home)), Faults(os.environ.get("FTKIT_FAULTS", ""))
     install_error_handlers(app, log)
     app.add_middleware(BodyLimit, max_bytes=platform.max_upload_bytes + 1_000_000, too_large=platform.too_large)
+    app.add_middleware(RequestId)  # added last = outermost: the 413s of BodyLimit carry it too
 
     @app.get("/health")
     async def health(request: Request):

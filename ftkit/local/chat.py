@@ -230,12 +230,34 @@ class ChatService:
             functions=None if tool_mode == "none" else (functions or None),
             constraint=constraint, logprobs=bool(body.get("logprobs")), top_logprobs=top_logprobs or 0,
             prompt_cache_key=body.get("prompt_cache_key"),
+            presence_penalty=float(body.get("presence_penalty") or 0.0),
+            frequency_penalty=float(body.get("frequency_penalty") or 0.0),
+            logit_bias=self._logit_bias(body),
         )
         max_param = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
         self.ready(request, body.get(max_param), max_param=max_param)
         return ChatCall(request, tool_mode=tool_mode, legacy_functions=bool(functions and not tools),
                         parallel_tool_calls=body.get("parallel_tool_calls") is not False, stream=stream,
                         include_usage=bool((body.get("stream_options") or {}).get("include_usage")))
+
+    def _logit_bias(self, body: dict) -> dict[int, float]:
+        """``logit_bias`` as {token id: bias}: keys are token ids of the model's vocabulary (as
+        strings, JSON's only keys), values from -100 to 100, as the API reference says."""
+        bias = body.get("logit_bias") or {}
+        if not bias:
+            return {}
+        self.lookup_model(body["model"])  # an unknown model is a 404 before its vocabulary is asked for
+        vocab = self.engine.vocab_size(body["model"])
+        out: dict[int, float] = {}
+        for key, value in bias.items():
+            if not key.strip().isdigit() or int(key) >= vocab:
+                raise APIError(400, f"Invalid key in 'logit_bias': {key}. Expected a token id from 0 to {vocab - 1}.",
+                               param="logit_bias", code="invalid_value")
+            if not -100 <= value <= 100:
+                raise APIError(400, f"Invalid value in 'logit_bias' for token {key}: {value}. Expected a value "
+                                    "from -100 to 100.", param="logit_bias", code="invalid_value")
+            out[int(key)] = float(value)
+        return out
 
     def ready(self, request: GenerationRequest, max_tokens: int | None, *, max_param: str,
               messages_param: str = "messages", schema_param: str = "response_format.json_schema.schema",

@@ -92,6 +92,26 @@ class GenerationRequest:
     cached_tokens: int = 0
     #: the request's prompt_cache_key: its cache entries are kept before others' (see .prefix_cache)
     prompt_cache_key: str | None = None
+    #: OpenAI's repetition penalties and logit bias (token id -> bias), see :func:`adjust_logits`
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+def adjust_logits(logits, generated: list[int], *, presence: float = 0.0, frequency: float = 0.0,
+                  bias: dict[int, float] | None = None) -> None:
+    """One row's logits (a 1-D tensor, changed in place) with OpenAI's penalties and bias, as its
+    API reference (the "Parameter details" of the text-generation guide) defines them: for every
+    token ``j`` already in the answer ``c[j]`` times,
+    ``logit[j] -= c[j] * frequency_penalty + (c[j] > 0) * presence_penalty``; then
+    ``logit[j] += logit_bias[j]``. Penalties count only the generated tokens, not the prompt."""
+    import torch
+
+    if (presence or frequency) and generated:
+        ids, counts = torch.tensor(generated, dtype=torch.long).unique(return_counts=True)
+        logits[ids] -= counts.to(logits.dtype) * frequency + presence
+    if bias:
+        logits[torch.tensor(list(bias), dtype=torch.long)] += torch.tensor(list(bias.values()), dtype=logits.dtype)
 
 
 @dataclass
@@ -202,6 +222,11 @@ class Engine:
     def context_length(self, model_id: str) -> int:
         base, source, _ = self.resolve(model_id)
         return int(getattr(self._slot(base, source).model.config, "max_position_embeddings", 2048))
+
+    def vocab_size(self, model_id: str) -> int:
+        """The width of the model's logits: token ids ``logit_bias`` may name are below it."""
+        base, source, _ = self.resolve(model_id)
+        return int(self._slot(base, source).model.config.vocab_size)
 
     def check_constraint(self, model_id: str, spec: dict) -> None:
         """Compile (and cache) the grammar of a constraint spec for this model's tokenizer; raises
@@ -414,8 +439,9 @@ class Engine:
             self._flush(rows[i])
 
     def _step(self, logits, tok, rows: list[_Row]):
-        """The next token of every row: logprobs from the model's own distribution, then the grammar
-        masks of constrained rows, then greedy or temperature + nucleus (top_p) sampling."""
+        """The next token of every row: logprobs from the model's own distribution, then penalties and
+        logit bias (:func:`adjust_logits`), the grammar masks of constrained rows, then greedy or
+        temperature + nucleus (top_p) sampling."""
         import torch
 
         from . import grammar
@@ -423,6 +449,11 @@ class Engine:
         logits = logits.float()
         wants = [pos for pos, row in enumerate(rows) if row.request.logprobs]
         logprobs = torch.log_softmax(logits[wants], dim=-1) if wants else None  # before masks and temperature
+        for pos, row in enumerate(rows):  # penalties and bias before the grammar: a mask still wins
+            req = row.request
+            if req.presence_penalty or req.frequency_penalty or req.logit_bias:
+                adjust_logits(logits[pos], row.generated, presence=req.presence_penalty,
+                              frequency=req.frequency_penalty, bias=req.logit_bias)
         constrained = [pos for pos, row in enumerate(rows) if row.state is not None]
         if constrained:
             masks = grammar.allocate_masks(len(constrained), logits.shape[-1])

@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..lifecycle import results_csv
 from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
 
@@ -209,8 +210,10 @@ def _file_facts(store: Store, file_id: str | None) -> dict | None:
 def _results_last_row(store: Store, job: dict) -> dict:
     for file_id in job.get("result_files") or []:
         try:
-            text = store.file_path(file_id).read_text(encoding="utf-8")
-        except (OSError, ValueError):
+            text = results_csv(store.file_path(file_id).read_bytes())
+        except OSError:
+            continue
+        if text is None:
             continue
         rows = list(csv.DictReader(text.splitlines()))
         if rows:

@@ -1,5 +1,6 @@
 """What wraps every request: the upload cap (:class:`BodyLimit`), the error envelope for
-whatever goes wrong (:func:`install_error_handlers`) and fault injection (:class:`Faults`).
+whatever goes wrong (:func:`install_error_handlers`), fault injection (:class:`Faults`) and an
+``x-request-id`` header on every response (:class:`RequestId`), as the hosted API sends.
 
 Fault injection, for testing clients' retry logic (off unless set): ``FTKIT_FAULTS="chat=429:3"``
 makes the first 3 chat-completion requests fail with HTTP 429 (``rate_limit_exceeded``); any
@@ -8,6 +9,8 @@ many injected faults remain.
 """
 
 from __future__ import annotations
+
+import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -126,3 +129,24 @@ class BodyLimit:
             pass
         if exceeded:
             await refuse(scope, receive, send)
+
+
+class RequestId:
+    """Every HTTP response -- errors and 413s included -- carries ``x-request-id: req_<32 hex>``,
+    as the hosted API's do; the ``openai`` SDK reads it into ``response._request_id`` (and
+    ``APIError.request_id``). Outermost middleware, so nothing leaves without it."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        header = (b"x-request-id", f"req_{uuid.uuid4().hex}".encode())
+
+        async def tagged(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)

@@ -109,7 +109,7 @@ class Worker:
                 shutil.rmtree(resume, ignore_errors=True)
 
     def _validate(self, job: dict) -> None:
-        from ..validation import validate
+        from ..validation import MIN_EXAMPLES_FOR, validate
         from .render import HFTokenCounter
 
         try:
@@ -128,7 +128,7 @@ class Worker:
             if not file_id:
                 continue
             report = validate(self.store.file_path(file_id), token_counter=counter, encoding=job["model"] + " tokenizer",
-                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=10 if kind == "training" else 1,
+                              max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=MIN_EXAMPLES_FOR[kind],
                               method=method, grader_fields=grader_fields)
             report.source = file_id
             expected = FILE_KIND[method]

@@ -362,14 +362,15 @@ class JobRun:
         shutil.rmtree(self.resume_dir, ignore_errors=True)
 
     def write_results(self, results: list[dict]) -> str:
-        """The results file (``step_metrics.csv``) with the method's columns."""
+        """The results file (``step_metrics.csv``) with the method's columns, base64-encoded as the
+        hosted API serves it (:func:`ftkit.lifecycle.results_csv` reads either form)."""
         columns = lc.RESULT_COLUMNS[self.method.name]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
         for r in results:
             writer.writerow(["" if r.get(c) is None else r[c] for c in columns])
-        content = buf.getvalue().encode()
+        content = lc.encode_results(buf.getvalue())
         file_id = new_id("file")
         self.store.file_path(file_id).write_bytes(content)
         self.store.add_file(file_id, filename=lc.RESULTS_FILENAME, purpose=lc.RESULTS_PURPOSE, size=len(content),
