@@ -594,9 +594,13 @@ def _check_rows(record: dict, rows: list[dict], param: str, kind: str) -> None:
         if validator is not None:
             errors = sorted(validator.iter_errors(row["item"]), key=lambda e: list(e.absolute_path))
             if errors:
-                path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in errors[0].absolute_path)
+                error = errors[0]
+                steps = list(error.absolute_path)
+                if error.validator == "required":  # name the missing field itself
+                    steps += [next(n for n in error.validator_value if n not in error.instance)]
+                path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in steps)
                 raise APIError(400, f"Invalid '{where}.item{path}': it does not match the eval's item_schema: "
-                                    f"{errors[0].message[:200]}", param=f"{where}.item{path}", code="invalid_value")
+                                    f"{error.message[:200]}", param=f"{where}.item{path}", code="invalid_value")
         if kind == "jsonl" and row.get("sample") is None:
             raise APIError(400, f"Missing '{where}.sample': a jsonl data source gives each row's answer "
                                 "(a completions or responses data source asks a model instead).",
