@@ -143,7 +143,6 @@ def test_unimplemented_parameters_are_refused_not_ignored(fake_server, fake_engi
              ("presence_penalty", 0.5, "unsupported_value"),
              ("frequency_penalty", -1, "unsupported_value"),
              ("service_tier", "flex", "unsupported_value"),
-             ("store", True, "unsupported_value"),
              ("reasoning_effort", "low", "unsupported_parameter"),
              ("verbosity", "low", "unsupported_parameter")]
     for name, value, code in cases:
