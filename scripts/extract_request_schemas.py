@@ -44,6 +44,10 @@ OPERATIONS = {
     "createResponse": ("post", "/responses"),
     "runGrader": ("post", "/fine_tuning/alpha/graders/run"),
     "validateGrader": ("post", "/fine_tuning/alpha/graders/validate"),
+    "updateChatCompletion": ("post", "/chat/completions/{completion_id}"),
+    "createEval": ("post", "/evals"),
+    "updateEval": ("post", "/evals/{eval_id}"),
+    "createEvalRun": ("post", "/evals/{eval_id}/runs"),
 }
 DROPPED = {"description", "example", "examples", "title", "discriminator", "format", "default", "deprecated",
            "readOnly", "writeOnly"}
@@ -112,16 +116,21 @@ def _references(node, found: set[str], schemas: dict) -> None:
 def extract(spec: dict, *, license_text: str = "", version: str = "") -> dict:
     """The self-contained extract (see the module docstring)."""
     schemas = spec["components"]["schemas"]
-    operations, needed = {}, set()
+    operations, needed, inline = {}, set(), {}
     for operation_id, (method, path) in OPERATIONS.items():
         operation = spec["paths"][path][method]
         assert operation["operationId"] == operation_id, (path, operation["operationId"])
-        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-        name = ref.rsplit("/", 1)[-1]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            needed.add(name)
+        else:  # a body written inline (updateEval, updateChatCompletion): named after its operation
+            name = operation_id + "Body"
+            inline[name] = schema
         operations[operation_id] = {"method": method.upper(), "path": "/v1" + path, "schema": name}
-        needed.add(name)
-        _references(schemas[name], needed, schemas)
+        _references(schema if "$ref" not in schema else schemas[name], needed, schemas)
     defs = {name: _clean(schemas[name]) for name in sorted(needed)}
+    defs.update({name: _clean(schema) for name, schema in sorted(inline.items())})
     _widen(defs)
     return {
         "source": "OpenAI OpenAPI spec (github.com/openai/openai-openapi), " + version.strip(),

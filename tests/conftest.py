@@ -169,8 +169,10 @@ def amend_spec(spec: dict, operations=()) -> dict:
 
     schemas = spec["components"]["schemas"]
     for deviation in RESPONSE_DEVIATIONS:
-        for name in deviation.fields:
-            field = schemas[deviation.schema]["properties"][name]
+        for name in deviation.fields:  # a dotted name reaches into an inline object ("sample.error")
+            field = schemas[deviation.schema]
+            for part in name.split("."):
+                field = field["properties"][part]
             if "enum" in field:
                 field["enum"] = [*field["enum"], *(v for v in deviation.also if v not in field["enum"])]
             else:
@@ -178,6 +180,7 @@ def amend_spec(spec: dict, operations=()) -> dict:
                 field.clear()
                 field["anyOf"] = [original, *({"type": "null"} if v is None else {"const": v} for v in deviation.also)]
     _map_discriminators(spec)
+    _overlapping_unions(spec)
     error = {"description": "OpenAI's error envelope",
              "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_RESPONSE}"}}}}
     wanted = set(operations)
@@ -211,6 +214,26 @@ def check_schema(openapi_spec):
         assert not errors, f"{schema_name}: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5])
 
     return check
+
+
+# Unions of the spec whose branches overlap for every real value, so that ``oneOf`` (exactly one
+# branch) refuses what the spec's own examples send: an eval run's ``input_messages.template``
+# message ``{"role": "user", "content": "..."}`` is both an ``EasyInputMessage`` (or the inline
+# role/content object) and an ``EvalItem``. Read as ``anyOf``, as the request extract reads every
+# union (scripts/extract_request_schemas.py).
+OVERLAPPING_UNIONS = [  # (schema, the path to the union inside it)
+    ("CreateEvalCompletionsRunDataSource", ("properties", "input_messages", "oneOf", 0, "properties", "template", "items")),
+    ("CreateEvalResponsesRunDataSource", ("properties", "input_messages", "oneOf", 0, "properties", "template", "items")),
+]
+
+
+def _overlapping_unions(spec: dict) -> None:
+    """A reading of the spec, not a deviation: see :data:`OVERLAPPING_UNIONS`."""
+    for name, path in OVERLAPPING_UNIONS:
+        node = spec["components"]["schemas"][name]
+        for step in path:
+            node = node[step]
+        node["anyOf"] = node.pop("oneOf")
 
 
 def _map_discriminators(spec: dict) -> None:

@@ -57,6 +57,10 @@ OPERATIONS = [
     "createChatCompletion",
     "createBatch", "listBatches", "retrieveBatch", "cancelBatch",
     "createResponse", "getResponse", "listInputItems", "deleteResponse",
+    "getChatCompletion", "updateChatCompletion", "deleteChatCompletion",
+    "getChatCompletionMessages",
+    "createEval", "listEvals", "getEval", "updateEval", "deleteEval", "createEvalRun", "getEvalRuns", "getEvalRun",
+    "cancelEvalRun", "deleteEvalRun", "getEvalRunOutputItems", "getEvalRunOutputItem",
 ]
 FUZZ_EXAMPLES = int(os.environ.get("FTKIT_FUZZ_EXAMPLES", "8"))
 RANDOM_SEEDS = os.environ.get("FTKIT_FUZZ_RANDOM") == "1"

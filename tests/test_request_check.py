@@ -140,7 +140,6 @@ def test_unimplemented_parameters_are_refused_not_ignored(fake_server, fake_engi
              ("prediction", {"type": "content", "content": "x"}, "unsupported_parameter"),
              ("web_search_options", {}, "unsupported_parameter"),
              ("service_tier", "flex", "unsupported_value"),
-             ("store", True, "unsupported_value"),
              ("reasoning_effort", "low", "unsupported_parameter"),
              ("verbosity", "low", "unsupported_parameter")]
     for name, value, code in cases:

@@ -21,12 +21,14 @@ from .batches import BatchRunner
 from .chat import ChatService
 from .control import api_key
 from .engine import Engine
+from .evals import EvalService
 from .grading import GradingService
 from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
 from .responses import ResponsesService
 from .routes import v1_router
 from .service import Platform
 from .store import Store
+from .stored import StoredCompletions
 from .worker import Worker
 
 
@@ -40,7 +42,10 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     platform.worker = worker
     chat = ChatService(engine, platform.get_model)
     batches = BatchRunner(store, chat, log=log)
-    background = (engine, worker, batches) if start_background else ()
+    responses = ResponsesService(chat, store)
+    grading = GradingService(chat, lambda: [m["id"] for m in platform.list_models()])
+    evals = EvalService(store, chat, responses, grading, grading.list_models, log=log)
+    background = (engine, worker, batches, evals) if start_background else ()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -54,8 +59,8 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
 
     app = FastAPI(title="ftkit local fine-tuning server", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.store, app.state.platform, app.state.engine, app.state.worker = store, platform, engine, worker
-    app.state.chat, app.state.batches, app.state.responses = chat, batches, ResponsesService(chat, store)
-    app.state.grading = GradingService(chat, lambda: [m["id"] for m in platform.list_models()])
+    app.state.chat, app.state.batches, app.state.responses = chat, batches, responses
+    app.state.grading, app.state.evals, app.state.stored = grading, evals, StoredCompletions(store)
     app.state.key, app.state.faults = api_key(Path(home)), Faults(os.environ.get("FTKIT_FAULTS", ""))
     install_error_handlers(app, log)
     app.add_middleware(BodyLimit, max_bytes=platform.max_upload_bytes + 1_000_000, too_large=platform.too_large)

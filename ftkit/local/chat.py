@@ -53,6 +53,7 @@ class ChatCall:
     parallel_tool_calls: bool = True
     stream: bool = False
     include_usage: bool = False
+    on_complete: Callable[[dict], None] | None = None  # given the whole answer (``store: true`` keeps it)
 
     @property
     def with_tools(self) -> bool:
@@ -301,7 +302,10 @@ class ChatService:
         return self.engine.submit(call.request)
 
     async def complete(self, call: ChatCall) -> dict:
-        return response(call, await asyncio.wrap_future(self.submit(call)))
+        full = response(call, await asyncio.wrap_future(self.submit(call)))
+        if call.on_complete:
+            call.on_complete(full)
+        return full
 
     async def stream(self, call: ChatCall) -> AsyncIterator[str]:
         """The answer as server-sent events: chunks as the hosted API sends them, then ``[DONE]``."""
@@ -330,6 +334,8 @@ class ChatService:
             yield f"data: {json.dumps(error.body())}\n\n"
             return
         full = response(call, choices, cid)
+        if call.on_complete:
+            call.on_complete(full)
         for i, choice in enumerate(full["choices"]):
             delta, logprobs = {}, None
             if i in pending:

@@ -32,7 +32,7 @@ from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importa
     page,
 )
 
-FILE_PURPOSES = ("fine-tune", "batch")
+FILE_PURPOSES = ("fine-tune", "batch", "evals")
 
 
 class Platform:

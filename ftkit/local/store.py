@@ -2,7 +2,8 @@
 
 Layout under the home directory::
 
-    ftkit.db                 files, jobs, events, checkpoints, models, batches, responses
+    ftkit.db                 files, jobs, events, checkpoints, models, batches, responses,
+                             stored chat completions, evals, eval runs and their output items
     files/<file-id>          uploaded and generated file contents
     models/<job-id>/...      LoRA adapters: final model and per-epoch checkpoints
     jobs/<job-id>/resume/    state to resume an interrupted or paused job
@@ -75,6 +76,19 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS chat_completions (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, model TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evals (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eval_runs (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, eval_id TEXT NOT NULL, created_at INTEGER NOT NULL, body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS eval_output_items (
+    id TEXT PRIMARY KEY, seq INTEGER NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eval_output_items_run ON eval_output_items(run_id, seq);
 """
 
 
@@ -527,6 +541,101 @@ class Store:
 
     def delete_response(self, response_id: str) -> bool:
         return bool(self._exec("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount)
+
+    def list_responses(self) -> list[dict]:
+        """Stored responses, oldest first (the ``responses`` source of an eval run)."""
+        return [r["body"] for r in self._rows("SELECT body FROM responses ORDER BY seq")]
+
+    # -- stored chat completions (``store: true``) ----------------------------------------------
+
+    def save_chat_completion(self, record: dict) -> None:
+        """Insert or replace a stored completion (``record["completion"]`` is the chat.completion)."""
+        completion = record["completion"]
+        exists = self._row("SELECT seq FROM chat_completions WHERE id = ?", (completion["id"],))
+        if exists:
+            self._exec("UPDATE chat_completions SET body = ? WHERE id = ?", (json.dumps(record), completion["id"]))
+        else:
+            self._exec("INSERT INTO chat_completions (id, seq, created_at, model, body) VALUES (?,?,?,?,?)",
+                       (completion["id"], self._next_seq("chat_completions"), completion["created"],
+                        completion["model"], json.dumps(record)))
+
+    def get_chat_completion(self, completion_id: str) -> dict | None:
+        row = self._row("SELECT body FROM chat_completions WHERE id = ?", (completion_id,))
+        return row["body"] if row else None
+
+    def list_chat_completions(self, model: str | None = None) -> list[dict]:
+        """Stored completions, oldest first; only ``model``'s when given."""
+        if model:
+            return [r["body"] for r in self._rows("SELECT body FROM chat_completions WHERE model = ? ORDER BY seq",
+                                                  (model,))]
+        return [r["body"] for r in self._rows("SELECT body FROM chat_completions ORDER BY seq")]
+
+    def delete_chat_completion(self, completion_id: str) -> bool:
+        return bool(self._exec("DELETE FROM chat_completions WHERE id = ?", (completion_id,)).rowcount)
+
+    # -- evals, their runs and output items (Evals API) -----------------------------------------
+
+    def save_eval(self, record: dict) -> None:
+        if self._row("SELECT seq FROM evals WHERE id = ?", (record["id"],)):
+            self._exec("UPDATE evals SET body = ? WHERE id = ?", (json.dumps(record), record["id"]))
+        else:
+            self._exec("INSERT INTO evals (id, seq, created_at, body) VALUES (?,?,?,?)",
+                       (record["id"], self._next_seq("evals"), record["created_at"], json.dumps(record)))
+
+    def get_eval(self, eval_id: str) -> dict | None:
+        row = self._row("SELECT body FROM evals WHERE id = ?", (eval_id,))
+        return row["body"] if row else None
+
+    def list_evals(self) -> list[dict]:
+        """Oldest first."""
+        return [r["body"] for r in self._rows("SELECT body FROM evals ORDER BY seq")]
+
+    def delete_eval(self, eval_id: str) -> bool:
+        """The eval with its runs and their output items."""
+        for run in self._rows("SELECT id FROM eval_runs WHERE eval_id = ?", (eval_id,)):
+            self.delete_eval_run(run["id"])
+        return bool(self._exec("DELETE FROM evals WHERE id = ?", (eval_id,)).rowcount)
+
+    def save_eval_run(self, run: dict) -> None:
+        if self._row("SELECT seq FROM eval_runs WHERE id = ?", (run["id"],)):
+            self._exec("UPDATE eval_runs SET body = ? WHERE id = ?", (json.dumps(run), run["id"]))
+        else:
+            self._exec("INSERT INTO eval_runs (id, seq, eval_id, created_at, body) VALUES (?,?,?,?,?)",
+                       (run["id"], self._next_seq("eval_runs"), run["eval_id"], run["created_at"], json.dumps(run)))
+
+    def get_eval_run(self, run_id: str) -> dict | None:
+        row = self._row("SELECT body FROM eval_runs WHERE id = ?", (run_id,))
+        return row["body"] if row else None
+
+    def list_eval_runs(self, eval_id: str | None = None) -> list[dict]:
+        """Oldest first; every eval's when ``eval_id`` is None (the runner looks for queued runs)."""
+        if eval_id is None:
+            return [r["body"] for r in self._rows("SELECT body FROM eval_runs ORDER BY seq")]
+        return [r["body"] for r in self._rows("SELECT body FROM eval_runs WHERE eval_id = ? ORDER BY seq", (eval_id,))]
+
+    def delete_eval_run(self, run_id: str) -> bool:
+        self._exec("DELETE FROM eval_output_items WHERE run_id = ?", (run_id,))
+        return bool(self._exec("DELETE FROM eval_runs WHERE id = ?", (run_id,)).rowcount)
+
+    def add_eval_output_item(self, item: dict) -> None:
+        self._exec("INSERT INTO eval_output_items (id, seq, run_id, status, body) VALUES (?,?,?,?,?)",
+                   (item["id"], self._next_seq("eval_output_items"), item["run_id"], item["status"], json.dumps(item)))
+
+    def delete_eval_output_items(self, run_id: str) -> None:
+        """A run's output items (a run cut off by a restart starts over)."""
+        self._exec("DELETE FROM eval_output_items WHERE run_id = ?", (run_id,))
+
+    def get_eval_output_item(self, item_id: str) -> dict | None:
+        row = self._row("SELECT body FROM eval_output_items WHERE id = ?", (item_id,))
+        return row["body"] if row else None
+
+    def list_eval_output_items(self, run_id: str, status: str | None = None) -> list[dict]:
+        """Oldest first; only those with ``status`` (``pass`` / ``fail``) when given."""
+        if status:
+            return [r["body"] for r in self._rows(
+                "SELECT body FROM eval_output_items WHERE run_id = ? AND status = ? ORDER BY seq", (run_id, status))]
+        return [r["body"] for r in self._rows("SELECT body FROM eval_output_items WHERE run_id = ? ORDER BY seq",
+                                              (run_id,))]
 
 
 def _encode(column: str, value: Any) -> Any:

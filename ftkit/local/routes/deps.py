@@ -39,6 +39,14 @@ def grading(request: Request):
     return request.app.state.grading
 
 
+def stored(request: Request):
+    return request.app.state.stored
+
+
+def evals(request: Request):
+    return request.app.state.evals
+
+
 def authorize(request: Request) -> None:
     """Every /v1 route needs ``Authorization: Bearer <key>`` (the key in ``<home>/api_key``)."""
     header = request.headers.get("authorization", "")
