@@ -69,6 +69,8 @@ __all__ = [
     "load_examples",
     "macro_f1",
     "mcnemar_p",
+    "COMPETITOR_ENV",
+    "find_competitor",
     "paired_difference",
     "paired_shift",
     "paired_verdict",
@@ -593,6 +595,43 @@ def paired_verdict(low: float, high: float, *, margin: float = 0.05, n: int | No
     if low >= -margin:
         return f"non-inferior within {margin * 100:g} points"
     return "cannot tell" + (f" at n = {n}" if n is not None else "")
+
+
+#: The setting that names notebook 05's optional capable competitor (a model id the backend serves).
+COMPETITOR_ENV = "FTKIT_COMPETITOR"
+
+
+def find_competitor(client, name: str | None = None) -> tuple[str | None, str]:
+    """The optional capable competitor of notebook 05: ``(model id, why)``, or ``(None, why not)``.
+
+    ``name`` (default: the ``FTKIT_COMPETITOR`` setting) names any model the backend serves -- on
+    the local backend one added with ``python -m ftkit.local register-model NAME PATH`` (a Hugging
+    Face folder or a GGUF file). Without a name, a hosted backend (OpenAI, Azure) competes with its
+    default base model (gpt-4.1-mini) and the local backend has none. A name the backend does not
+    list gives ``None`` and a one-line reason, never an exception: the notebook skips the
+    competitor and says why.
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    import os
+
+    from .backend import backend_of
+
+    backend = backend_of(client)
+    name = (name if name is not None else os.environ.get(COMPETITOR_ENV, "")).strip() or None
+    how = (f"set {COMPETITOR_ENV} to a model the server serves, e.g. after `python -m ftkit.local register-model "
+           "NAME PATH` (a Hugging Face folder or a GGUF file)")
+    if name is None:
+        if backend.name == "local":
+            return None, f"no capable competitor on the local backend: {how}"
+        return backend.base_model, f"the hosted base model of the {backend.name} backend"
+    try:
+        served = {m.id for m in client.models.list()}
+    except Exception as e:  # a backend that cannot list models: say so, do not fail the lesson
+        return None, f"cannot list the backend's models ({type(e).__name__}: {e}); competitor {name!r} skipped"
+    if name not in served:
+        return None, f"{name!r} ({COMPETITOR_ENV}) is not served by the {backend.name} backend: {how}"
+    return name, f"{name!r}, named by {COMPETITOR_ENV}"
 
 
 # ---------------------------------------------------------------------------------------------
