@@ -71,6 +71,7 @@ __all__ = [
     "mcnemar_p",
     "COMPETITOR_ENV",
     "find_competitor",
+    "majority_baseline",
     "paired_difference",
     "paired_shift",
     "paired_verdict",
@@ -595,6 +596,41 @@ def paired_verdict(low: float, high: float, *, margin: float = 0.05, n: int | No
     if low >= -margin:
         return f"non-inferior within {margin * 100:g} points"
     return "cannot tell" + (f" at n = {n}" if n is not None else "")
+
+
+def majority_baseline(train_examples: Sequence[dict], test_examples: Sequence[dict], fields: Sequence[str],
+                      *, confidence: float = 0.95):
+    """The majority-class row: always answer each field's commonest label in the *training*
+    answers, with no model at all. Per test set, a pandas DataFrame with one row per metric
+    (``exact`` and each field): the rate, its Wilson interval and ``n``; ``.attrs["answer"]`` is the
+    constant answer. A configuration that does not beat it has learnt nothing about the tickets.
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    import collections
+
+    import pandas as pd
+
+    train = [parse_json(reference_of(ex)) or {} for ex in train_examples]
+    if not train:
+        raise ValueError("no training examples: the majority class needs training answers")
+    answer = {}
+    for f in fields:
+        counts = collections.Counter(a.get(f) for a in train if a.get(f) is not None)
+        if not counts:
+            raise ValueError(f"no training answer has the field {f!r}")
+        answer[f] = max(sorted(counts), key=lambda label: counts[label])  # ties: alphabetical, stable
+    refs = [parse_json(reference_of(ex)) or {} for ex in test_examples]
+    n = len(refs)
+    rows = {}
+    for metric in ["exact", *fields]:
+        hits = sum(all(r.get(f) == answer[f] for f in fields) if metric == "exact" else r.get(metric) == answer[metric]
+                   for r in refs)
+        low, high = wilson_interval(hits, n, confidence)
+        rows[metric] = {"rate": hits / n if n else float("nan"), "low": low, "high": high, "n": n}
+    table = pd.DataFrame(rows).T
+    table.attrs["answer"] = answer
+    return table
 
 
 #: The setting that names notebook 05's optional capable competitor (a model id the backend serves).

@@ -257,6 +257,24 @@ def test_paired_difference_covers_the_true_difference_about_95_percent_of_the_ti
     assert 0.93 <= covered / 2000 <= 0.99
 
 
+def test_majority_baseline_answers_the_commonest_training_labels():
+    def ex(c, u, p):
+        return {"messages": [{"role": "user", "content": "t"},
+                             {"role": "assistant", "content": json.dumps({"category": c, "urgency": u, "product": p})}]}
+
+    train = [ex("billing", "low", "api"), ex("billing", "high", "api"), ex("technical", "low", "web")]
+    test = [ex("billing", "low", "api"), ex("billing", "high", "api"), ex("technical", "low", "api"),
+            ex("account", "low", "web")]
+    table = ev.majority_baseline(train, test, ["category", "urgency", "product"])
+    assert table.attrs["answer"] == {"category": "billing", "urgency": "low", "product": "api"}
+    assert table.loc["exact", "rate"] == pytest.approx(1 / 4)  # only the first ticket is billing/low/api
+    assert table.loc["category", "rate"] == pytest.approx(2 / 4)
+    assert table.loc["urgency", "rate"] == pytest.approx(3 / 4)
+    assert table.loc["product", "rate"] == pytest.approx(3 / 4)
+    assert (table.loc["exact", "low"], table.loc["exact", "high"]) == pytest.approx(ev.wilson_interval(1, 4))
+    assert (table["n"] == 4).all()
+
+
 def test_paired_verdict_from_sign_interval_and_margin():
     assert ev.paired_verdict(0.02, 0.15) == "better"
     assert ev.paired_verdict(-0.2, -0.01) == "worse"
