@@ -32,6 +32,7 @@ from importlib import resources
 from .tokens import base_model_of
 
 __all__ = [
+    "COMPLETION_ONLY_MODELS",
     "Availability",
     "CatalogEntry",
     "PlatformEvent",
@@ -40,6 +41,7 @@ __all__ = [
     "availability_table",
     "deadlines",
     "entries",
+    "is_chat_model",
     "lookup",
     "max_example_tokens",
     "models",
@@ -164,6 +166,19 @@ def entries() -> tuple[CatalogEntry, ...]:
 def platform_events(backend: str | None = None) -> tuple[PlatformEvent, ...]:
     """The backend-wide fine-tuning availability changes, oldest first."""
     return tuple(e for e in _load()[1] if backend is None or e.backend == backend)
+
+
+#: Models fine-tuned on prompt/completion pairs, not chat messages: OpenAI's launch post of
+#: 2023-08-22 ("GPT-3.5 Turbo fine-tuning and API updates") offers babbage-002 and davinci-002 as
+#: the replacements of the GPT-3 base models, which used the legacy prompt/completion format. A
+#: chat-format training file (the course's) cannot train them.
+COMPLETION_ONLY_MODELS = ("babbage-002", "davinci-002")
+
+
+def is_chat_model(model: str) -> bool:
+    """True unless ``model`` (or the base of an ``ft:`` name) is one of
+    :data:`COMPLETION_ONLY_MODELS`, whose fine-tuning takes prompt/completion pairs."""
+    return base_model_of(model.strip()) not in COMPLETION_ONLY_MODELS
 
 
 def models(*, priced: bool | None = None) -> list[str]:

@@ -69,8 +69,9 @@ __all__ = [
 ]
 
 # The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
-# notebook estimates it: aim for 3 epochs, but keep the number of example-passes
-# (examples x epochs) between 100 and 25,000, and the epochs between 1 and 25.
+# notebook estimates it: aim for 3 epochs; raise them towards 100 example-passes (examples x
+# epochs) or lower them towards 25,000, within 1 to 25 epochs. Rounding down and the clamp leave
+# some sizes outside 100-25,000 (1 example: 25 passes; 30,000 examples: 30,000), see epochs_table.
 TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
 MAX_TARGET_EXAMPLES = 25_000
@@ -744,9 +745,14 @@ def compare_models(
     requests_per_month: int,
     on: dt.date | str | None = None,
     models: list[str] | None = None,
+    include_completion_models: bool = False,
 ):
-    """Training cost, monthly costs, saving, parity and payback for every priced per-token model
-    (or ``models``) at the prices and availability of date ``on``. A pandas DataFrame.
+    """Training cost, monthly costs, saving, parity and payback for every priced per-token chat
+    model (or ``models``) at the prices and availability of date ``on``. A pandas DataFrame.
+
+    The scenario is a chat file and chat requests, so the completion-only models
+    (:data:`ftkit.catalog.COMPLETION_ONLY_MODELS`: babbage-002, davinci-002, trained on
+    prompt/completion pairs) are left out unless ``include_completion_models`` is true.
 
     Taught in notebooks/03_cost_math.ipynb.
     """
@@ -757,6 +763,8 @@ def compare_models(
         entry = catalog.lookup(name, on)
         if entry.training_usd_per_1m is None:  # per-hour (reinforcement) models need hours
             continue
+        if not include_completion_models and not catalog.is_chat_model(name):
+            continue  # a chat file cannot train a prompt/completion model
         status = catalog.availability(name, on).status
         t = training_cost(name, tokens_per_epoch, n_epochs=n_epochs, n_examples=n_examples, on=on)
         be = break_even(
@@ -895,7 +903,8 @@ def plot_training_cost(
     max_epochs: int = 10,
 ):
     """Training cost against epochs (left, for ``tokens_per_epoch``) and against dataset size
-    (right, at ``n_epochs``), one line per per-token model priced on ``on``. Log scales.
+    (right, at ``n_epochs``), one line per per-token chat model priced on ``on`` (not the
+    completion-only babbage-002 and davinci-002). Log scales.
 
     Taught in notebooks/03_cost_math.ipynb.
     """
@@ -903,8 +912,9 @@ def plot_training_cost(
 
     tokens = _count("tokens_per_epoch", tokens_per_epoch, allow_zero=False)
     names = models or [
-        m for m in catalog.models(priced=True) if catalog.lookup(m, on).training_usd_per_1m is not None
-    ]
+        m for m in catalog.models(priced=True)
+        if catalog.lookup(m, on).training_usd_per_1m is not None and catalog.is_chat_model(m)
+    ]  # the course's files are chat files: the completion-only models could not train on them
     fig, (left, right) = _figure(2)
     epochs = np.arange(1, max_epochs + 1)
     sizes = np.logspace(3, 8, 60)

@@ -69,7 +69,12 @@ __all__ = [
     "load_examples",
     "macro_f1",
     "mcnemar_p",
+    "COMPETITOR_ENV",
+    "find_competitor",
+    "majority_baseline",
+    "paired_difference",
     "paired_shift",
+    "paired_verdict",
     "parse_json",
     "plot_learning_curve",
     "prompt_messages",
@@ -528,6 +533,141 @@ def paired_shift(before, after, *, confidence: float = 0.95) -> dict:
     return {"n": n, "before": sum(a) / n if n else float("nan"), "before_low": low_a, "before_high": high_a,
             "after": sum(b) / n if n else float("nan"), "after_low": low_b, "after_high": high_b,
             "gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
+
+
+def paired_difference(both_right: int, gained: int, lost: int, both_wrong: int, *,
+                      confidence: float = 0.95) -> dict:
+    """The difference of two rates measured on the same examples (``after - before``), with a
+    confidence interval for paired data: Bonett and Price's adjusted Wald interval, which adds one
+    to each count of examples that flipped (``gained``, ``lost``) and two to ``n``:
+
+        g, l = (gained + 1) / (n + 2), (lost + 1) / (n + 2)
+        interval = (g - l) +- z * sqrt((g + l - (g - l) ** 2) / (n + 2))
+
+    Unlike Newcombe's hybrid interval it keeps a width when nothing flipped (12 tickets that all
+    agree do not prove two models equal). Only the flips move the difference; the agreeing examples
+    (``both_right``, ``both_wrong``) only count in ``n``. Returns ``n``, ``before``, ``after``,
+    ``difference`` (the plain ``(gained - lost) / n``) and its interval ``low``/``high``
+    (fractions: 0.05 is 5 points).
+
+    Bonett, D. G. and Price, R. M. (2012), "Adjusted Wald confidence interval for a difference of
+    binomial proportions based on paired data", Journal of Educational and Behavioral Statistics
+    37(4), 479-488.
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    from statistics import NormalDist
+
+    a, g, lo, d = (int(x) for x in (both_right, gained, lost, both_wrong))
+    if min(a, g, lo, d) < 0:
+        raise ValueError(f"counts must be >= 0, got both_right={a}, gained={g}, lost={lo}, both_wrong={d}")
+    n = a + g + lo + d
+    if n == 0:
+        raise ValueError("no paired examples: nothing to compare")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    pg, pl = (g + 1) / (n + 2), (lo + 1) / (n + 2)
+    centre = pg - pl
+    half = z * math.sqrt((pg + pl - centre ** 2) / (n + 2))
+    return {"n": n, "before": (a + lo) / n, "after": (a + g) / n, "difference": (g - lo) / n,
+            "low": max(-1.0, centre - half), "high": min(1.0, centre + half)}
+
+
+def paired_verdict(low: float, high: float, *, margin: float = 0.05, n: int | None = None) -> str:
+    """What an interval of a paired difference (``after - before``, fractions) lets you say, against a
+    non-inferiority ``margin`` stated before looking (0.05: 5 points):
+
+    * ``"better"`` -- the whole interval is above 0;
+    * ``"worse"`` -- the whole interval is below 0;
+    * ``"non-inferior within 5 points"`` -- the interval holds 0 but its low end is above
+      ``-margin``: ``after`` may be a little worse, never by more than the margin;
+    * ``"cannot tell at n = 12"`` -- the interval reaches below ``-margin`` and above 0: this many
+      examples cannot say (it is *not* "the same").
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin must be a fraction in [0, 1), got {margin}")
+    if low > high:
+        raise ValueError(f"low ({low}) is above high ({high})")
+    if low > 0:
+        return "better"
+    if high < 0:
+        return "worse"
+    if low >= -margin:
+        return f"non-inferior within {margin * 100:g} points"
+    return "cannot tell" + (f" at n = {n}" if n is not None else "")
+
+
+def majority_baseline(train_examples: Sequence[dict], test_examples: Sequence[dict], fields: Sequence[str],
+                      *, confidence: float = 0.95):
+    """The majority-class row: always answer each field's commonest label in the *training*
+    answers, with no model at all. Per test set, a pandas DataFrame with one row per metric
+    (``exact`` and each field): the rate, its Wilson interval and ``n``; ``.attrs["answer"]`` is the
+    constant answer. A configuration that does not beat it has learnt nothing about the tickets.
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    import collections
+
+    import pandas as pd
+
+    train = [parse_json(reference_of(ex)) or {} for ex in train_examples]
+    if not train:
+        raise ValueError("no training examples: the majority class needs training answers")
+    answer = {}
+    for f in fields:
+        counts = collections.Counter(a.get(f) for a in train if a.get(f) is not None)
+        if not counts:
+            raise ValueError(f"no training answer has the field {f!r}")
+        answer[f] = max(sorted(counts), key=lambda label: counts[label])  # ties: alphabetical, stable
+    refs = [parse_json(reference_of(ex)) or {} for ex in test_examples]
+    n = len(refs)
+    rows = {}
+    for metric in ["exact", *fields]:
+        hits = sum(all(r.get(f) == answer[f] for f in fields) if metric == "exact" else r.get(metric) == answer[metric]
+                   for r in refs)
+        low, high = wilson_interval(hits, n, confidence)
+        rows[metric] = {"rate": hits / n if n else float("nan"), "low": low, "high": high, "n": n}
+    table = pd.DataFrame(rows).T
+    table.attrs["answer"] = answer
+    return table
+
+
+#: The setting that names notebook 05's optional capable competitor (a model id the backend serves).
+COMPETITOR_ENV = "FTKIT_COMPETITOR"
+
+
+def find_competitor(client, name: str | None = None) -> tuple[str | None, str]:
+    """The optional capable competitor of notebook 05: ``(model id, why)``, or ``(None, why not)``.
+
+    ``name`` (default: the ``FTKIT_COMPETITOR`` setting) names any model the backend serves -- on
+    the local backend one added with ``python -m ftkit.local register-model NAME PATH`` (a Hugging
+    Face folder or a GGUF file). Without a name, a hosted backend (OpenAI, Azure) competes with its
+    default base model (gpt-4.1-mini) and the local backend has none. A name the backend does not
+    list gives ``None`` and a one-line reason, never an exception: the notebook skips the
+    competitor and says why.
+
+    Taught in notebooks/05_evaluation.ipynb.
+    """
+    import os
+
+    from .backend import backend_of
+
+    backend = backend_of(client)
+    name = (name if name is not None else os.environ.get(COMPETITOR_ENV, "")).strip() or None
+    how = (f"set {COMPETITOR_ENV} to a model the server serves, e.g. after `python -m ftkit.local register-model "
+           "NAME PATH` (a Hugging Face folder or a GGUF file)")
+    if name is None:
+        if backend.name == "local":
+            return None, f"no capable competitor on the local backend: {how}"
+        return backend.base_model, f"the hosted base model of the {backend.name} backend"
+    try:
+        served = {m.id for m in client.models.list()}
+    except Exception as e:  # a backend that cannot list models: say so, do not fail the lesson
+        return None, f"cannot list the backend's models ({type(e).__name__}: {e}); competitor {name!r} skipped"
+    if name not in served:
+        return None, f"{name!r} ({COMPETITOR_ENV}) is not served by the {backend.name} backend: {how}"
+    return name, f"{name!r}, named by {COMPETITOR_ENV}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1048,16 +1188,20 @@ class Evaluation:
 
     def paired(self, before: str, after: str, column: str = "exact"):
         """How the answers changed from configuration ``before`` to ``after`` on the same examples:
-        both right, gained (wrong -> right), lost (right -> wrong), both wrong, and the exact McNemar
-        p-value of gained vs lost (small: the change is unlikely to be chance)."""
+        both right, gained (wrong -> right), lost (right -> wrong), both wrong, the exact McNemar
+        p-value of gained vs lost (small: the change is unlikely to be chance), and the difference
+        ``after - before`` with its 95% interval for paired data (:func:`paired_difference`)."""
         import pandas as pd
 
         a, b = self.of(before)[column].astype(bool), self.of(after)[column].astype(bool)
         b = b.reindex(a.index)
         shift = paired_shift(a, b)
-        counts = {"both right": int((a & b).sum()), "gained": shift["gained"], "lost": shift["lost"],
-                  "both wrong": int((~a & ~b).sum()), f"{before}": shift["before"], f"{after}": shift["after"],
-                  "mcnemar_p": shift["mcnemar_p"]}
+        both_right, both_wrong = int((a & b).sum()), int((~a & ~b).sum())
+        diff = paired_difference(both_right, shift["gained"], shift["lost"], both_wrong)
+        counts = {"both right": both_right, "gained": shift["gained"], "lost": shift["lost"],
+                  "both wrong": both_wrong, f"{before}": shift["before"], f"{after}": shift["after"],
+                  "mcnemar_p": shift["mcnemar_p"], "difference": diff["difference"], "diff_low": diff["low"],
+                  "diff_high": diff["high"]}
         return pd.Series(counts, name=f"{before} -> {after} ({column})")
 
     def _yes_no_columns(self) -> dict[str, str]:

@@ -254,6 +254,14 @@ def test_compare_models_skips_per_hour_models_and_reports_status():
         requests_per_month=100_000, on="2026-11-21",
     ).set_index("model")
     assert "o4-mini" not in table.index
+    # a chat file cannot train the completion-only models: left out unless asked for
+    assert "babbage-002" not in table.index and "davinci-002" not in table.index
+    assert "gpt-4.1-mini" in table.index
+    with_completion = cost.compare_models(
+        tokens_per_epoch=20_000, n_examples=259, base_prompt_tokens=700, ft_prompt_tokens=70, output_tokens=20,
+        requests_per_month=100_000, on="2026-11-21", include_completion_models=True,
+    ).set_index("model")
+    assert {"babbage-002", "davinci-002"} <= set(with_completion.index)
     assert table.loc["gpt-4.1-nano", "status"] == "shut_down"
     assert table.loc["gpt-4.1-mini", "training_usd"] == pytest.approx(20_000 * 3 * 5.0 / 1e6)
     assert table.loc["gpt-4.1-mini", "parity_reduction_pct"] == pytest.approx(

@@ -222,6 +222,71 @@ def test_mcnemar_exact_values():
     assert ev.mcnemar_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)
 
 
+def test_paired_difference_by_hand():
+    # 101 tickets: 50 both right, 10 gained, 1 lost, 40 both wrong. Bonett-Price by hand:
+    # g = 11/103, l = 2/103, centre = 9/103 = 0.087379; variance = (13/103 - (9/103)^2) / 103
+    # = (0.126214 - 0.007635) / 103 = 0.00115125, sd 0.033930; half = 1.959964 x 0.033930 = 0.066501
+    r = ev.paired_difference(50, 10, 1, 40)
+    assert r["n"] == 101
+    assert r["before"] == pytest.approx(51 / 101) and r["after"] == pytest.approx(60 / 101)
+    assert r["difference"] == pytest.approx(9 / 101)
+    assert r["low"] == pytest.approx(0.087379 - 0.066501, abs=2e-5)
+    assert r["high"] == pytest.approx(0.087379 + 0.066501, abs=2e-5)
+    # swapping the roles mirrors the interval
+    mirror = ev.paired_difference(50, 1, 10, 40)
+    assert (mirror["low"], mirror["high"]) == pytest.approx((-r["high"], -r["low"]))
+    # nothing flipped on 12 tickets: the interval keeps a width (agreement on 12 proves nothing)
+    none = ev.paired_difference(6, 0, 0, 6)
+    assert none["difference"] == 0 and none["low"] < -0.15 and none["high"] > 0.15
+    with pytest.raises(ValueError, match="no paired examples"):
+        ev.paired_difference(0, 0, 0, 0)
+    with pytest.raises(ValueError, match=">= 0"):
+        ev.paired_difference(1, -1, 0, 0)
+
+
+def test_paired_difference_covers_the_true_difference_about_95_percent_of_the_time():
+    rng = random.Random(7)
+    n, p_gain, p_lose = 40, 0.15, 0.10  # true difference +5 points
+    covered = 0
+    for _ in range(2000):
+        flips = [rng.random() for _ in range(n)]
+        gained = sum(1 for f in flips if f < p_gain)
+        lost = sum(1 for f in flips if p_gain <= f < p_gain + p_lose)
+        r = ev.paired_difference(n - gained - lost, gained, lost, 0)
+        covered += r["low"] <= p_gain - p_lose <= r["high"]
+    assert 0.93 <= covered / 2000 <= 0.99
+
+
+def test_majority_baseline_answers_the_commonest_training_labels():
+    def ex(c, u, p):
+        return {"messages": [{"role": "user", "content": "t"},
+                             {"role": "assistant", "content": json.dumps({"category": c, "urgency": u, "product": p})}]}
+
+    train = [ex("billing", "low", "api"), ex("billing", "high", "api"), ex("technical", "low", "web")]
+    test = [ex("billing", "low", "api"), ex("billing", "high", "api"), ex("technical", "low", "api"),
+            ex("account", "low", "web")]
+    table = ev.majority_baseline(train, test, ["category", "urgency", "product"])
+    assert table.attrs["answer"] == {"category": "billing", "urgency": "low", "product": "api"}
+    assert table.loc["exact", "rate"] == pytest.approx(1 / 4)  # only the first ticket is billing/low/api
+    assert table.loc["category", "rate"] == pytest.approx(2 / 4)
+    assert table.loc["urgency", "rate"] == pytest.approx(3 / 4)
+    assert table.loc["product", "rate"] == pytest.approx(3 / 4)
+    assert (table.loc["exact", "low"], table.loc["exact", "high"]) == pytest.approx(ev.wilson_interval(1, 4))
+    assert (table["n"] == 4).all()
+
+
+def test_paired_verdict_from_sign_interval_and_margin():
+    assert ev.paired_verdict(0.02, 0.15) == "better"
+    assert ev.paired_verdict(-0.2, -0.01) == "worse"
+    assert ev.paired_verdict(-0.04, 0.06) == "non-inferior within 5 points"
+    assert ev.paired_verdict(-0.04, 0.06, margin=0.03) == "cannot tell"
+    assert ev.paired_verdict(-0.28, 0.28, n=12) == "cannot tell at n = 12"
+    with pytest.raises(ValueError, match="margin"):
+        ev.paired_verdict(0, 0.1, margin=5)
+    with pytest.raises(ValueError, match="above high"):
+        ev.paired_verdict(0.2, 0.1)
+
+
 def test_prompt_messages_replaces_system_and_inserts_few_shot():
     ex = EXAMPLES[0]
     shots = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
