@@ -23,6 +23,7 @@ from conftest import register_tiny_model, tiny_chat_file, tiny_preference_file, 
 
 from ftkit import graders, lifecycle, reinforcement  # noqa: E402
 from ftkit.local import hyperparameters, recipes  # noqa: E402
+from ftkit.local.export import vllm_lora_problems  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +183,7 @@ def test_dpo_and_grpo_recipes_train_with_trl(tiny_home, tmp_path, monkeypatch, k
     adapter = folder / "output" / "adapter"
     config = recipes.check_adapter(adapter, str(tiny_home / "tiny-llama"))
     assert config["r"] == 16 and sorted(config["target_modules"]) == sorted(recipes.lora_arguments()["target_modules"])
+    assert vllm_lora_problems(adapter) == []  # TRL's adapter is a LoRA module vLLM loads, as ftkit's export
 
 
 def test_an_adapter_of_another_base_is_refused(tiny_home, tmp_path):
