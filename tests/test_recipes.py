@@ -164,6 +164,16 @@ def test_the_rft_reward_function_scores_as_the_local_trainer(grader):
     assert right == [1.0] * len(lines)
 
 
+def test_gpu_run_cost_needs_a_measured_speed_and_a_price():
+    assert recipes.gpu_run_cost(7200, tokens_per_second=None, usd_per_hour=2.0) == {"hours": None, "usd": None}
+    cost = recipes.gpu_run_cost(7200, tokens_per_second=4.0, usd_per_hour=None, startup_seconds=1800)
+    assert cost == {"hours": pytest.approx(1.0), "usd": None}  # 1,800 s training + 1,800 s start-up
+    cost = recipes.gpu_run_cost(7200, tokens_per_second=4.0, usd_per_hour=3.0, gpus=2, startup_seconds=1800)
+    assert cost["usd"] == pytest.approx(6.0)
+    with pytest.raises(ValueError, match="usd_per_hour must be > 0"):
+        recipes.gpu_run_cost(10, tokens_per_second=1.0, usd_per_hour=0)
+
+
 def _run_train_py(folder: Path, monkeypatch, *args: str) -> None:
     """train.py of a recipe, run in this process (TRL and torch already imported: seconds, not tens)."""
     monkeypatch.setattr(sys, "argv", ["train.py", *args])

@@ -56,6 +56,7 @@ __all__ = [
     "JobRecipe",
     "RecipeError",
     "commands",
+    "gpu_run_cost",
     "grader_reward",
     "import_adapter",
     "load_recipe",
@@ -659,6 +660,28 @@ def write_recipe(job: JobRecipe, out: str | os.PathLike, *, overwrite: bool = Fa
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def gpu_run_cost(trained_tokens: int, *, tokens_per_second: float | None, usd_per_hour: float | None,
+                 gpus: int = 1, startup_seconds: float = 0.0) -> dict:
+    """What a run of ``trained_tokens`` costs on ``gpus`` GPUs rented at ``usd_per_hour`` each,
+    training ``tokens_per_second`` in all (measure it: TRL logs ``train_samples_per_second`` and
+    ``num_tokens``; a ``--max-steps`` smoke run of the recipe gives it), plus ``startup_seconds``
+    of paid time before training (booting, installing, downloading the model).
+
+    Returns ``{"hours", "usd"}``; each is None where the figure it needs is None -- ftkit has no GPU
+    price or speed of its own to assume (prices move; use your provider's, with the date you read it).
+
+    Taught in notebooks/11_outgrowing_the_laptop.ipynb.
+    """
+    if trained_tokens < 0 or gpus < 1 or startup_seconds < 0:
+        raise ValueError("trained_tokens and startup_seconds must be >= 0 and gpus >= 1")
+    for name, value in (("tokens_per_second", tokens_per_second), ("usd_per_hour", usd_per_hour)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be > 0 (or None when not known yet), got {value!r}")
+    hours = None if tokens_per_second is None else (trained_tokens / tokens_per_second + startup_seconds) / 3600
+    usd = None if hours is None or usd_per_hour is None else hours * usd_per_hour * gpus
+    return {"hours": hours, "usd": usd}
 
 
 def load_recipe(folder: str | os.PathLike) -> dict:
