@@ -90,6 +90,15 @@ def test_adapter_loads_onto_the_exact_base_like_the_server(exports, server_answe
     assert result["answers"] == server_answers
 
 
+def test_the_adapter_export_is_a_lora_module_vllm_loads(exports):
+    """The files vLLM's LoRA loader reads, in the shape it checks (vLLM is not installed here)."""
+    from ftkit.local.export import vllm_lora_problems
+
+    assert vllm_lora_problems(exports["adapter"]) == []
+    card = (exports["adapter"] / "README.md").read_text()
+    assert "--enable-lora --max-lora-rank 16 --lora-modules" in card and "/v1/load_lora_adapter" in card
+
+
 def test_gguf_files_load_in_transformers_and_mostly_agree(exports, server_answers):
     from ftkit.local.export import answers_without_ftkit
 

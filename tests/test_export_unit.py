@@ -3,6 +3,7 @@ llama.cpp expects (checked against the GGUF file SmolLM2 ships in, written by ll
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -85,3 +86,40 @@ def test_qk_rows_are_reordered_as_llama_cpp_does_and_transformers_undoes():
                 np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-6)
                 back = LlamaTensorProcessor(config).process(ours, f"blk.{layer}.{gg}.weight").weights
                 np.testing.assert_array_equal(back, f.get_tensor(f"model.layers.{layer}.self_attn.{hf}.weight"))
+
+
+def _adapter(folder, config: dict, tensors: dict):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    save_file({k: np.zeros(shape, dtype=np.float32) for k, shape in tensors.items()},
+              str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def test_vllm_lora_format_problems_are_named(tmp_path):
+    """vLLM's LoRA loader refuses what these adapters carry; each refusal is said before serving."""
+    pytest.importorskip("safetensors")
+    from ftkit.local.export import vllm_lora_problems
+
+    good = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "down_proj"], "bias": "none"}
+    q = "base_model.model.model.layers.0.self_attn.q_proj"
+    ok = _adapter(tmp_path / "ok", good, {f"{q}.lora_A.weight": (4, 32), f"{q}.lora_B.weight": (32, 4)})
+    assert vllm_lora_problems(ok) == []
+
+    bad = {**good, "r": 32, "lora_alpha": 64, "bias": "all", "modules_to_save": ["lm_head"],
+           "target_modules": ["q_proj", "embed_tokens"]}
+    wrong = _adapter(tmp_path / "wrong", bad, {
+        f"{q}.lora_A.default.weight": (32, 32),  # the adapter's name left in: vLLM cannot parse it
+        "base_model.model.model.embed_tokens.lora_A.weight": (32, 32),
+        f"{q}.lora_B.weight": (32, 8),  # not rank 32
+    })
+    problems = "\n".join(vllm_lora_problems(wrong))
+    for expected in ("serve with --max-lora-rank 32", "--enable-lora-bias", "modules_to_save must be empty",
+                     "['embed_tokens'] are not layers vLLM serves LoRA on", "lora_A.default.weight",
+                     "adapts 'embed_tokens'", "not rank 32"):
+        assert expected in problems
+    assert vllm_lora_problems(tmp_path / "nothing")[0].endswith("not readable JSON ([Errno 2] No such file or "
+                                                                 f"directory: '{tmp_path / 'nothing' / 'adapter_config.json'}')")

@@ -4,6 +4,8 @@
     python -m ftkit.local status | stop
     python -m ftkit.local register-model NAME PATH   # a Hugging Face directory or a .gguf file
     python -m ftkit.local export MODEL --format adapter|merged|gguf --out DIR
+    python -m ftkit.local recipe JOB_ID --out DIR     # or --spec job.json: the job as a TRL recipe
+    python -m ftkit.local import-adapter DIR --base MODEL [--suffix NAME]
 """
 
 from __future__ import annotations
@@ -132,6 +134,40 @@ def export(args: argparse.Namespace) -> int:
     return 0
 
 
+def recipe(args: argparse.Namespace) -> int:
+    """Write a job (or a job spec) as a TRL recipe (ftkit.local.recipes); exit 2 with the reason when it cannot."""
+    from .recipes import RecipeError, commands, recipe_from_job, recipe_from_spec, write_recipe
+
+    if (args.job is None) == (args.spec is None):
+        print("ftkit recipe: give a JOB_ID or --spec job.json (one of them)", file=sys.stderr)
+        return 2
+    try:
+        job = recipe_from_spec(args.spec, args.home) if args.spec else recipe_from_job(args.job, args.home)
+        out = write_recipe(job, args.out, overwrite=args.force, gpus=args.gpus)
+    except (RecipeError, OSError) as e:
+        print(f"ftkit recipe: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote the {job.method} recipe of {job.job_id or args.spec} to {out}; in that folder:")
+    for name, line in commands(job, gpus=args.gpus).items():
+        print(f"  {name.replace('_', ' ')}: {line}")
+    return 0
+
+
+def import_adapter(args: argparse.Namespace) -> int:
+    """Register an adapter trained elsewhere as a fine-tuned model (ftkit.local.recipes.import_adapter)."""
+    from .recipes import ImportError_
+    from .recipes import import_adapter as register_adapter
+
+    try:
+        prepare_home(home_dir(args.home))
+        model = register_adapter(args.adapter, args.base, suffix=args.suffix, home=args.home)
+    except (ImportError_, UnusableDatabase, OSError) as e:
+        print(f"ftkit import-adapter: {e}", file=sys.stderr)
+        return 2
+    print(f"imported {args.adapter} as {model}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ftkit.local", description="ftkit's local fine-tuning server")
     parser.add_argument("--home", type=Path, default=None, help="data directory (default $FTKIT_HOME or ~/.ftkit)")
@@ -167,6 +203,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="merged: weight type (default float32, the server's precision)")
     e.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     e.set_defaults(run=export)
+    rc = sub.add_parser("recipe", help="write a job as a TRL recipe (train.py, TRL config, accelerate configs)",
+                        description="Writes what TRL and accelerate need to run the same job on one or many GPUs; "
+                                    "see ftkit/local/recipes.py.")
+    rc.add_argument("job", nargs="?", default=None, help="a fine-tuning job id of the local server (run or not)")
+    rc.add_argument("--spec", type=Path, default=None, help="a job spec not run yet: JSON in the shape of "
+                                                            "POST /v1/fine_tuning/jobs, files as paths")
+    rc.add_argument("--out", required=True, type=Path, help="folder to write (created; must be empty or new)")
+    rc.add_argument("--gpus", type=int, default=8, help="GPUs of the multi-GPU config (default 8)")
+    rc.add_argument("--home", type=Path, default=argparse.SUPPRESS)
+    rc.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    rc.set_defaults(run=recipe)
+    ia = sub.add_parser("import-adapter", help="register a LoRA adapter trained elsewhere as a fine-tuned model")
+    ia.add_argument("adapter", type=Path, help="a PEFT adapter folder (adapter_config.json, adapter_model.safetensors)")
+    ia.add_argument("--base", required=True, help="the base model it adapts, as the local server names it")
+    ia.add_argument("--suffix", default=None, help="the name's suffix: ft:BASE:local:SUFFIX:id")
+    ia.add_argument("--home", type=Path, default=argparse.SUPPRESS)
+    ia.set_defaults(run=import_adapter)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -63,6 +63,8 @@ __all__ = [
     "find_model",
     "folder_size",
     "read_export",
+    "vllm_lora_problems",
+    "vllm_max_lora_rank",
 ]
 
 FORMATS = ("adapter", "merged", "gguf")
@@ -72,6 +74,12 @@ DEFAULT_GGUF_TYPES = ("f16", "q8_0")
 MERGED_DTYPES = ("float32", "bfloat16", "float16")
 EXPORT_FILE = "ftkit_export.json"
 CARD_FILE = "README.md"
+#: The layers vLLM serves LoRA on in a Llama-family model (it packs q/k/v into ``qkv_proj`` and
+#: gate/up into ``gate_up_proj``, and maps an adapter's unpacked names onto them).
+VLLM_LLAMA_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: vLLM's ``--max-lora-rank`` default and the values it accepts.
+VLLM_DEFAULT_MAX_LORA_RANK = 16
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -330,9 +338,29 @@ for identical answers without internet, export them once and load the adapter on
 
 ```console
 python -m ftkit.local export {base} --format merged --out {base}-base
+```
+
+Served by vLLM as a LoRA module over its base (many fine-tunes on one base model; the request's
+`model` names the adapter):
+
+```console
+vllm serve {base_ref} --enable-lora --max-lora-rank {max_lora_rank} --lora-modules {lora_name}={dir}
+# or loaded while the server runs:
+VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve {base_ref} --enable-lora --max-lora-rank {max_lora_rank}
+curl -X POST http://localhost:8000/v1/load_lora_adapter -H "Content-Type: application/json" \\
+     -d '{{"lora_name": "{lora_name}", "lora_path": "{dir}"}}'
+```
+
+With llama.cpp, as a LoRA-only GGUF over the base's GGUF (llama.cpp's own converter):
+
+```console
+python -m ftkit.local export {base} --format gguf --gguf-types f16 --out {base}-gguf
+python convert_lora_to_gguf.py --base {base}-base --outfile {lora_name}-lora.gguf {dir}
+llama-server -m {base}-gguf/{base}-f16.gguf --lora {lora_name}-lora.gguf
 ```""",
     "gguf": """```console
 llama-cli -m {first_file} -cnv          # llama.cpp (uses the chat template inside the file)
+llama-server -m {first_file} --port 8080   # OpenAI-compatible: http://localhost:8080/v1/chat/completions
 ```
 
 ```python
@@ -374,7 +402,10 @@ def model_card(facts: dict) -> str:
     lines += ["", "## How to load it", "",
               _HOW_TO_LOAD[fmt].format(dir=facts.get("dir_hint", "."), base=base["id"],
                                        base_ref=facts.get("base_model_name_or_path", base.get("hub_id", base["id"])),
-                                       first_file=(facts.get("files") or [{"path": "model.gguf"}])[0]["path"]), ""]
+                                       first_file=(facts.get("files") or [{"path": "model.gguf"}])[0]["path"],
+                                       lora_name=_gguf_name(model["id"]),
+                                       max_lora_rank=vllm_max_lora_rank((training.get("lora") or {}).get("r") or 16)),
+              ""]
     lines += ["## Base model", "", f"* **{base['id']}**" + (f" (`{base['hub_id']}` on the Hugging Face hub)"
                                                               if base.get("hub_id") else "")]
     lines.append(f"* Licence: {base.get('licence')}" + (f" ({base['licence_url']})" if base.get("licence_url") else ""))
@@ -737,6 +768,71 @@ def export_model(
         raise
     say(f"Exported {src.model_id} as {fmt}: {out} ({folder_size(out) / 1e6:,.0f} MB)")
     return out
+
+
+def vllm_max_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts for an adapter of rank ``rank`` (at least its default)."""
+    return next((r for r in VLLM_LORA_RANKS if r >= max(rank, VLLM_DEFAULT_MAX_LORA_RANK)), VLLM_LORA_RANKS[-1])
+
+
+def vllm_lora_problems(folder: str | os.PathLike, *, max_lora_rank: int = VLLM_DEFAULT_MAX_LORA_RANK) -> list[str]:
+    """What would stop vLLM from loading ``folder`` as a LoRA module (``--lora-modules name=folder``
+    or ``POST /v1/load_lora_adapter``) of a Llama-family base; empty when nothing would.
+
+    The checks are vLLM's own, read from its loader (vllm-project/vllm ``vllm/lora/peft_helper.py``
+    ``PEFTHelper`` and ``vllm/lora/utils.py`` ``parse_fine_tuned_lora_name``, commit e745baf): an
+    ``adapter_config.json`` with ``r``, ``lora_alpha`` and ``target_modules``; ``bias`` "none"
+    (else ``--enable-lora-bias``); no ``modules_to_save`` and no DoRA; ``r`` at most
+    ``--max-lora-rank``; weights in ``adapter_model.safetensors`` named
+    ``base_model.model.<module>.lora_A.weight`` / ``.lora_B.weight``; and only layers vLLM serves
+    LoRA on (:data:`VLLM_LLAMA_LORA_MODULES`). vLLM itself is not needed (nor installed here).
+    """
+    folder = Path(folder)
+    problems: list[str] = []
+    config_path = folder / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return [f"{config_path}: not readable JSON ({e})"]
+    missing = [k for k in ("r", "lora_alpha", "target_modules") if k not in config]
+    if missing:
+        problems.append(f"adapter_config.json lacks {', '.join(missing)} (vLLM requires them)")
+    if config.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type is {config.get('peft_type')!r}; vLLM serves LoRA adapters")
+    if config.get("bias", "none") != "none":
+        problems.append(f"bias is {config['bias']!r}: vLLM needs --enable-lora-bias for it")
+    if config.get("modules_to_save"):
+        problems.append("modules_to_save must be empty: vLLM only supports modules_to_save being None")
+    if config.get("use_dora"):
+        problems.append("use_dora: vLLM does not support DoRA")
+    rank = config.get("r")
+    if isinstance(rank, int) and rank > max_lora_rank:
+        problems.append(f"r = {rank} is above --max-lora-rank {max_lora_rank}: serve with --max-lora-rank "
+                        f"{vllm_max_lora_rank(rank)}")
+    targets = config.get("target_modules") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    unsupported = sorted({t.rsplit(".", 1)[-1] for t in targets} - set(VLLM_LLAMA_LORA_MODULES))
+    if unsupported:
+        problems.append(f"target_modules {unsupported} are not layers vLLM serves LoRA on in a Llama model")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.is_file():
+        return problems + [f"{weights.name} is missing (vLLM reads the weights from it, or adapter_model.bin)"]
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="numpy") as f:
+        for key in f.keys():
+            parts = key.split(".")
+            if parts[:2] != ["base_model", "model"] or parts[-1] != "weight" or parts[-2] not in ("lora_A", "lora_B"):
+                problems.append(f"tensor {key!r}: vLLM reads base_model.model.<module>.lora_A.weight / .lora_B.weight")
+                continue
+            module = parts[-3]
+            if module not in VLLM_LLAMA_LORA_MODULES:
+                problems.append(f"tensor {key!r} adapts {module!r}, not a layer vLLM serves LoRA on")
+            shape = f.get_slice(key).get_shape()
+            rank_axis = 0 if parts[-2] == "lora_A" else 1
+            if isinstance(rank, int) and (len(shape) != 2 or shape[rank_axis] != rank):
+                problems.append(f"tensor {key!r} has shape {list(shape)}, not rank {rank} as adapter_config.json says")
+    return problems
 
 
 def read_export(path: str | os.PathLike) -> dict:
