@@ -68,6 +68,7 @@ from .reading import (
     results,
     step_metrics_from_events,
 )
+from .recipes import Recipe, ensure_job
 from .uploads import _validate_for, file_sha256, upload  # noqa: F401 (_validate_for: tests use it)
 from .watching import watch
 
@@ -86,6 +87,7 @@ __all__ = [
     "ModelUnavailable",
     "NotReady",
     "OverBudget",
+    "Recipe",
     "StoppedWatching",
     "UploadRefused",
     "WatchTimeout",
@@ -95,6 +97,7 @@ __all__ = [
     "checkpoints",
     "cleanup",
     "create_job",
+    "ensure_job",
     "estimate",
     "events",
     "method_of_metrics",

@@ -9,6 +9,7 @@ import datetime as dt
 import time
 from collections.abc import Iterable
 
+from .. import lifecycle
 from .api import ACTIVE_STATUSES, _file_id, _local_time
 from .uploads import _forget
 
@@ -69,46 +70,62 @@ def cleanup(
 
     Taught in notebooks/04_job_lifecycle.ipynb.
     """
-    import openai
     import pandas as pd
 
     cutoff = _age_limit(older_than)
-    rows: list[dict] = []
 
     def old_enough(ts) -> bool:
         return cutoff is None or (ts is not None and ts < cutoff)
 
+    rows: list[dict] = []
     if files is not False:
-        in_use = set()
-        for job in client.fine_tuning.jobs.list(limit=100):
-            if job.status in ACTIVE_STATUSES:
-                in_use.update(x for x in (job.training_file, job.validation_file) if x)
-        wanted = None if files is True else {_file_id(f) for f in files}
-        for f in client.files.list():
-            if wanted is None and f.purpose not in ("fine-tune", "fine-tune-results"):
-                continue
-            if wanted is not None and f.id not in wanted:
-                continue
-            row = {"kind": "file", "id": f.id, "name": f"{f.filename} ({f.purpose})",
-                   "created_at": _local_time(f.created_at), "bytes": f.bytes}
-            if not old_enough(f.created_at):
-                continue
-            row["action"] = "kept: used by a job still going" if f.id in in_use else "delete"
-            rows.append(row)
+        rows += _file_rows(client, None if files is True else {_file_id(f) for f in files}, old_enough)
     if models is not False:
-        wanted_models = None if models is True else set(models)
-        for m in client.models.list():
-            if wanted_models is not None and m.id not in wanted_models:
-                continue
-            if not _is_fine_tuned(m):
-                if wanted_models is not None:
-                    rows.append({"kind": "model", "id": m.id, "name": m.owned_by, "created_at": _local_time(m.created),
-                                 "bytes": None, "action": "kept: a base model is never deleted"})
-                continue
-            if not old_enough(m.created):
-                continue
-            rows.append({"kind": "model", "id": m.id, "name": f"owned by {m.owned_by}",
-                         "created_at": _local_time(m.created), "bytes": None, "action": "delete"})
+        rows += _model_rows(client, None if models is True else set(models), old_enough)
+    deleted_files = _delete(client, rows, dry_run)
+    if deleted_files:
+        _forget(client, deleted_files)
+    df = pd.DataFrame(rows, columns=["kind", "id", "name", "created_at", "bytes", "action"])
+    print(_summary(df, dry_run))
+    return df
+
+
+def _file_rows(client, wanted: set[str] | None, old_enough) -> list[dict]:
+    """The files to delete (all fine-tuning files, or the ``wanted`` ids), those in use kept."""
+    in_use = set()
+    for job in client.fine_tuning.jobs.list(limit=100):
+        if job.status in ACTIVE_STATUSES:
+            in_use.update(x for x in (job.training_file, job.validation_file) if x)
+    rows = []
+    for f in client.files.list():
+        chosen = f.purpose in ("fine-tune", lifecycle.RESULTS_PURPOSE) if wanted is None else f.id in wanted
+        if not chosen or not old_enough(f.created_at):
+            continue
+        rows.append({"kind": "file", "id": f.id, "name": f"{f.filename} ({f.purpose})",
+                     "created_at": _local_time(f.created_at), "bytes": f.bytes,
+                     "action": "kept: used by a job still going" if f.id in in_use else "delete"})
+    return rows
+
+
+def _model_rows(client, wanted: set[str] | None, old_enough) -> list[dict]:
+    """The fine-tuned models to delete; a base model named in ``wanted`` is listed as kept."""
+    rows = []
+    for m in client.models.list():
+        if wanted is not None and m.id not in wanted:
+            continue
+        row = {"kind": "model", "id": m.id, "created_at": _local_time(m.created), "bytes": None}
+        if not _is_fine_tuned(m):
+            if wanted is not None:
+                rows.append({**row, "name": m.owned_by, "action": "kept: a base model is never deleted"})
+        elif old_enough(m.created):
+            rows.append({**row, "name": f"owned by {m.owned_by}", "action": "delete"})
+    return rows
+
+
+def _delete(client, rows: list[dict], dry_run: bool) -> list[str]:
+    """Delete what ``rows`` mark "delete" (or mark it "would delete"); the ids of deleted files."""
+    import openai
+
     deleted_files = []
     for row in rows:
         if row["action"] != "delete":
@@ -126,13 +143,13 @@ def cleanup(
         except openai.APIStatusError as e:
             message = e.body.get("message") if isinstance(e.body, dict) else str(e)
             row["action"] = f"error: {message}"
-    if deleted_files:
-        _forget(client, deleted_files)
-    df = pd.DataFrame(rows, columns=["kind", "id", "name", "created_at", "bytes", "action"])
+    return deleted_files
+
+
+def _summary(df, dry_run: bool) -> str:
     verb = "would delete" if dry_run else "deleted"
     n_files = int(((df["kind"] == "file") & (df["action"] == verb)).sum())
     n_models = int(((df["kind"] == "model") & (df["action"] == verb)).sum())
     size = df.loc[(df["kind"] == "file") & (df["action"] == verb), "bytes"].fillna(0).sum()
-    print(f"{'dry run: ' if dry_run else ''}{verb} {n_files} file(s) ({size / 1e6:,.2f} MB) and {n_models} "
-          f"fine-tuned model(s)" + ("; pass dry_run=False to delete" if dry_run and (n_files or n_models) else ""))
-    return df
+    return (f"{'dry run: ' if dry_run else ''}{verb} {n_files} file(s) ({size / 1e6:,.2f} MB) and {n_models} "
+            f"fine-tuned model(s)" + ("; pass dry_run=False to delete" if dry_run and (n_files or n_models) else ""))

@@ -128,23 +128,13 @@ def watch(
 
     Taught in notebooks/04_job_lifecycle.ipynb.
     """
-    from tqdm.auto import tqdm
-
     job_id = _job_id(job)
     poll = poll if poll is not None else (2.0 if not backend_of(client).paid else 10.0)
     feed = _EventFeed(client, job_id)
+    progress = _Progress(job_id, print_events, metrics_every)
     started = time.monotonic()
-    bar = None
-    last_status = None
-    last_metrics: dict = {}
     failures = 0
-    shown_postfix = ""
     current = job if not isinstance(job, str) else None
-
-    def say(line: str) -> None:
-        if print_events:
-            (bar.write if bar is not None else print)(line)
-
     try:
         while True:
             try:
@@ -154,55 +144,16 @@ def watch(
             except Exception as e:
                 if not _is_transient(e):
                     raise
-                failures += 1
-                wait = min(60.0, poll * 2 ** min(failures, 5))
-                say(f"(could not reach the API: {type(e).__name__}; retrying in {wait:.0f} s -- the job is unaffected)")
-                time.sleep(wait)
+                failures = _back_off(e, failures, poll, progress.say)
                 continue
-            for event in new:
-                data = _metric_data(event)
-                if data is None:
-                    say(_event_line(event))
-                    continue
-                last_metrics = data
-                total = data.get("total_steps")
-                if bar is None and total:
-                    bar = tqdm(total=int(total), desc=job_id, unit="step", dynamic_ncols=True)
-                    every = metrics_every or max(1, int(total) // 10)
-                if bar is not None:
-                    if total and bar.total != int(total):
-                        bar.total = int(total)
-                    bar.update(max(0, int(data["step"]) - bar.n))
-                    step = int(data["step"])
-                    if step % every == 0 or step == bar.total or "valid_loss" in data or "valid_reward_mean" in data:
-                        say(_event_line(event))
-            status = current.status
-            if status != last_status:
-                if status not in KNOWN_STATUSES:
-                    say(f"status: {status} (a status ftkit does not know; shown as is, still watching)")
-                elif bar is None:
-                    say(f"status: {status}")
-                last_status = status
-            if bar is not None:
-                parts = [status]
-                if "train_loss" in last_metrics:
-                    parts.append(f"loss {float(last_metrics['train_loss']):.3f}")
-                parts += _preference_parts(last_metrics)
-                eta = getattr(current, "estimated_finish", None)
-                if eta and status not in TERMINAL_STATUSES:
-                    parts.append(f"finish ~{_local_time(eta):%H:%M}")
-                postfix = " | ".join(parts)
-                if postfix != shown_postfix:  # redraw only on change: logs stay short where there is no TTY
-                    bar.set_postfix_str(postfix, refresh=True)
-                    shown_postfix = postfix
-            if _is_finished(current):
-                break
-            if status == "paused" and return_when_paused:
+            progress.show_events(new)
+            progress.show_status(current)
+            if _is_finished(current) or (current.status == lifecycle.PAUSED and return_when_paused):
                 break
             if timeout is not None and time.monotonic() - started > timeout:
                 raise WatchTimeout(
                     f"stopped watching {job_id} after {_duration(timeout)}; the job keeps going on the server "
-                    f"(status {status}). Watch again with ftkit.jobs.watch(client, '{job_id}').", current)
+                    f"(status {current.status}). Watch again with ftkit.jobs.watch(client, '{job_id}').", current)
             time.sleep(poll)
     except KeyboardInterrupt:
         status = current.status if current is not None else "unknown"
@@ -211,24 +162,108 @@ def watch(
             f"Watch again with ftkit.jobs.watch(client, '{job_id}'), or stop it with "
             f"ftkit.jobs.cancel(client, '{job_id}').", current) from None
     finally:
-        if bar is not None:
-            if current is not None and current.status == lifecycle.SUCCEEDED and bar.total:
-                bar.update(bar.total - bar.n)
-            bar.close()
+        progress.close(current)
     _print_outcome(current, time.monotonic() - started)
     return current
+
+
+def _back_off(error: Exception, failures: int, poll: float, say) -> int:
+    """Wait after a transient API error (a growing pause, at most a minute); the new failure count."""
+    failures += 1
+    wait = min(60.0, poll * 2 ** min(failures, 5))
+    say(f"(could not reach the API: {type(error).__name__}; retrying in {wait:.0f} s -- the job is unaffected)")
+    time.sleep(wait)
+    return failures
+
+
+class _Progress:
+    """What :func:`watch` shows: a ``tqdm.auto`` bar over training steps, made by the first metrics
+    event (its ``total_steps`` sets the length), labelled with the status, the latest figures and
+    the estimated finish; other events printed once each, metrics events one in ``every``."""
+
+    def __init__(self, job_id: str, print_events: bool, metrics_every: int | None) -> None:
+        self.job_id, self.print_events, self.metrics_every = job_id, print_events, metrics_every
+        self.bar = None
+        self.every = 1
+        self.last_metrics: dict = {}
+        self.last_status: str | None = None
+        self.shown_label = ""
+
+    def say(self, line: str) -> None:
+        if self.print_events:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def show_events(self, new: list) -> None:
+        for event in new:
+            data = _metric_data(event)
+            if data is None:
+                self.say(_event_line(event))
+                continue
+            self.last_metrics = data
+            if self._advance(data):
+                self.say(_event_line(event))
+
+    def _advance(self, data: dict) -> bool:
+        """Move the bar to this metrics event's step; whether the event deserves a printed line."""
+        total = data.get("total_steps")
+        if self.bar is None and total:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=int(total), desc=self.job_id, unit="step", dynamic_ncols=True)
+            self.every = self.metrics_every or max(1, int(total) // 10)
+        if self.bar is None:
+            return False
+        if total and self.bar.total != int(total):
+            self.bar.total = int(total)
+        step = int(data["step"])
+        self.bar.update(max(0, step - self.bar.n))
+        return (step % self.every == 0 or step == self.bar.total or "valid_loss" in data
+                or "valid_reward_mean" in data)
+
+    def show_status(self, job) -> None:
+        status = job.status
+        if status != self.last_status:
+            if status not in KNOWN_STATUSES:
+                self.say(f"status: {status} (a status ftkit does not know; shown as is, still watching)")
+            elif self.bar is None:
+                self.say(f"status: {status}")
+            self.last_status = status
+        if self.bar is not None:
+            label = _bar_label(job, self.last_metrics)
+            if label != self.shown_label:  # redraw only on change: logs stay short where there is no TTY
+                self.bar.set_postfix_str(label, refresh=True)
+                self.shown_label = label
+
+    def close(self, job) -> None:
+        if self.bar is None:
+            return
+        if job is not None and job.status == lifecycle.SUCCEEDED and self.bar.total:
+            self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
+
+
+def _bar_label(job, metrics: Mapping) -> str:
+    """The bar's label: status | loss | the method's own figures | estimated finish."""
+    parts = [job.status]
+    if "train_loss" in metrics:
+        parts.append(f"loss {float(metrics['train_loss']):.3f}")
+    parts += _preference_parts(metrics)
+    eta = getattr(job, "estimated_finish", None)
+    if eta and job.status not in TERMINAL_STATUSES:
+        parts.append(f"finish ~{_local_time(eta):%H:%M}")
+    return " | ".join(parts)
 
 
 def _print_outcome(job, waited: float) -> None:
     took = (job.finished_at - job.created_at) if job.finished_at and job.created_at else None
     if job.status == lifecycle.SUCCEEDED:
         print(f"{job.id} succeeded in {_duration(took)}: {job.fine_tuned_model}")
-    elif job.status == "failed":
+    elif job.status == lifecycle.FAILED:
         error = _as_dict(job.error)
         print(f"{job.id} failed: {error.get('message') or error or 'no reason given'}")
     elif job.status == lifecycle.CANCELLED:
         print(f"{job.id} was cancelled")
-    elif job.status == "paused":
+    elif job.status == lifecycle.PAUSED:
         print(f"{job.id} is paused: it will not move until resumed -- ftkit.jobs.resume(client, '{job.id}'), "
               "then watch it again")
     else:
