@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from orjson import loads as _fast_loads  # ~2x json; lines it refuses go through json
 
+from . import lifecycle
 from .tokens import ExampleTokens, TokenCounter, describe
 
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
@@ -302,9 +303,9 @@ class _Checker:
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
-        if "messages" in ex and self.method == "reinforcement":
+        if "messages" in ex and self.method == lifecycle.REINFORCEMENT:
             self.reinforcement(ex)
-            return "reinforcement"
+            return lifecycle.REINFORCEMENT  # the file kind is named after its method
         if "messages" in ex:
             self.chat(ex)
             return "chat"
@@ -815,7 +816,7 @@ def validate(
     check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], "reinforcement": []}
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], lifecycle.REINFORCEMENT: []}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 

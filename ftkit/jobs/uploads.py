@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import catalog
 from ..backend import backend_of
+from ..hashing import sha256_file
 from ..validation import ValidationReport
 from .api import UploadRefused, _local_time
 
@@ -53,16 +54,8 @@ def file_sha256(source) -> str:
     """The SHA-256 of what :func:`upload` would send for ``source`` (path, list or DataFrame)."""
     records = _records_of(source)
     if records is None:
-        return _sha256_path(Path(source))
+        return sha256_file(Path(source))
     return hashlib.sha256(_jsonl_bytes(records)).hexdigest()
-
-
-def _sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _record_path() -> Path:

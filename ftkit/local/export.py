@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -47,6 +46,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import sha256_file
 from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
 
@@ -174,14 +174,6 @@ def find_model(store: Store, model: str) -> ExportSource:
 
 # ---------------------------------------------------------------------------------------------
 # What the model card says
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -637,7 +629,7 @@ def _write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, outtype: str,
 
 
 def _file_list(directory: Path) -> list[dict]:
-    return [{"path": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return [{"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(directory.iterdir()) if p.is_file() and p.name not in (CARD_FILE, EXPORT_FILE)]
 
 
