@@ -37,6 +37,20 @@ from numbers import Integral, Real
 
 from . import catalog, lifecycle
 
+# The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
+# notebook estimates it: aim for 3 epochs, but keep the number of example-passes
+# (examples x epochs) between 100 and 25,000, and the epochs between 1 and 25. The rule lives in
+# the torch-free method registry (the local server's "auto" epochs use it too, and the server must
+# not import a lesson); this lesson teaches it from there.
+from .methods import (
+    MAX_DEFAULT_EPOCHS,
+    MAX_TARGET_EXAMPLES,
+    MIN_DEFAULT_EPOCHS,
+    MIN_TARGET_EXAMPLES,
+    TARGET_EPOCHS,
+    default_epochs,
+)
+
 __all__ = [
     "MAX_DEFAULT_EPOCHS",
     "MAX_TARGET_EXAMPLES",
@@ -67,15 +81,6 @@ __all__ = [
     "training_cost",
     "training_tokens",
 ]
-
-# The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
-# notebook estimates it: aim for 3 epochs, but keep the number of example-passes
-# (examples x epochs) between 100 and 25,000, and the epochs between 1 and 25.
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
 
 _PER_MILLION = 1_000_000
 
@@ -139,26 +144,7 @@ def _priced_entry(model: str, on) -> catalog.CatalogEntry:
 
 
 # ---------------------------------------------------------------------------------------------
-# Epochs
-
-
-def default_epochs(n_examples: int) -> int:
-    """The number of epochs the hosted API picks by default ("auto") for ``n_examples`` examples.
-
-    The rule (OpenAI cookbook, "Data preparation and analysis for chat model fine-tuning"):
-    start from 3 epochs; if that gives fewer than 100 example-passes, use
-    ``min(25, 100 // n_examples)``; if it gives more than 25,000, use
-    ``max(1, 25_000 // n_examples)``. So 10 examples train for 10 epochs, 40 for 3,
-    10,000 for 2 and 30,000 for 1. It is the cookbook's estimate, not a published guarantee.
-
-    Taught in notebooks/03_cost_math.ipynb.
-    """
-    n = _count("n_examples", n_examples, allow_zero=False)
-    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
-    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
-    return TARGET_EPOCHS
+# Epochs (default_epochs: ftkit.methods, imported above)
 
 
 def epochs_table(sizes=(1, 3, 10, 20, 33, 34, 100, 1_000, 8_333, 8_334, 10_000, 30_000)):

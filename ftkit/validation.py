@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from orjson import loads as _fast_loads  # ~2x json; lines it refuses go through json
 
-from . import lifecycle
+from . import lifecycle, methods
 from .tokens import ExampleTokens, TokenCounter, describe
 
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
@@ -289,6 +289,8 @@ class _Checker:
         self.problems = problems
         self.line = 0
         self.method = method
+        # a method that trains on prompts to answer (reinforcement), not on finished conversations
+        self.prompts_only = method is not None and methods.get(method).file_kind == lifecycle.REINFORCEMENT
         self.grader_fields = sorted(set(grader_fields))
         # After example(): True when the example is only a list of plain text messages, so it
         # nests three levels at most -- the common case, which needs no depth check.
@@ -303,7 +305,7 @@ class _Checker:
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
-        if "messages" in ex and self.method == lifecycle.REINFORCEMENT:
+        if "messages" in ex and self.prompts_only:
             self.reinforcement(ex)
             return lifecycle.REINFORCEMENT  # the file kind is named after its method
         if "messages" in ex:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from .. import catalog, lifecycle
+from .. import catalog, lifecycle, methods
 from ..validation import InvalidTrainingFile, ValidationReport
 
 if TYPE_CHECKING:
@@ -26,16 +26,10 @@ RESULT_COLUMNS = lifecycle.RESULT_COLUMNS[lifecycle.SUPERVISED]
 CHECKPOINT_METRICS = lifecycle.CHECKPOINT_METRICS
 #: Checkpoint metrics of a DPO job: the last step's (as in its results file) and the full-validation
 #: figures (``full_valid_loss``, ``full_valid_reward_margin`` ...).
-DPO_CHECKPOINT_METRICS = [
-    *(c for c in lifecycle.RESULT_COLUMNS[lifecycle.DPO] if c != lifecycle.STEP),
-    lifecycle.FULL_VALID_LOSS, *(lifecycle.dpo_metric("full_valid", q) for q in lifecycle.DPO_QUANTITIES),
-]
+DPO_CHECKPOINT_METRICS = methods.get(lifecycle.DPO).checkpoint_metrics
 #: Checkpoint metrics of a reinforcement (RFT) job: the last step's and the whole validation file
 #: answered greedily and graded (``full_valid_reward_mean`` ...).
-RFT_CHECKPOINT_METRICS = [
-    *(c for c in lifecycle.RESULT_COLUMNS[lifecycle.REINFORCEMENT] if c != lifecycle.STEP),
-    *(f"full_valid_{q}" for q in lifecycle.RFT_QUANTITIES),
-]
+RFT_CHECKPOINT_METRICS = methods.get(lifecycle.REINFORCEMENT).checkpoint_metrics
 _TRANSIENT = ("APIConnectionError", "APITimeoutError", "InternalServerError", "RateLimitError")
 
 

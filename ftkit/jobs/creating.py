@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import catalog, lifecycle
+from .. import catalog, lifecycle, methods
 from ..backend import backend_of
 from ..validation import ValidationReport
 from .api import JobsError, ModelUnavailable, OverBudget, _api_call, _file_id, _usd
@@ -119,7 +119,6 @@ def estimate(
 
     Taught in notebooks/04_job_lifecycle.ipynb.
     """
-    from .. import cost
 
     backend = backend_of(client)
     model = model or backend.base_model
@@ -152,7 +151,7 @@ def estimate(
         if n_epochs is not None:
             epochs, why = int(n_epochs), "given"
         elif n_examples:
-            epochs, why = cost.default_epochs(n_examples), f"the API default for {n_examples:,} examples"
+            epochs, why = methods.default_epochs(n_examples), f"the API default for {n_examples:,} examples"
     usd_per_1m = usd = None
     if entry is not None and entry.priced and entry.training_usd_per_1m is not None:
         usd_per_1m = entry.training_usd_per_1m
@@ -165,17 +164,9 @@ def estimate(
                        counted_with, avail, tuple(notes))
 
 
-_METHOD_HYPERPARAMETERS = {
-    lifecycle.SUPERVISED: ("n_epochs", "batch_size", "learning_rate_multiplier"),
-    lifecycle.DPO: ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
-    lifecycle.REINFORCEMENT: ("n_epochs", "batch_size", "learning_rate_multiplier", "compute_multiplier",
-                              "eval_interval", "eval_samples", "reasoning_effort"),
-}
-
-
 def _hyperparameters(hyperparameters: Mapping | None, method: str = lifecycle.SUPERVISED, **given) -> dict:
     hp = dict(hyperparameters or {})
-    known = _METHOD_HYPERPARAMETERS[method]
+    known = methods.get(method).hyperparameters
     unknown = set(hp) - set(known) | {k for k, v in given.items() if v is not None and k not in known}
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {sorted(unknown)} for the {method} method: use "
@@ -240,12 +231,13 @@ def create_job(
                                               and Path(given).exists()):
             raise JobsError(f"{given} is a local file: upload it first (file = ftkit.jobs.upload(client, path)) and "
                             "pass the uploaded file")
-    if method not in _METHOD_HYPERPARAMETERS:
-        raise ValueError(f"method must be one of {', '.join(_METHOD_HYPERPARAMETERS)}, not {method!r}")
+    if method not in methods.names():
+        raise ValueError(f"method must be one of {', '.join(methods.names())}, not {method!r}")
     train_id = _file_id(training_file)
     valid_id = _file_id(validation_file) if validation_file is not None else None
-    if (method == lifecycle.REINFORCEMENT) != (grader is not None):
-        raise ValueError("a reinforcement job needs a grader (grader={...}), and only a reinforcement job takes one")
+    if methods.get(method).needs_grader != (grader is not None):
+        raise ValueError(f"a {method} job {'needs a grader (grader={...})' if grader is None else 'takes no grader'}; "
+                         "only a method that grades answers (reinforcement) takes one")
     hp = _hyperparameters(hyperparameters, method, n_epochs=n_epochs, batch_size=batch_size,
                           learning_rate_multiplier=learning_rate_multiplier, beta=beta)
     est = estimate(client, training_data if training_data is not None else train_id, model=model,

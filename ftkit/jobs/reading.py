@@ -10,11 +10,8 @@ import base64
 import io
 from collections.abc import Iterable, Mapping
 
-from .. import lifecycle
+from .. import lifecycle, methods
 from .api import (
-    CHECKPOINT_METRICS,
-    DPO_CHECKPOINT_METRICS,
-    RFT_CHECKPOINT_METRICS,
     JobsError,
     NotReady,
     _as_dict,
@@ -56,10 +53,9 @@ def method_of_metrics(keys: Iterable[str]) -> str:
     """
     keys = set(keys)
     splits = ("train", "valid", "full_valid")
-    if any(f"{split}_{q}" in keys for split in splits for q in lifecycle.DPO_QUANTITIES):
-        return lifecycle.DPO
-    if any(f"{split}_{q}" in keys for split in splits for q in lifecycle.RFT_QUANTITIES):
-        return lifecycle.REINFORCEMENT
+    for name in methods.names():  # each method's own quantities (ftkit.methods); supervised has none
+        if any(f"{split}_{q}" in keys for split in splits for q in methods.get(name).quantities):
+            return name
     return lifecycle.SUPERVISED
 
 
@@ -77,7 +73,7 @@ def step_metrics_from_events(events_df, method: str | None = None):
 
     found = [data for data in events_df["data"] if isinstance(data, dict) and "step" in data and "train_loss" in data]
     method = method or method_of_metrics(k for data in found for k in data)
-    columns = lifecycle.RESULT_COLUMNS[method]
+    columns = methods.get(method).result_columns
     rows = []
     for data in found:
         if method == lifecycle.SUPERVISED:
@@ -100,7 +96,7 @@ def step_metrics_from_events(events_df, method: str | None = None):
 def _method_of_job(job) -> str | None:
     """The method type of a job object (None for a bare id or a job without ``method``)."""
     kind = _as_dict(getattr(job, "method", None)).get("type") if not isinstance(job, str) else None
-    return kind if kind in lifecycle.METHODS else None
+    return kind if kind in methods.names() else None
 
 
 def checkpoints(client, job, method: str | None = None):
@@ -124,8 +120,7 @@ def checkpoints(client, job, method: str | None = None):
     for ckpt in client.fine_tuning.jobs.checkpoints.list(_job_id(job), limit=100):
         found.append((ckpt, _as_dict(ckpt.metrics)))
     method = method or _method_of_job(job) or method_of_metrics(k for _, m in found for k in m)
-    metric_columns = {lifecycle.DPO: DPO_CHECKPOINT_METRICS,
-                      lifecycle.REINFORCEMENT: RFT_CHECKPOINT_METRICS}.get(method, CHECKPOINT_METRICS)
+    metric_columns = methods.get(method).checkpoint_metrics
     rows = [{"step": ckpt.step_number, "checkpoint": ckpt.fine_tuned_model_checkpoint,
              **{k: metrics.get(k) for k in metric_columns},
              "created_at": _local_time(ckpt.created_at), "id": ckpt.id} for ckpt, metrics in found]

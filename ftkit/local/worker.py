@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import lifecycle as lc
+from .. import methods
 from . import jobstate
 from .models import MAX_EXAMPLE_TOKENS
 from .store import Store
 
 MAX_INTERRUPTIONS = 3
 CLEANUP_EVERY_SECONDS = 5.0
-#: The kind of training file each method trains on (ftkit.validation's report.kind).
-FILE_KIND = {lc.SUPERVISED: "chat", lc.DPO: "preference", lc.REINFORCEMENT: "reinforcement"}
+#: The kind of training file each method trains on (ftkit.validation's report.kind): a view of
+#: the method registry.
+FILE_KIND = methods.view("file_kind")
 #: Fewest examples per file: the hosted API's 10 for training, any for validation.
 MIN_EXAMPLES = {"training": 10, "validation": 1}
 #: Seconds a trainer may take to stop by itself after a cancel or pause before it is signalled.
@@ -189,10 +191,10 @@ class Worker:
         method = job["method"].get("type", lc.SUPERVISED)
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
         grader_fields: set[str] = set()
-        if method == lc.REINFORCEMENT:
+        if methods.get(method).needs_grader:
             from .. import graders
 
-            grader_fields = graders.compile_grader(job["method"][lc.REINFORCEMENT]["grader"]).item_fields()
+            grader_fields = graders.compile_grader(job["method"][method]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
             if not file_id:
                 continue

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ... import lifecycle as lc
+from ... import methods
 from .. import hyperparameters, jobstate
 from ..store import Store, new_id
 from . import starting, steps, tracking
@@ -103,21 +104,13 @@ class RunContext:
 
 
 def method_for(job: dict):
-    """The method object for a job's ``method.type``."""
-    kind = (job.get("method") or {}).get("type", lc.SUPERVISED)
-    if kind == lc.SUPERVISED:
-        from .sft import Supervised
+    """The method object for a job's ``method.type``: the trainer class its registry entry names
+    (:mod:`ftkit.methods`), imported here, in the trainer process."""
+    import importlib
 
-        return Supervised()
-    if kind == lc.DPO:
-        from .dpo import DirectPreference
-
-        return DirectPreference()
-    if kind == lc.REINFORCEMENT:
-        from .rft import Reinforcement
-
-        return Reinforcement()
-    raise ValueError(f"unknown fine-tuning method {kind!r}")
+    spec = methods.get((job.get("method") or {}).get("type", lc.SUPERVISED))
+    module, _, name = spec.trainer.partition(":")
+    return getattr(importlib.import_module(module), name)()
 
 
 class JobRun:
@@ -363,7 +356,7 @@ class JobRun:
 
     def write_results(self, results: list[dict]) -> str:
         """The results file (``step_metrics.csv``) with the method's columns."""
-        columns = lc.RESULT_COLUMNS[self.method.name]
+        columns = methods.get(self.method.name).result_columns
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
