@@ -26,6 +26,11 @@ The launch figures, reproduced here (OpenAI, "GPT-3.5 Turbo fine-tuning and API 
 dearer, are counted.
 
 The local backend has no price: its cost is CPU time (:func:`local_run_cost`).
+
+Why one module of ~1,200 lines: it is notebook 03's whole lesson, read beside it in the lesson's
+order (billed tokens, training cost, inference cost, break-even, price history, the local CPU
+cost, their plots), and each part builds on the one before; the epochs rule it teaches lives in
+:mod:`ftkit.methods` (the local server uses it too).
 """
 
 from __future__ import annotations

@@ -29,6 +29,9 @@ model -- the training data and the settings of each job -- and what it does: its
 
 The API key is never printed, logged or stored: the manifest keeps the base URL only.
 This module imports without torch.
+
+Why one module of ~1,000 lines: snapshot, replay and compare share one manifest format and its
+resume rules (written by one step, read by the next), and notebook 08 follows them in order.
 """
 
 from __future__ import annotations

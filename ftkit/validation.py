@@ -13,6 +13,10 @@ memory; a line nested deeper than ``max_depth`` (default 128 levels, the bound s
 is an error of that line, measured without recursion before anything recursive (json, a
 comparison, the token counter) sees it; only regular files are read (a FIFO, a device such as
 /dev/zero or a directory is refused at once).
+
+Why one module of ~1,000 lines: the reader, the checks and the table of codes (:data:`CODES`)
+are one streaming pass that must stay in step -- each check emits a code the table explains, on
+the line the reader is at -- and the CLI and notebook 02 quote the codes from here.
 """
 
 from __future__ import annotations

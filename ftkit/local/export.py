@@ -28,6 +28,10 @@ method and the hyperparameters the run used, the final metrics, the job, the dat
 
 :func:`answers_without_ftkit` runs an export in a fresh Python process that never imports ftkit
 (plain transformers / peft) and returns its greedy answers, to check an export on its own.
+
+Why one module of ~800 lines: the three formats share one pipeline (resolve the model from the
+store, load base and adapter, merge, write, then the model card from the same facts), and the
+card must describe exactly what the writer wrote.
 """
 
 from __future__ import annotations
