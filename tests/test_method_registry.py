@@ -88,3 +88,26 @@ def _chat_report():
 
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     return validate([chat], token_counter=Words(), encoding="words", min_examples=1, method="toy")
+
+
+def test_every_registered_trainer_fulfils_the_whole_contract():
+    import importlib
+    import inspect
+
+    from ftkit.local.training.contract import TrainingMethod
+
+    hooks = {name for name, value in vars(TrainingMethod).items() if getattr(value, "__isabstractmethod__", False)}
+    assert {"load", "step", "evaluate", "results_row", "checkpoint_metrics", "message", "close"} <= hooks
+    for name in methods.names():
+        module, _, cls = methods.get(name).trainer.partition(":")
+        trainer = getattr(importlib.import_module(module), cls)
+        assert issubclass(trainer, TrainingMethod) and not inspect.isabstract(trainer) and trainer.name == name
+
+    class Partial(TrainingMethod):  # a method that forgets a hook cannot be made at all
+        name = "partial"
+
+        def load(self, path, tokenizer):
+            return []
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()

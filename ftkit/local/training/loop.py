@@ -38,6 +38,7 @@ from ... import methods
 from .. import hyperparameters, jobstate
 from ..store import Store, new_id
 from . import starting, steps, tracking
+from .contract import TrainingMethod
 
 KEEP_CHECKPOINTS = 3
 #: Save a resumable state at least this often (seconds of training), besides every epoch end.
@@ -110,7 +111,11 @@ def method_for(job: dict):
 
     spec = methods.get((job.get("method") or {}).get("type", lc.SUPERVISED))
     module, _, name = spec.trainer.partition(":")
-    return getattr(importlib.import_module(module), name)()
+    method = getattr(importlib.import_module(module), name)()
+    if not isinstance(method, TrainingMethod):  # the contract: every hook, none probed for
+        raise TypeError(f"{spec.trainer} (method {spec.name!r}) must subclass ftkit.local.training.contract."
+                        "TrainingMethod")
+    return method
 
 
 class JobRun:
@@ -221,7 +226,7 @@ class JobRun:
             raise
         finally:
             self.tracking.finish(self.store.get_job(self.job_id)["status"])  # no-op once finished
-            getattr(method, "close", lambda: None)()
+            method.close()
 
     def train_epochs(self, run: _Run) -> None:
         """Train from ``run.state`` to the last epoch; raises :class:`JobStopped` between steps."""
@@ -255,7 +260,7 @@ class JobRun:
                 row = method.results_row(data)
                 state.results.append(row)
                 self.tracking.log_step(row)
-                message = method.message(data, total) if hasattr(method, "message") else _step_message(data, total)
+                message = method.message(data, total)
                 self.event(message, type=lc.EVENT_TYPE_METRICS, data=data)
                 run.step_times.append(time.time() - t0)
                 recent = run.step_times[-10:]
@@ -385,12 +390,6 @@ class _Run:
     start: starting.StartingModel
     step_times: list[float] = field(default_factory=list)
 
-
-def _step_message(data: dict, total: int) -> str:
-    message = f"Step {data[lc.STEP]}/{total}: training loss={data[lc.TRAIN_LOSS]:.2f}"
-    if data.get(lc.VALID_LOSS) is not None:
-        message += f", validation loss={data[lc.VALID_LOSS]:.2f}"
-    return message
 
 
 def _full_validation_message(full: dict) -> str:
