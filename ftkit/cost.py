@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 
 from . import catalog, lifecycle
 
@@ -54,6 +54,9 @@ from .methods import (
     MIN_TARGET_EXAMPLES,
     TARGET_EPOCHS,
     default_epochs,
+)
+from .methods import (
+    whole_number as _count,  # one check of whole numbers, shared with the epochs rule
 )
 
 __all__ = [
@@ -117,19 +120,6 @@ def _price(x: float | None) -> str:
         return "n/a"
     whole, _, frac = f"{x:,.4f}".rstrip("0").partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
-
-
-def _count(name: str, value, *, allow_zero: bool = True) -> int:
-    """A non-negative whole number of tokens/examples/requests, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        if isinstance(value, Real) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"{name} must be a whole number, got {value!r}")
-    value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value:,}")
-    return value
 
 
 def _positive(name: str, value) -> float:

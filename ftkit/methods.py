@@ -44,7 +44,7 @@ from . import lifecycle as lc
 __all__ = [
     "DEFAULT_BETA", "MAX_BATCH_SIZE", "MAX_DEFAULT_EPOCHS", "MAX_TARGET_EXAMPLES", "MIN_DEFAULT_EPOCHS",
     "MIN_TARGET_EXAMPLES", "REASONING_EFFORTS", "SAMPLES_PER_PROMPT", "TARGET_EPOCHS", "Method", "Rule",
-    "default_epochs", "get", "names", "register", "unregister", "view",
+    "default_epochs", "get", "names", "register", "unregister", "view", "whole_number",
 ]
 
 # The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
@@ -63,6 +63,19 @@ SAMPLES_PER_PROMPT = 4
 REASONING_EFFORTS = ("default", "low", "medium", "high")
 
 
+def whole_number(name: str, value, *, allow_zero: bool = True) -> int:
+    """A non-negative whole number (of examples, tokens, requests ...), or a clear error naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        if isinstance(value, Real) and float(value).is_integer():
+            value = int(value)
+        else:
+            raise TypeError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value:,}")
+    return value
+
+
 def default_epochs(n_examples: int) -> int:
     """The number of epochs the hosted API picks by default ("auto") for ``n_examples`` examples.
 
@@ -75,14 +88,7 @@ def default_epochs(n_examples: int) -> int:
 
     Taught in notebooks/03_cost_math.ipynb (``ftkit.cost.default_epochs`` is this function).
     """
-    if isinstance(n_examples, bool) or not isinstance(n_examples, Integral):
-        if isinstance(n_examples, Real) and float(n_examples).is_integer():
-            n_examples = int(n_examples)
-        else:
-            raise TypeError(f"n_examples must be a whole number, got {n_examples!r}")
-    n = int(n_examples)
-    if n < 1:
-        raise ValueError(f"n_examples must be >= 1, got {n:,}")
+    n = whole_number("n_examples", n_examples, allow_zero=False)
     if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
         return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
     if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
