@@ -26,6 +26,11 @@ The launch figures, reproduced here (OpenAI, "GPT-3.5 Turbo fine-tuning and API 
 dearer, are counted.
 
 The local backend has no price: its cost is CPU time (:func:`local_run_cost`).
+
+Why one module of ~1,200 lines: it is notebook 03's whole lesson, read beside it in the lesson's
+order (billed tokens, training cost, inference cost, break-even, price history, the local CPU
+cost, their plots), and each part builds on the one before; the epochs rule it teaches lives in
+:mod:`ftkit.methods` (the local server uses it too).
 """
 
 from __future__ import annotations
@@ -33,9 +38,26 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, field
-from numbers import Integral, Real
+from numbers import Real
 
 from . import catalog, lifecycle
+
+# The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
+# notebook estimates it: aim for 3 epochs, but keep the number of example-passes
+# (examples x epochs) between 100 and 25,000, and the epochs between 1 and 25. The rule lives in
+# the torch-free method registry (the local server's "auto" epochs use it too, and the server must
+# not import a lesson); this lesson teaches it from there.
+from .methods import (
+    MAX_DEFAULT_EPOCHS,
+    MAX_TARGET_EXAMPLES,
+    MIN_DEFAULT_EPOCHS,
+    MIN_TARGET_EXAMPLES,
+    TARGET_EPOCHS,
+    default_epochs,
+)
+from .methods import (
+    whole_number as _count,  # one check of whole numbers, shared with the epochs rule
+)
 
 __all__ = [
     "MAX_DEFAULT_EPOCHS",
@@ -67,16 +89,6 @@ __all__ = [
     "training_cost",
     "training_tokens",
 ]
-
-# The hosted API's default number of epochs ("auto"), as the OpenAI cookbook's data-preparation
-# notebook estimates it: aim for 3 epochs; raise them towards 100 example-passes (examples x
-# epochs) or lower them towards 25,000, within 1 to 25 epochs. Rounding down and the clamp leave
-# some sizes outside 100-25,000 (1 example: 25 passes; 30,000 examples: 30,000), see epochs_table.
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 25_000
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
 
 _PER_MILLION = 1_000_000
 
@@ -110,19 +122,6 @@ def _price(x: float | None) -> str:
     return f"${whole}.{frac.ljust(2, '0')}"
 
 
-def _count(name: str, value, *, allow_zero: bool = True) -> int:
-    """A non-negative whole number of tokens/examples/requests, or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        if isinstance(value, Real) and float(value).is_integer():
-            value = int(value)
-        else:
-            raise TypeError(f"{name} must be a whole number, got {value!r}")
-    value = int(value)
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '>= 1'}, got {value:,}")
-    return value
-
-
 def _positive(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a number >= 0, got {value!r}")
@@ -140,26 +139,7 @@ def _priced_entry(model: str, on) -> catalog.CatalogEntry:
 
 
 # ---------------------------------------------------------------------------------------------
-# Epochs
-
-
-def default_epochs(n_examples: int) -> int:
-    """The number of epochs the hosted API picks by default ("auto") for ``n_examples`` examples.
-
-    The rule (OpenAI cookbook, "Data preparation and analysis for chat model fine-tuning"):
-    start from 3 epochs; if that gives fewer than 100 example-passes, use
-    ``min(25, 100 // n_examples)``; if it gives more than 25,000, use
-    ``max(1, 25_000 // n_examples)``. So 10 examples train for 10 epochs, 40 for 3,
-    10,000 for 2 and 30,000 for 1. It is the cookbook's estimate, not a published guarantee.
-
-    Taught in notebooks/03_cost_math.ipynb.
-    """
-    n = _count("n_examples", n_examples, allow_zero=False)
-    if n * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n)
-    if n * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n)
-    return TARGET_EPOCHS
+# Epochs (default_epochs: ftkit.methods, imported above)
 
 
 def epochs_table(sizes=(1, 3, 10, 20, 33, 34, 100, 1_000, 8_333, 8_334, 10_000, 30_000)):

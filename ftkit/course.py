@@ -24,8 +24,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import lifecycle
-
 __all__ = [
     "QUICK", "EnvironmentProblem", "check_environment", "data_path", "environment", "headline", "repo_root", "run",
 ]
@@ -471,6 +469,18 @@ class TriageSettings:
         """The job's metadata: how :func:`triage_job` finds it again."""
         return {"course": "ftkit", "lesson": self.lesson, "mode": self.mode, "recipe": self.recipe}
 
+    def job_recipe(self):
+        """This run as a :class:`ftkit.jobs.Recipe` (what :func:`triage_job` ensures)."""
+        from .jobs import Recipe
+
+        meta = self.metadata
+        return Recipe("the ticket-triage model", self.training_examples(), f"tickets-train-{self.mode}.jsonl",
+                      validation=self.validation_set() if self.validation_examples != 0 else None,
+                      validation_filename=f"tickets-validation-{self.mode}.jsonl",
+                      hyperparameters=self.hyperparameters, suffix=self.suffix, seed=self.seed,
+                      labels={k: v for k, v in meta.items() if k != "recipe"}, fingerprint=meta["recipe"],
+                      description=f"{self.mode} mode: {self.why}")
+
     def job_kwargs(self) -> dict:
         """Keyword arguments for :func:`ftkit.jobs.create_job` (besides the files)."""
         return {**self.hyperparameters, "suffix": self.suffix, "seed": self.seed, "metadata": self.metadata}
@@ -553,9 +563,8 @@ def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | 
     Reuses the newest succeeded job whose metadata matches the course's settings
     (``{"course": "ftkit", "lesson": "04", "mode": "quick"|"full", "recipe": ...}``, the recipe
     being a hash of :data:`TRIAGE_SETTINGS` and the data) and whose fine-tuned model still exists;
-    waits for a matching job that is still running; otherwise runs one: uploads the training and
-    validation tickets with :func:`ftkit.jobs.upload`, creates the job with
-    :func:`ftkit.jobs.create_job` and follows it with :func:`ftkit.jobs.watch`. Returns the
+    waits for a matching job that is still running; otherwise runs one: :func:`ftkit.jobs.ensure_job`
+    with :meth:`TriageSettings.job_recipe` (upload, create_job, watch). Returns the
     ``FineTuningJob`` (``.fine_tuned_model`` is the model to call).
 
     ``settings`` runs or reuses another recipe of the same task instead (notebook 05's learning
@@ -564,29 +573,7 @@ def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | 
 
     Taught in notebooks/04_job_lifecycle.ipynb (which runs the same steps one by one).
     """
-    from . import jobs
+    from .jobs import ensure_job
 
     settings = settings or triage_settings(quick)
-    say = print if verbose else (lambda *a, **k: None)
-    job = jobs.find_job(client, settings.metadata)
-    if job is not None and job.status == lifecycle.SUCCEEDED:
-        say(f"Reusing {job.id} ({settings.mode} mode, finished {time.strftime('%Y-%m-%d %H:%M', time.localtime(job.finished_at))}): "
-            f"{job.fine_tuned_model}")
-        return job
-    if job is not None:
-        say(f"A matching job is already under way: {job.id} ({job.status}); waiting for it.")
-        job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
-    else:
-        say(f"Training the ticket-triage model ({settings.mode} mode: {settings.why}).")
-        train = jobs.upload(client, settings.training_examples(), filename=f"tickets-train-{settings.mode}.jsonl",
-                            verbose=verbose)
-        valid = None
-        if settings.validation_examples != 0:
-            valid = jobs.upload(client, settings.validation_set(),
-                                filename=f"tickets-validation-{settings.mode}.jsonl", min_examples=1, verbose=verbose)
-        job = jobs.create_job(client, train, validation_file=valid, verbose=verbose, **settings.job_kwargs())
-        job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
-    if job.status != lifecycle.SUCCEEDED:
-        error = getattr(job.error, "message", None) or job.error
-        raise RuntimeError(f"the ticket-triage job {job.id} ended {job.status}: {error}")
-    return job
+    return ensure_job(client, settings.job_recipe(), timeout=timeout, verbose=verbose)

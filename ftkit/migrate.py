@@ -29,6 +29,9 @@ model -- the training data and the settings of each job -- and what it does: its
 
 The API key is never printed, logged or stored: the manifest keeps the base URL only.
 This module imports without torch.
+
+Why one module of ~1,000 lines: snapshot, replay and compare share one manifest format and its
+resume rules (written by one step, read by the next), and notebook 08 follows them in order.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from . import lifecycle
+from .hashing import sha256_file
 
 __all__ = [
     "DEFAULT_MODEL_MAP",
@@ -157,18 +163,6 @@ def _dump(obj) -> dict:
     return dict(obj)
 
 
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")[:80] or "x"
 
@@ -176,14 +170,14 @@ def _slug(text: str) -> str:
 def _hyperparameters(job: dict) -> dict:
     """The job's hyperparameters that have values (not "auto"), from ``method`` or the old field."""
     method = job.get("method") or {}
-    kind = method.get("type") or "supervised"
+    kind = method.get("type") or lifecycle.SUPERVISED
     hp = ((method.get(kind) or {}).get("hyperparameters")) or job.get("hyperparameters") or {}
     return {k: v for k, v in hp.items() if k in ("n_epochs", "batch_size", "learning_rate_multiplier")
             and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _method_type(job: dict) -> str:
-    return (job.get("method") or {}).get("type") or "supervised"
+    return (job.get("method") or {}).get("type") or lifecycle.SUPERVISED
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
@@ -376,7 +370,7 @@ def _download(client, manifest: _Manifest, file_id: str, local_files: Mapping[st
     entry = files.get(file_id) or {"id": file_id}
     if entry.get("path") and entry.get("sha256"):
         path = manifest.directory / entry["path"]
-        if path.is_file() and path.stat().st_size == entry.get("bytes") and _sha256_file(path) == entry["sha256"]:
+        if path.is_file() and path.stat().st_size == entry.get("bytes") and sha256_file(path) == entry["sha256"]:
             return entry
     try:
         info = client.files.retrieve(file_id)
@@ -411,7 +405,7 @@ def _download(client, manifest: _Manifest, file_id: str, local_files: Mapping[st
     tmp = target.with_name(target.name + ".part")
     tmp.write_bytes(content)
     os.replace(tmp, target)
-    entry.update(status="downloaded", path=str(target.relative_to(manifest.directory)), sha256=_sha256_bytes(content),
+    entry.update(status="downloaded", path=str(target.relative_to(manifest.directory)), sha256=hashlib.sha256(content).hexdigest(),
                  error=None, how=how, downloaded_at=_now())
     files[file_id] = entry
     manifest.save()
@@ -548,7 +542,7 @@ def snapshot(
     for job in reversed(listed):
         record = manifest.data["jobs"][job["id"]]
         model = model_for.get(job["id"]) or job.get("fine_tuned_model")
-        if job["status"] != "succeeded" or not model or golden == 0:
+        if job["status"] != lifecycle.SUCCEEDED or not model or golden == 0:
             record["golden"] = {"status": "skipped", "reason": "no fine-tuned model" if golden else "--golden 0"}
             continue
         prompts, from_file = _golden_plan(manifest, job["id"], golden, seed)
@@ -765,9 +759,9 @@ def replay(
                                                       "files": {}, "jobs": {}})
     wanted = set(jobs or [])
     sources = [r["job"] for r in manifest.data["jobs"].values()
-               if r["job"]["status"] == "succeeded" and (not wanted or r["job"]["id"] in wanted)]
+               if r["job"]["status"] == lifecycle.SUCCEEDED and (not wanted or r["job"]["id"] in wanted)]
     rows = []
-    skipped = [r["job"] for r in manifest.data["jobs"].values() if r["job"]["status"] != "succeeded"]
+    skipped = [r["job"] for r in manifest.data["jobs"].values() if r["job"]["status"] != lifecycle.SUCCEEDED]
     for job in skipped:
         rows.append({"source_job": job["id"], "source_model": job["model"], "target_model": None, "job": None,
                      "status": f"not replayed: the source job {job['status']}", "fine_tuned_model": None})
@@ -790,7 +784,7 @@ def replay(
         target_model = mapping[job["model"]][0]
         done = state["jobs"].get(src_id) or {}
         row = {"source_job": src_id, "source_model": job["model"], "target_model": target_model}
-        if _method_type(job) != "supervised":
+        if _method_type(job) != lifecycle.SUPERVISED:
             rows.append({**row, "job": None, "status": f"not replayed: method {_method_type(job)!r} (ftkit "
                          "replays supervised jobs)", "fine_tuned_model": None})
             continue
@@ -961,7 +955,7 @@ def compare(
             if golden_meta.get("path") else []
         row = {"source_job": src_id, "hosted_model": golden_meta.get("model"), "replayed_model": job.fine_tuned_model,
                "status": job.status, "prompts": len(golden)}
-        if job.status != "succeeded" or not golden:
+        if job.status != lifecycle.SUCCEEDED or not golden:
             summary_rows.append({**row, "identical": math.nan, "equal": math.nan})
             say(f"{src_id}: not compared ({job.status if job.status != 'succeeded' else 'no golden set'})")
             continue

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 
 from . import lifecycle
@@ -299,6 +298,22 @@ class ToneSettings:
     def suffix(self, stage: str) -> str:
         return "tone-sft" if stage == SFT else "tone-dpo"
 
+    def job_recipe(self, stage: str, model: str | None = None):
+        """The run of ``stage`` as a :class:`ftkit.jobs.Recipe` (what :func:`tone_job` ensures):
+        SFT on the base model, or DPO on ``model`` (the supervised model) with the validation pairs."""
+        from .jobs import Recipe
+
+        meta = self.metadata(stage)
+        files = ({"training": self.sft_training_examples(), "training_filename": f"tone-sft-{self.mode}.jsonl"}
+                 if stage == SFT else
+                 {"training": self.preference_pairs(), "training_filename": f"tone-pairs-{self.mode}.jsonl",
+                  "validation": self.validation_pairs(), "validation_filename": "tone-pairs-validation.jsonl"})
+        return Recipe(f"the house-style {stage} run ({self.mode} mode)", method=stage,
+                      model=model if stage == DPO else None, hyperparameters=self.hyperparameters(stage),
+                      suffix=self.suffix(stage), seed=self.seed,
+                      labels={k: v for k, v in meta.items() if k != "recipe"}, fingerprint=meta["recipe"],
+                      description=self.why, **files)
+
 
 def _spread(rows: list, n: int) -> list:
     """``n`` of ``rows``, evenly spaced and shifted a little each time (so a small sample covers the
@@ -334,46 +349,18 @@ def tone_job(client, stage: str, *, model: str | None = None, settings: ToneSett
              timeout: float | None = 3 * 3600, verbose: bool = True):
     """A succeeded job of one stage of the course's house-style run: ``"supervised"`` (on the base
     model) or ``"dpo"`` (on ``model``, the supervised model). Reuses a finished job with the same
-    settings (:meth:`ToneSettings.metadata`), waits for one under way, or uploads the files with
-    :func:`ftkit.jobs.upload`, creates the job with :func:`ftkit.jobs.create_job` and follows it
-    with :func:`ftkit.jobs.watch`. Returns the ``FineTuningJob``.
+    settings (:meth:`ToneSettings.metadata`), waits for one under way, or runs it:
+    :func:`ftkit.jobs.ensure_job` with :meth:`ToneSettings.job_recipe` (upload, create_job,
+    watch). Returns the ``FineTuningJob``.
 
     Taught in notebooks/06_preference_tuning.ipynb (which runs the DPO stage step by step).
     """
-    from . import jobs
+    from .jobs import ensure_job
 
     settings = settings or tone_settings()
-    say = print if verbose else (lambda *a, **k: None)
     if stage == DPO and not model:
         raise ValueError("a DPO stage starts from the supervised model: pass model=<its fine-tuned model>")
-    metadata = settings.metadata(stage)
-    job = jobs.find_job(client, metadata, model=model if stage == DPO else None)
-    if job is not None and job.status == lifecycle.SUCCEEDED:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished_at))
-        say(f"Reusing {job.id} ({stage}, {settings.mode} mode, finished {when}): {job.fine_tuned_model}")
-        return job
-    if job is not None:
-        say(f"A matching job is already under way: {job.id} ({job.status}); waiting for it.")
-    else:
-        hp = settings.hyperparameters(stage)
-        if stage == SFT:
-            train = jobs.upload(client, settings.sft_training_examples(), filename=f"tone-sft-{settings.mode}.jsonl",
-                                verbose=verbose)
-            job = jobs.create_job(client, train, suffix=settings.suffix(stage), seed=settings.seed,
-                                  metadata=metadata, verbose=verbose, **hp)
-        else:
-            train = jobs.upload(client, settings.preference_pairs(), filename=f"tone-pairs-{settings.mode}.jsonl",
-                                verbose=verbose)
-            valid = jobs.upload(client, settings.validation_pairs(), filename="tone-pairs-validation.jsonl",
-                                min_examples=1, verbose=verbose)
-            job = jobs.create_job(client, train, model=model, validation_file=valid, method=DPO,
-                                  suffix=settings.suffix(stage), seed=settings.seed, metadata=metadata,
-                                  verbose=verbose, **hp)
-    job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
-    if job.status != lifecycle.SUCCEEDED:
-        error = getattr(job.error, "message", None) or job.error
-        raise RuntimeError(f"the house-style {stage} job {job.id} ended {job.status}: {error}")
-    return job
+    return ensure_job(client, settings.job_recipe(stage, model), timeout=timeout, verbose=verbose)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 
 from . import lifecycle
@@ -309,6 +308,19 @@ class RftSettings:
 
     suffix = "triage-rft"
 
+    def job_recipe(self, model: str, grader: dict | None = None):
+        """The RFT run on ``model`` as a :class:`ftkit.jobs.Recipe` (what :func:`rft_job` ensures)."""
+        from .jobs import Recipe
+
+        meta = self.metadata(model, grader)
+        return Recipe(f"the RFT run ({self.mode} mode)", self.training_examples(), f"tickets-rft-{self.mode}.jsonl",
+                      validation=self.validation_examples(),
+                      validation_filename=f"tickets-rft-validation-{self.mode}.jsonl", method=RFT, model=model,
+                      hyperparameters=self.hyperparameters, grader=grader or partial_credit_grader(),
+                      suffix=self.suffix, seed=self.seed,
+                      labels={k: v for k, v in meta.items() if k != "recipe"}, fingerprint=meta["recipe"],
+                      description=self.why)
+
 
 #: Full: every training ticket once (259 prompts x 4 samples, batches of 4: 65 steps), the 40
 #: validation tickets, 8 of them graded every 10 steps, all 101 test tickets. Quick (CI, a first
@@ -342,35 +354,13 @@ def rft_job(client, model: str, *, settings: RftSettings | None = None, grader: 
     """A succeeded RFT job on ``model`` (the supervised triage model) with ``settings`` and
     ``grader`` (default :func:`partial_credit_grader`). Reuses a finished job with the same
     recipe (:meth:`RftSettings.metadata`), waits for one under way, or uploads the files with
-    :func:`ftkit.jobs.upload` (validated with the grader's fields), creates the job with the
-    official SDK's ``client.fine_tuning.jobs.create`` and follows it with :func:`ftkit.jobs.watch`.
+    :func:`ftkit.jobs.upload` (validated with the grader's fields), creates the job with
+    :func:`ftkit.jobs.create_job` and follows it with :func:`ftkit.jobs.watch` -- all through
+    :func:`ftkit.jobs.ensure_job` with :meth:`RftSettings.job_recipe`.
 
     Taught in notebooks/07_reinforcement_fine_tuning.ipynb (which runs the same steps one by one).
     """
-    from . import jobs
+    from .jobs import ensure_job
 
     settings = settings or rft_settings()
-    say = print if verbose else (lambda *a, **k: None)
-    metadata = settings.metadata(model, grader)
-    job = jobs.find_job(client, metadata, model=model)
-    if job is not None and job.status == lifecycle.SUCCEEDED:
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(job.finished_at))
-        say(f"Reusing {job.id} (reinforcement, {settings.mode} mode, finished {when}): {job.fine_tuned_model}")
-        return job
-    if job is not None:
-        say(f"A matching job is already under way: {job.id} ({job.status}); waiting for it.")
-    else:
-        grading = grader or partial_credit_grader()
-        train = jobs.upload(client, settings.training_examples(), filename=f"tickets-rft-{settings.mode}.jsonl",
-                            method=RFT, grader=grading, verbose=verbose)
-        valid = jobs.upload(client, settings.validation_examples(), filename=f"tickets-rft-validation-{settings.mode}.jsonl",
-                            min_examples=1, method=RFT, grader=grading, verbose=verbose)
-        job = client.fine_tuning.jobs.create(model=model, training_file=train.id, validation_file=valid.id,
-                                             method=settings.method(grader), suffix=settings.suffix,
-                                             seed=settings.seed, metadata=metadata)
-        say(f"Created {job.id} on {model}: {job.status}")
-    job = jobs.watch(client, job, timeout=timeout, print_events=verbose)
-    if job.status != lifecycle.SUCCEEDED:
-        error = getattr(job.error, "message", None) or job.error
-        raise RuntimeError(f"the RFT job {job.id} ended {job.status}: {error}")
-    return job
+    return ensure_job(client, settings.job_recipe(model, grader), timeout=timeout, verbose=verbose)

@@ -13,6 +13,10 @@ memory; a line nested deeper than ``max_depth`` (default 128 levels, the bound s
 is an error of that line, measured without recursion before anything recursive (json, a
 comparison, the token counter) sees it; only regular files are read (a FIFO, a device such as
 /dev/zero or a directory is refused at once).
+
+Why one module of ~1,000 lines: the reader, the checks and the table of codes (:data:`CODES`)
+are one streaming pass that must stay in step -- each check emits a code the table explains, on
+the line the reader is at -- and the CLI and notebook 02 quote the codes from here.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from orjson import loads as _fast_loads  # ~2x json; lines it refuses go through json
 
+from . import lifecycle, methods
 from .tokens import ExampleTokens, TokenCounter, describe
 
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
@@ -291,6 +296,8 @@ class _Checker:
         self.problems = problems
         self.line = 0
         self.method = method
+        # a method that trains on prompts to answer (reinforcement), not on finished conversations
+        self.prompts_only = method is not None and methods.get(method).file_kind == lifecycle.REINFORCEMENT
         self.grader_fields = sorted(set(grader_fields))
         # After example(): True when the example is only a list of plain text messages, so it
         # nests three levels at most -- the common case, which needs no depth check.
@@ -305,9 +312,9 @@ class _Checker:
         if not isinstance(ex, dict):
             self.add("data_type", None, f"expected a JSON object, got {_type_name(ex)}")
             return None
-        if "messages" in ex and self.method == "reinforcement":
+        if "messages" in ex and self.prompts_only:
             self.reinforcement(ex)
-            return "reinforcement"
+            return lifecycle.REINFORCEMENT  # the file kind is named after its method
         if "messages" in ex:
             self.chat(ex)
             return "chat"
@@ -818,7 +825,7 @@ def validate(
     check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], "reinforcement": []}
+    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], lifecycle.REINFORCEMENT: []}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 

@@ -8,6 +8,7 @@ to produce on demand (an unknown status, Ctrl-C) use a scripted stand-in for the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import threading
 import time
@@ -753,3 +754,45 @@ def _wait_for_step(client, job_id, step, timeout=300) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{job_id} did not reach step {step}")
         time.sleep(0.2)
+
+
+def test_recipe_fingerprint_follows_what_shapes_the_result():
+    examples = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": "a"}]}
+                for i in range(10)]
+    recipe = jobs.Recipe("a test run", examples, "train.jsonl", hyperparameters={"n_epochs": 1},
+                         labels={"course": "ftkit", "lesson": "test"})
+    meta = recipe.metadata
+    assert meta["course"] == "ftkit" and meta["lesson"] == "test" and len(meta["recipe"]) == 12
+    assert jobs.Recipe("another name", examples, "other.jsonl", hyperparameters={"n_epochs": 1},
+                       labels=recipe.labels).metadata == meta  # names and file names do not shape the model
+    changed = [dataclasses.replace(recipe, hyperparameters={"n_epochs": 2}),
+               dataclasses.replace(recipe, training=examples[:-1]),
+               dataclasses.replace(recipe, model="ft:other"), dataclasses.replace(recipe, seed=7),
+               dataclasses.replace(recipe, method=lifecycle.DPO), dataclasses.replace(recipe, validation=examples[:2])]
+    assert len({r.metadata["recipe"] for r in changed} | {meta["recipe"]}) == len(changed) + 1
+    assert dataclasses.replace(recipe, fingerprint="given").metadata["recipe"] == "given"
+
+
+def test_ensure_job_runs_a_recipe_through_create_job(fake_client, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FTKIT_UPLOADS_RECORD", str(tmp_path / "uploads.json"))
+    examples = [{"messages": [{"role": "user", "content": f"ensure {i}"}, {"role": "assistant", "content": "ok"}]}
+                for i in range(10)]
+    recipe = jobs.Recipe("the ensure test run", examples, "ensure-train.jsonl", validation=examples[:2],
+                         validation_filename="ensure-valid.jsonl", hyperparameters={"n_epochs": 1, "batch_size": 2},
+                         suffix="ensure", seed=3, labels={"course": "ftkit", "lesson": "test"},
+                         description="test-sized")
+    # the fake engine has no tokenizer, so the real server fails the job while validating its files
+    with pytest.raises(RuntimeError, match="the ensure test run: the job ftjob-.* ended failed"):
+        jobs.ensure_job(fake_client, recipe, timeout=60)
+    out = capsys.readouterr().out
+    assert "Training the ensure test run (test-sized)." in out and "Estimate for" in out  # create_job's estimate
+    [created] = fake_client.fine_tuning.jobs.list(metadata=recipe.metadata, limit=10).data
+    assert created.metadata == recipe.metadata and created.user_provided_suffix == "ensure" and created.seed == 3
+    assert created.method.type == lifecycle.SUPERVISED
+    assert created.method.supervised.hyperparameters.n_epochs == 1
+    assert created.method.supervised.hyperparameters.batch_size == 2
+    assert created.validation_file is not None
+    # a failed job is never reused: the same recipe runs again
+    with pytest.raises(RuntimeError, match="ended failed"):
+        jobs.ensure_job(fake_client, recipe, timeout=60, verbose=False)
+    assert len(fake_client.fine_tuning.jobs.list(metadata=recipe.metadata, limit=10).data) == 2

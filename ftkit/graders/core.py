@@ -33,6 +33,10 @@ exception, ``model_grader_server_error``.
 
 Errors never raise out of grading: they come back in :class:`GradeResult` as the hosted error
 flags, with a reward of 0. Malformed graders raise :class:`GraderError` (a 400) when compiled.
+
+Why one module of ~900 lines: one class per grader schema of the spec, each small, over one base
+class and one compile step that dispatches on ``type`` (``multi`` compiles its sub-graders with
+it); the templates, metrics, formula and sandbox they use are their own modules already.
 """
 
 from __future__ import annotations

@@ -28,13 +28,16 @@ method and the hyperparameters the run used, the final metrics, the job, the dat
 
 :func:`answers_without_ftkit` runs an export in a fresh Python process that never imports ftkit
 (plain transformers / peft) and returns its greedy answers, to check an export on its own.
+
+Why one module of ~800 lines: the three formats share one pipeline (resolve the model from the
+store, load base and adapter, merge, write, then the model card from the same facts), and the
+card must describe exactly what the writer wrote.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -47,6 +50,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..hashing import sha256_file
 from ..lifecycle import results_csv
 from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
@@ -183,14 +187,6 @@ def find_model(store: Store, model: str) -> ExportSource:
 
 # ---------------------------------------------------------------------------------------------
 # What the model card says
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _version(package: str) -> str | None:
@@ -671,7 +667,7 @@ def _write_gguf(model, tokenizer, tokenizer_dir: Path, path: Path, outtype: str,
 
 
 def _file_list(directory: Path) -> list[dict]:
-    return [{"path": p.name, "bytes": p.stat().st_size, "sha256": _sha256(p)}
+    return [{"path": p.name, "bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(directory.iterdir()) if p.is_file() and p.name not in (CARD_FILE, EXPORT_FILE)]
 
 

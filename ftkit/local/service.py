@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .. import lifecycle as lc
+from .. import methods
 from . import hyperparameters, jobstate
 from .models import DEFAULT_BASE_MODEL
 from .store import Store, new_id, valid_id
@@ -152,9 +153,9 @@ class Platform:
         legacy = body.get("hyperparameters")
         if method is None:
             method = {"type": lc.SUPERVISED, lc.SUPERVISED: {"hyperparameters": legacy or {}}}
-        if not isinstance(method, dict) or method.get("type") not in lc.METHODS:
+        if not isinstance(method, dict) or method.get("type") not in methods.names():
             kind = method.get("type") if isinstance(method, dict) else method
-            raise APIError(400, f"Invalid method type {kind!r}: expected one of {', '.join(lc.METHODS)}",
+            raise APIError(400, f"Invalid method type {kind!r}: expected one of {', '.join(methods.names())}",
                            param="method.type", code="invalid_value")
         kind = method["type"]
         settings = method.get(kind) or {}
@@ -173,22 +174,22 @@ class Platform:
             raise APIError(400, f"Invalid hyperparameter: {e}", param=f"{where}.{e.name}".rstrip("."),
                            code="invalid_hyperparameter") from None
         out = {"type": kind, kind: {**settings, "hyperparameters": checked}}
-        if kind == lc.REINFORCEMENT:
-            out[kind]["grader"] = self._grader(settings.get("grader"))
+        if methods.get(kind).needs_grader:
+            out[kind]["grader"] = self._grader(settings.get("grader"), kind)
         return out
 
-    def _grader(self, grader) -> dict:
+    def _grader(self, grader, kind: str = lc.REINFORCEMENT) -> dict:
         """A reinforcement job's grader, checked as the graders endpoint checks it (model graders
         may name any model this server serves)."""
         from .. import graders
 
         if grader is None:
-            raise APIError(400, "Missing required parameter: 'method.reinforcement.grader'",
-                           param="method.reinforcement.grader", code="missing_required_parameter")
+            raise APIError(400, f"Missing required parameter: 'method.{kind}.grader'",
+                           param=f"method.{kind}.grader", code="missing_required_parameter")
         try:
             return graders.validate_grader(grader, models=[m["id"] for m in self.list_models()])
         except graders.GraderError as e:
-            raise APIError(400, f"Invalid grader: {e.message}", param=f"method.reinforcement.{e.param or 'grader'}",
+            raise APIError(400, f"Invalid grader: {e.message}", param=f"method.{kind}.{e.param or 'grader'}",
                            code=e.code or "invalid_grader") from None
 
     def _job_file(self, file_id, param: str, *, required: bool) -> str | None:

@@ -16,17 +16,87 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import lifecycle as lc
+from .. import methods
 from . import jobstate
 from .models import MAX_EXAMPLE_TOKENS
 from .store import Store
 
 MAX_INTERRUPTIONS = 3
 CLEANUP_EVERY_SECONDS = 5.0
-#: The kind of training file each method trains on (ftkit.validation's report.kind).
-FILE_KIND = {lc.SUPERVISED: "chat", lc.DPO: "preference", lc.REINFORCEMENT: "reinforcement"}
+#: The kind of training file each method trains on (ftkit.validation's report.kind): a view of
+#: the method registry.
+FILE_KIND = methods.view("file_kind")
+#: Fewest examples per file: the hosted API's 10 for training, any for validation.
+#: Seconds a trainer may take to stop by itself after a cancel or pause before it is signalled.
+STOP_GRACE_SECONDS = 60.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker's decisions, as pure functions (tests/test_worker_decisions.py tables them)
+
+
+@dataclass(frozen=True)
+class FileVerdict:
+    """What one validated file means for its job: go on (with ``warnings`` as events) or fail
+    with ``code``, ``message`` and ``param`` (the hosted API's error fields)."""
+
+    ok: bool
+    code: str | None = None
+    message: str | None = None
+    param: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def judge_file(role: str, file_id: str, method: str, report) -> FileVerdict:
+    """Files -> queue or fail, for one file: ``role`` is ``"training"`` or ``"validation"``,
+    ``report`` ftkit's :class:`~ftkit.validation.ValidationReport` of it (``ok``, ``kind``,
+    ``errors``, ``warnings``). Errors fail the job naming the first three; a valid file of the
+    wrong kind for ``method`` (preference pairs for a supervised job ...) fails it too."""
+    expected = FILE_KIND[method]
+    if not report.ok:
+        shown = "; ".join(str(p) for p in report.errors[:3])
+        more = f" (and {len(report.errors) - 3} more errors)" if len(report.errors) > 3 else ""
+        return FileVerdict(False, f"invalid_{role}_file",
+                           f"The job failed due to an invalid {role} file {file_id}: {shown}{more}", f"{role}_file")
+    if report.kind != expected:
+        hint = " (use method 'dpo' for preference pairs)" if report.kind == "preference" else ""
+        return FileVerdict(False, f"invalid_{role}_file",
+                           f"The job failed due to an invalid {role} file {file_id}: it holds {report.kind} examples, "
+                           f"but method {method!r} trains on {expected} examples{hint}", f"{role}_file")
+    return FileVerdict(True, warnings=tuple(f"{role.capitalize()} file {file_id}: {w}" for w in report.warnings[:5]))
+
+
+# What the worker does about its training child (:func:`trainer_action`).
+WAIT = "wait"  # still training, or stopping by itself
+TERMINATE = "terminate"  # asked to stop (cancel, pause) long ago and still going: signal it
+REQUEUE = "requeue"  # killed by a signal while running: resume from the last saved state
+FAIL = "fail"  # exited while the job still says running: it never said how the job ended
+FINISH = "finish"  # exited after recording the end (succeeded, failed, cancelled, paused)
+
+
+def trainer_action(status: str, exit_code: int | None, *, stopping: bool, stop_seen_for: float | None) -> str:
+    """Status x exit code x stopping -> wait, terminate, requeue, fail or finish.
+
+    ``status``: the job's status in the store; ``exit_code``: the child's (None while it runs,
+    negative when a signal killed it); ``stopping``: the server is shutting down;
+    ``stop_seen_for``: seconds since the worker first saw the job cancelled or paused (None if not).
+    """
+    if exit_code is None:
+        stop_asked = status in (lc.CANCELLED, lc.PAUSED)
+        overdue = stop_seen_for is not None and stop_seen_for > STOP_GRACE_SECONDS
+        return TERMINATE if stop_asked and overdue else WAIT
+    if status != lc.RUNNING:
+        return FINISH
+    # kill -9, the out-of-memory killer: like a server crash (not our own shutdown)
+    return REQUEUE if exit_code < 0 and not stopping else FAIL
+
+
+# ---------------------------------------------------------------------------------------------
+# The worker
 
 
 class Worker:
@@ -120,10 +190,10 @@ class Worker:
         method = job["method"].get("type", lc.SUPERVISED)
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
         grader_fields: set[str] = set()
-        if method == lc.REINFORCEMENT:
+        if methods.get(method).needs_grader:
             from .. import graders
 
-            grader_fields = graders.compile_grader(job["method"][lc.REINFORCEMENT]["grader"]).item_fields()
+            grader_fields = graders.compile_grader(job["method"][method]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
             if not file_id:
                 continue
@@ -131,23 +201,12 @@ class Worker:
                               max_example_tokens=MAX_EXAMPLE_TOKENS, min_examples=MIN_EXAMPLES_FOR[kind],
                               method=method, grader_fields=grader_fields)
             report.source = file_id
-            expected = FILE_KIND[method]
-            if report.ok and report.kind != expected:
-                self._fail(job["id"], f"invalid_{kind}_file",
-                           f"The job failed due to an invalid {kind} file {file_id}: it holds {report.kind} examples, "
-                           f"but method {method!r} trains on {expected} examples"
-                           + (" (use method 'dpo' for preference pairs)" if report.kind == "preference" else ""),
-                           param=f"{kind}_file")
+            verdict = judge_file(kind, file_id, method, report)
+            if not verdict.ok:
+                self._fail(job["id"], verdict.code, verdict.message, param=verdict.param)
                 return
-            if not report.ok:
-                shown = "; ".join(str(p) for p in report.errors[:3])
-                more = f" (and {len(report.errors) - 3} more errors)" if len(report.errors) > 3 else ""
-                self._fail(job["id"], f"invalid_{kind}_file",
-                           f"The job failed due to an invalid {kind} file {file_id}: {shown}{more}",
-                           param=f"{kind}_file")
-                return
-            for w in report.warnings[:5]:
-                self.store.add_event(job["id"], f"{kind.capitalize()} file {file_id}: {w}", level="warn")
+            for warning in verdict.warnings:
+                self.store.add_event(job["id"], warning, level="warn")
         jobstate.queue(self.store, job["id"])
 
     def _start(self, job: dict) -> None:
@@ -167,22 +226,21 @@ class Worker:
     def _watch_child(self) -> None:
         job = self.store.get_job(self._child_job)
         code = self._child.poll()
-        if code is None:
-            if job["status"] in (lc.CANCELLED, lc.PAUSED):
-                # the trainer sees the status at its next step and stops by itself (saving its
-                # state when paused); only a trainer that does not stop is signalled
-                self._stop_seen_at = self._stop_seen_at or time.monotonic()
-                if time.monotonic() - self._stop_seen_at > 60:
-                    self._terminate_child(grace=30)
-                    self._finish_child()
+        if code is None and job["status"] in (lc.CANCELLED, lc.PAUSED):
+            # the trainer sees the status at its next step and stops by itself (saving its state
+            # when paused); only a trainer that does not stop is signalled
+            self._stop_seen_at = self._stop_seen_at or time.monotonic()
+        seen_for = None if self._stop_seen_at is None else time.monotonic() - self._stop_seen_at
+        action = trainer_action(job["status"], code, stopping=self._stop.is_set(), stop_seen_for=seen_for)
+        if action == WAIT:
             return
-        if job["status"] == lc.RUNNING and code < 0 and not self._stop.is_set():
-            # killed by a signal (kill -9, the out-of-memory killer): like a server crash, the job
-            # resumes from its last saved state (and fails after too many interruptions)
+        if action == TERMINATE:
+            self._terminate_child(grace=30)
+        elif action == REQUEUE:  # resumes from its last saved state (fails after too many interruptions)
             resumable = (self.store.job_dir(job["id"]) / "resume" / "state.pt").exists()
             jobstate.requeue_after_crash(self.store, job["id"], max_interruptions=MAX_INTERRUPTIONS,
                                          resumable=resumable, trainer_died=_signal_name(-code))
-        elif job["status"] == lc.RUNNING:  # the trainer exited without saying how the job ended
+        elif action == FAIL:
             tail = _tail(self.store.job_dir(job["id"]) / "trainer.log")
             self._fail(job["id"], "training_failed",
                        f"Training stopped unexpectedly (exit code {code}). Last output: {tail}")

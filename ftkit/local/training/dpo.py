@@ -29,6 +29,7 @@ from pathlib import Path
 from ... import lifecycle as lc
 from ..models import MAX_EXAMPLE_TOKENS
 from . import steps
+from .contract import TrainingMethod, step_message
 
 
 @dataclass
@@ -83,7 +84,7 @@ def dpo_metrics(prefix: str, loss, chosen_rewards, rejected_rewards) -> dict:
     return {f"{prefix}_{name}": round(float(v), 4) for name, v in values.items()}
 
 
-class DirectPreference:
+class DirectPreference(TrainingMethod):
     name = lc.DPO
 
     def load(self, path: Path, tokenizer) -> list[Pair]:
@@ -158,3 +159,9 @@ class DirectPreference:
         metrics = {k: v for k, v in row.items() if k != lc.STEP and v is not None}
         metrics.update(full)
         return metrics
+
+    def message(self, data: dict, total: int) -> str:
+        return step_message(data, total)
+
+    def close(self) -> None:
+        pass

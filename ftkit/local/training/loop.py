@@ -34,9 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ... import lifecycle as lc
+from ... import methods
 from .. import hyperparameters, jobstate
 from ..store import Store, new_id
 from . import starting, steps, tracking
+from .contract import TrainingMethod
 
 KEEP_CHECKPOINTS = 3
 #: Save a resumable state at least this often (seconds of training), besides every epoch end.
@@ -103,21 +105,17 @@ class RunContext:
 
 
 def method_for(job: dict):
-    """The method object for a job's ``method.type``."""
-    kind = (job.get("method") or {}).get("type", lc.SUPERVISED)
-    if kind == lc.SUPERVISED:
-        from .sft import Supervised
+    """The method object for a job's ``method.type``: the trainer class its registry entry names
+    (:mod:`ftkit.methods`), imported here, in the trainer process."""
+    import importlib
 
-        return Supervised()
-    if kind == lc.DPO:
-        from .dpo import DirectPreference
-
-        return DirectPreference()
-    if kind == lc.REINFORCEMENT:
-        from .rft import Reinforcement
-
-        return Reinforcement()
-    raise ValueError(f"unknown fine-tuning method {kind!r}")
+    spec = methods.get((job.get("method") or {}).get("type", lc.SUPERVISED))
+    module, _, name = spec.trainer.partition(":")
+    method = getattr(importlib.import_module(module), name)()
+    if not isinstance(method, TrainingMethod):  # the contract: every hook, none probed for
+        raise TypeError(f"{spec.trainer} (method {spec.name!r}) must subclass ftkit.local.training.contract."
+                        "TrainingMethod")
+    return method
 
 
 class JobRun:
@@ -228,7 +226,7 @@ class JobRun:
             raise
         finally:
             self.tracking.finish(self.store.get_job(self.job_id)["status"])  # no-op once finished
-            getattr(method, "close", lambda: None)()
+            method.close()
 
     def train_epochs(self, run: _Run) -> None:
         """Train from ``run.state`` to the last epoch; raises :class:`JobStopped` between steps."""
@@ -262,7 +260,7 @@ class JobRun:
                 row = method.results_row(data)
                 state.results.append(row)
                 self.tracking.log_step(row)
-                message = method.message(data, total) if hasattr(method, "message") else _step_message(data, total)
+                message = method.message(data, total)
                 self.event(message, type=lc.EVENT_TYPE_METRICS, data=data)
                 run.step_times.append(time.time() - t0)
                 recent = run.step_times[-10:]
@@ -364,7 +362,7 @@ class JobRun:
     def write_results(self, results: list[dict]) -> str:
         """The results file (``step_metrics.csv``) with the method's columns, base64-encoded as the
         hosted API serves it (:func:`ftkit.lifecycle.results_csv` reads either form)."""
-        columns = lc.RESULT_COLUMNS[self.method.name]
+        columns = methods.get(self.method.name).result_columns
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
@@ -393,12 +391,6 @@ class _Run:
     start: starting.StartingModel
     step_times: list[float] = field(default_factory=list)
 
-
-def _step_message(data: dict, total: int) -> str:
-    message = f"Step {data[lc.STEP]}/{total}: training loss={data[lc.TRAIN_LOSS]:.2f}"
-    if data.get(lc.VALID_LOSS) is not None:
-        message += f", validation loss={data[lc.VALID_LOSS]:.2f}"
-    return message
 
 
 def _full_validation_message(full: dict) -> str:

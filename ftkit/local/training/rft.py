@@ -35,6 +35,7 @@ from pathlib import Path
 from ... import lifecycle as lc
 from .. import hyperparameters
 from ..models import MAX_EXAMPLE_TOKENS
+from .contract import TrainingMethod
 
 #: Answers are cut at this many tokens (the grader then sees ``truncated_observation_error``).
 MAX_COMPLETION_TOKENS = 128
@@ -152,7 +153,7 @@ def _choice(sample: Sampled) -> dict:
     return {"message": message, "finish_reason": sample.finish_reason}
 
 
-class Reinforcement:
+class Reinforcement(TrainingMethod):
     name = lc.REINFORCEMENT
 
     def __init__(self) -> None:

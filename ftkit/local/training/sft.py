@@ -14,9 +14,10 @@ from pathlib import Path
 from ... import lifecycle as lc
 from ..models import MAX_EXAMPLE_TOKENS
 from . import steps
+from .contract import TrainingMethod, step_message
 
 
-class Supervised:
+class Supervised(TrainingMethod):
     name = lc.SUPERVISED
 
     def load(self, path: Path, tokenizer) -> list[steps.Encoded]:
@@ -67,3 +68,9 @@ class Supervised:
                 if row.get(lc.VALID_MEAN_TOKEN_ACCURACY) is not None else full[lc.FULL_VALID_MEAN_TOKEN_ACCURACY]
             metrics.update(full)
         return {k: v for k, v in metrics.items() if v is not None}
+
+    def message(self, data: dict, total: int) -> str:
+        return step_message(data, total)
+
+    def close(self) -> None:
+        pass
