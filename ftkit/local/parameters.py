@@ -180,6 +180,9 @@ _JOB_OPERATIONS = ("createFineTuningJob", "listPaginatedFineTuningJobs", "retrie
                    "pauseFineTuningJob", "resumeFineTuningJob")
 _EVAL_RUN_OPERATIONS = ("createEvalRun", "getEvalRuns", "getEvalRun", "cancelEvalRun")
 RESPONSE_DEVIATIONS = [
+    ResponseDeviation(("createFile", "listFiles", "retrieveFile"), "OpenAIFile", ("purpose",), ("evals",),
+                      "a file uploaded with purpose 'evals' (the upload's enum allows it) says so, as on the hosted "
+                      "API; the file object's enum lacks it"),
     ResponseDeviation(_JOB_OPERATIONS, "FineTuningJob", ("status",), ("paused",),
                       "paused jobs say so, as on the hosted API; the spec's status enum lacks it"),
     ResponseDeviation(("listFiles",), "ListFilesResponse", ("first_id", "last_id"), (None,), _PAGE_IDS),
