@@ -36,7 +36,8 @@ assistant message), ``example`` the whole example dict.
 
 The package, by concern: ``examples`` (test sets, prompts, :class:`Config`), ``running``
 (:func:`evaluate`, retries, the Batch API, :func:`sample_agreement`), ``scoring``, ``stats``
-(McNemar, Wilson intervals, learning curves), ``evaluation`` (the :class:`Evaluation` result) and
+(McNemar, Wilson intervals, learning curves), ``power`` (how many examples a question needs and
+what a given number can detect), ``evaluation`` (the :class:`Evaluation` result) and
 ``display`` (full-text tables, the disagreement viewer, learning-curve plots). Every public name is
 importable from ``ftkit.evaluate`` itself, as notebooks do.
 """
