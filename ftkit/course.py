@@ -247,7 +247,8 @@ def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
     cpu_seconds = cpu["kernels"] - cpu_start["kernels"] + sum(
         used - cpu_start["server"].get(pid, 0.0) for pid, used in cpu["server"].items())
     return {"notebook": path.name, "ok": error is None, "seconds": round(seconds, 1), "error": error,
-            "cpu_seconds": round(cpu_seconds, 1), "headlines": headlines, "executed": executed}
+            "cpu_seconds": round(cpu_seconds, 1), "headlines": headlines, "executed": executed,
+            "load_at_end": [round(x, 2) for x in os.getloadavg()]}
 
 
 def _cpu_seconds() -> dict:
@@ -285,6 +286,7 @@ def write_summary(results: list[dict], out_dir: Path, *, quick: bool, started: f
         "notebooks": [
             {"notebook": r["notebook"], "status": "ok" if r["ok"] else "failed", "wall_seconds": r["seconds"],
              "cpu_seconds": r.get("cpu_seconds"), "error": r["error"],
+             "load_average_at_end": r.get("load_at_end"),
              "headlines": [{k: h[k] for k in ("name", "value", "note") if k in h} for h in r["headlines"]]}
             for r in results
         ],
