@@ -336,10 +336,15 @@ def run(
     out: str | Path = "build/course",
     *,
     quick: bool | None = None,
-    timeout: int = 1800,
+    timeout: int | None = None,
     html: bool = True,
 ) -> list[dict]:
-    """Execute notebooks top to bottom; write executed copies, HTML and an index to ``out``."""
+    """Execute notebooks top to bottom; write executed copies, HTML and an index to ``out``.
+
+    ``timeout`` is the most seconds one cell may run: by default 30 minutes in quick mode and 3
+    hours in full mode, where a training cell on a slow CPU can take most of an hour (a cell that
+    runs out fails its notebook; the job it watched keeps running and the next notebook reuses it).
+    """
     root = repo_root()
     notebooks = notebooks or _notebooks(root / "notebooks")
     out_dir = Path(out).resolve()  # absolute: the kernels run in notebooks/, not here
@@ -347,6 +352,8 @@ def run(
     if quick is not None:
         os.environ["FTKIT_QUICK"] = "1" if quick else "0"
     quick = os.environ.get("FTKIT_QUICK", "") not in ("", "0")
+    if timeout is None:
+        timeout = 1800 if quick else 3 * 3600
     from .local.control import home_dir, running_server, stop_server
 
     server_was_running = running_server(home_dir()) is not None
