@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from orjson import loads as _fast_loads  # ~2x json; lines it refuses go through json
 
-from . import lifecycle, methods
+from . import methods
 from .tokens import ExampleTokens, TokenCounter, describe
 
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
@@ -297,7 +297,7 @@ class _Checker:
         self.line = 0
         self.method = method
         # a method that trains on prompts to answer (reinforcement), not on finished conversations
-        self.prompts_only = method is not None and methods.get(method).file_kind == lifecycle.REINFORCEMENT
+        self.prompts_only = method is not None and methods.get(method).file_kind == methods.PROMPT_FILE
         self.grader_fields = sorted(set(grader_fields))
         # After example(): True when the example is only a list of plain text messages, so it
         # nests three levels at most -- the common case, which needs no depth check.
@@ -314,13 +314,13 @@ class _Checker:
             return None
         if "messages" in ex and self.prompts_only:
             self.reinforcement(ex)
-            return lifecycle.REINFORCEMENT  # the file kind is named after its method
+            return methods.PROMPT_FILE
         if "messages" in ex:
             self.chat(ex)
-            return "chat"
+            return methods.CHAT_FILE
         if PREFERENCE_KEYS & ex.keys():
             self.preference(ex)
-            return "preference"
+            return methods.PREFERENCE_FILE
         if "prompt" in ex or "completion" in ex:
             self.add(
                 "legacy_prompt_completion",
@@ -825,7 +825,7 @@ def validate(
     check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], lifecycle.REINFORCEMENT: []}
+    kind_lines: dict[str, list[int]] = {kind: [] for kind in methods.FILE_KINDS}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 
@@ -958,17 +958,17 @@ def validate(
             f"{report.n_examples} examples; the fine-tuning API needs at least {min_examples}"
             + (" in a training file (a validation file needs 1)" if min_examples == MIN_EXAMPLES else ""),
         )
-    if kinds["chat"] and kinds["preference"]:
+    chat, preference = methods.CHAT_FILE, methods.PREFERENCE_FILE
+    if kinds[chat] and kinds[preference]:
         report.kind = "mixed"
-        minority = "preference" if kinds["preference"] < kinds["chat"] else "chat"
+        minority, majority = (preference, chat) if kinds[preference] < kinds[chat] else (chat, preference)
         for line_no in kind_lines[minority]:
             problems.append(
                 Problem(
                     line_no,
                     "mixed_example_types",
                     None,
-                    f"a {minority} example in a file of mostly "
-                    f"{'chat' if minority == 'preference' else 'preference'} examples",
+                    f"a {minority} example in a file of mostly {majority} examples",
                     ERROR,
                 )
             )
