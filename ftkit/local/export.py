@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hashing import sha256_file
-from ..lifecycle import results_csv
+from ..lifecycle import SUPERVISED, results_csv
 from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
 
@@ -278,7 +278,9 @@ def _lora_facts(src: ExportSource) -> dict | None:
 
 def _describe(store: Store, src: ExportSource, fmt: str) -> dict:
     job = src.job or {}
-    hp = ((job.get("method") or {}).get("supervised") or {}).get("hyperparameters") if job else None
+    method = job.get("method") or {}
+    kind = method.get("type", SUPERVISED)
+    hp = (method.get(kind) or {}).get("hyperparameters") if job else None
     metrics, metrics_from = _final_metrics(store, src)
     return {
         "ftkit_export": 1,
@@ -287,7 +289,7 @@ def _describe(store: Store, src: ExportSource, fmt: str) -> dict:
                   "checkpoint_id": (src.checkpoint or {}).get("id"), "step": (src.checkpoint or {}).get("step")},
         "base_model": _base_facts(src),
         "training": None if not job else {
-            "job_id": job["id"], "method": (job.get("method") or {}).get("type", "supervised"),
+            "job_id": job["id"], "method": kind,
             "hyperparameters": hp, "lora": _lora_facts(src), "seed": job.get("seed"), "suffix": job.get("suffix"),
             "training_file": _file_facts(store, job.get("training_file")),
             "validation_file": _file_facts(store, job.get("validation_file")),
