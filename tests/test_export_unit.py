@@ -123,3 +123,20 @@ def test_vllm_lora_format_problems_are_named(tmp_path):
         assert expected in problems
     assert vllm_lora_problems(tmp_path / "nothing")[0].endswith("not readable JSON ([Errno 2] No such file or "
                                                                  f"directory: '{tmp_path / 'nothing' / 'adapter_config.json'}')")
+
+
+def test_the_export_card_records_the_hyperparameters_of_its_jobs_own_method(home, tmp_path):
+    from ftkit import lifecycle as lc
+    from ftkit.local.export import ExportSource, _describe
+    from ftkit.local.store import Store
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q"]}))
+    hp = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.1}
+    job = {"id": "ftjob-" + "a" * 24, "method": {"type": lc.DPO, lc.DPO: {"hyperparameters": hp}}, "seed": 1,
+           "suffix": "s", "training_file": None, "validation_file": None, "trained_tokens": 10, "metadata": None,
+           "created_at": 0, "finished_at": 1, "result_files": []}
+    src = ExportSource("ft:x", "ft:x", "fine-tuned", MODEL, MODEL, adapter, job, None)
+    training = _describe(Store(home), src, "peft")["training"]
+    assert training["method"] == lc.DPO and training["hyperparameters"] == hp  # a DPO job's, not None
