@@ -125,7 +125,7 @@ def test_vllm_lora_format_problems_are_named(tmp_path):
                                                                  f"directory: '{tmp_path / 'nothing' / 'adapter_config.json'}')")
 
 
-def test_the_export_card_records_the_hyperparameters_of_its_jobs_own_method(home, tmp_path):
+def test_the_export_card_records_the_hyperparameters_and_metrics_of_its_jobs_own_method(home, tmp_path):
     from ftkit import lifecycle as lc
     from ftkit.local.export import ExportSource, _describe
     from ftkit.local.store import Store
@@ -137,6 +137,14 @@ def test_the_export_card_records_the_hyperparameters_of_its_jobs_own_method(home
     job = {"id": "ftjob-" + "a" * 24, "method": {"type": lc.DPO, lc.DPO: {"hyperparameters": hp}}, "seed": 1,
            "suffix": "s", "training_file": None, "validation_file": None, "trained_tokens": 10, "metadata": None,
            "created_at": 0, "finished_at": 1, "result_files": []}
+    store = Store(home)
+    results = lc.encode_results("step,train_loss,train_reward_margin,valid_loss\n3,0.41,0.8,\n")
+    store.file_path("file-" + "r" * 24).write_bytes(results)
+    store.add_file("file-" + "r" * 24, filename=lc.RESULTS_FILENAME, purpose=lc.RESULTS_PURPOSE, size=len(results),
+                   sha256="x")
+    job["result_files"] = ["file-" + "r" * 24]
     src = ExportSource("ft:x", "ft:x", "fine-tuned", MODEL, MODEL, adapter, job, None)
-    training = _describe(Store(home), src, "peft")["training"]
-    assert training["method"] == lc.DPO and training["hyperparameters"] == hp  # a DPO job's, not None
+    facts = _describe(store, src, "peft")
+    assert facts["training"]["method"] == lc.DPO and facts["training"]["hyperparameters"] == hp  # not None
+    # the method's own results columns, not the supervised names (train_reward_margin was left out)
+    assert facts["metrics"]["values"] == {"step": 3, "train_loss": 0.41, "train_reward_margin": 0.8}
