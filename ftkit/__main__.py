@@ -144,6 +144,8 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import methods  # the registered methods (torch-free, cheap)
+
     parser = argparse.ArgumentParser(prog="python -m ftkit", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     v = sub.add_parser("validate", help="check a fine-tuning JSONL file and summarise every problem")
@@ -153,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lines", type=int, default=5, help="problems shown per code (default 5)")
     v.add_argument("--max-line-mb", type=_positive_mb, default=MAX_LINE_BYTES / 1_000_000,
                    help=f"longest line read, in MB (default {MAX_LINE_BYTES / 1_000_000:g}); a longer line is an error")
-    v.add_argument("--method", choices=["supervised", "dpo", "reinforcement"], default=None,
+    v.add_argument("--method", choices=methods.names(), default=None,
                    help="the job's method (default: read from the first line's shape)")
     v.add_argument("--grader", metavar="GRADER_JSON",
                    help="reinforcement: the job's grader (a .json file or inline JSON); every line must "

@@ -8,6 +8,11 @@ The shapes are the ones OpenAI's fine-tuning API accepts:
   ``weight`` 0/1 on assistant messages to choose which turns are learned;
 * preference (DPO): ``{"input": {"messages": [...]}, "preferred_output": [assistant message],
   "non_preferred_output": [assistant message]}``.
+
+Why one module of ~630 lines: it is notebook 02's data half, read beside it in the lesson's order
+(message builders, examples from a table, JSONL in and out, the split, duplicates and leakage),
+every part used by the next; the checks themselves are :mod:`ftkit.validation`, the token counts
+:mod:`ftkit.tokens`.
 """
 
 from __future__ import annotations

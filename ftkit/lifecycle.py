@@ -37,6 +37,8 @@ KNOWN_STATUSES = ACTIVE_STATUSES + TERMINAL_STATUSES
 SUPERVISED = "supervised"
 DPO = "dpo"
 REINFORCEMENT = "reinforcement"
+#: The hosted API's three methods: the built-in entries of the method registry. Code that must
+#: know every method a server trains reads ``ftkit.methods.names()`` (a registered one too).
 METHODS = (SUPERVISED, DPO, REINFORCEMENT)
 
 # -- metrics ----------------------------------------------------------------------------------------

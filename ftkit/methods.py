@@ -42,8 +42,8 @@ from numbers import Integral, Real
 from . import lifecycle as lc
 
 __all__ = [
-    "DEFAULT_BETA", "MAX_BATCH_SIZE", "MAX_DEFAULT_EPOCHS", "MAX_TARGET_EXAMPLES", "MIN_DEFAULT_EPOCHS",
-    "MIN_TARGET_EXAMPLES", "REASONING_EFFORTS", "SAMPLES_PER_PROMPT", "TARGET_EPOCHS", "Method", "Rule",
+    "CHAT_FILE", "DEFAULT_BETA", "FILE_KINDS", "MAX_BATCH_SIZE", "MAX_DEFAULT_EPOCHS", "MAX_TARGET_EXAMPLES", "MIN_DEFAULT_EPOCHS",
+    "MIN_TARGET_EXAMPLES", "PREFERENCE_FILE", "PROMPT_FILE", "REASONING_EFFORTS", "SAMPLES_PER_PROMPT", "TARGET_EPOCHS", "Method", "Rule",
     "default_epochs", "get", "names", "register", "unregister", "view", "whole_number",
 ]
 
@@ -61,6 +61,12 @@ DEFAULT_BETA = 0.1
 #: Samples drawn per training prompt in reinforcement fine-tuning at ``compute_multiplier`` 1.
 SAMPLES_PER_PROMPT = 4
 REASONING_EFFORTS = ("default", "low", "medium", "high")
+
+#: The kinds of training file a method trains on, as :mod:`ftkit.validation` reports them
+#: (``ValidationReport.kind``): chat examples, preference pairs, or prompts to answer and grade
+#: (a kind named after its method). A new method reuses one; a new kind needs the validator's checks.
+CHAT_FILE, PREFERENCE_FILE, PROMPT_FILE = "chat", "preference", lc.REINFORCEMENT
+FILE_KINDS = (CHAT_FILE, PREFERENCE_FILE, PROMPT_FILE)
 
 
 def whole_number(name: str, value, *, allow_zero: bool = True) -> int:
@@ -225,18 +231,18 @@ def _without_step(columns: list[str]) -> list[str]:
 # Preference and reinforcement updates move a model that already answers well: a smaller LoRA
 # learning rate keeps it close.
 register(Method(
-    lc.SUPERVISED, file_kind="chat", rules=dict(COMMON_RULES), base_learning_rate=4e-4,
+    lc.SUPERVISED, file_kind=CHAT_FILE, rules=dict(COMMON_RULES), base_learning_rate=4e-4,
     result_columns=lc.RESULT_COLUMNS[lc.SUPERVISED], checkpoint_metrics=lc.CHECKPOINT_METRICS,
     trainer="ftkit.local.training.sft:Supervised"))
 register(Method(
-    lc.DPO, file_kind="preference", rules={**COMMON_RULES, "beta": Rule(float, 0, 2, low_exclusive=True)},
+    lc.DPO, file_kind=PREFERENCE_FILE, rules={**COMMON_RULES, "beta": Rule(float, 0, 2, low_exclusive=True)},
     base_learning_rate=1e-4, result_columns=lc.RESULT_COLUMNS[lc.DPO],
     # the last step's figures (as in its results file) and the full-validation ones
     checkpoint_metrics=[*_without_step(lc.RESULT_COLUMNS[lc.DPO]), lc.FULL_VALID_LOSS,
                         *(lc.dpo_metric("full_valid", q) for q in lc.DPO_QUANTITIES)],
     trainer="ftkit.local.training.dpo:DirectPreference", auto=_dpo_auto, quantities=lc.DPO_QUANTITIES))
 register(Method(
-    lc.REINFORCEMENT, file_kind="reinforcement",
+    lc.REINFORCEMENT, file_kind=PROMPT_FILE,
     rules={**COMMON_RULES, "reasoning_effort": Rule(str, choices=REASONING_EFFORTS, default="default"),
            "compute_multiplier": Rule(float, 0.00001, 10, low_exclusive=True),
            "eval_interval": Rule(int, 1, None), "eval_samples": Rule(int, 1, None)},

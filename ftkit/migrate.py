@@ -957,7 +957,7 @@ def compare(
                "status": job.status, "prompts": len(golden)}
         if job.status != lifecycle.SUCCEEDED or not golden:
             summary_rows.append({**row, "identical": math.nan, "equal": math.nan})
-            say(f"{src_id}: not compared ({job.status if job.status != 'succeeded' else 'no golden set'})")
+            say(f"{src_id}: not compared ({job.status if job.status != lifecycle.SUCCEEDED else 'no golden set'})")
             continue
         answers: list[tuple[str | None, str | None]] = [(None, None)] * len(golden)
         failures = []

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 from orjson import loads as _fast_loads  # ~2x json; lines it refuses go through json
 
-from . import lifecycle, methods
+from . import methods
 from .tokens import ExampleTokens, TokenCounter, describe
 
 __all__ = ["CODES", "Problem", "ValidationReport", "UnusableInputError", "validate"]
@@ -297,7 +297,7 @@ class _Checker:
         self.line = 0
         self.method = method
         # a method that trains on prompts to answer (reinforcement), not on finished conversations
-        self.prompts_only = method is not None and methods.get(method).file_kind == lifecycle.REINFORCEMENT
+        self.prompts_only = method is not None and methods.get(method).file_kind == methods.PROMPT_FILE
         self.grader_fields = sorted(set(grader_fields))
         # After example(): True when the example is only a list of plain text messages, so it
         # nests three levels at most -- the common case, which needs no depth check.
@@ -314,13 +314,13 @@ class _Checker:
             return None
         if "messages" in ex and self.prompts_only:
             self.reinforcement(ex)
-            return lifecycle.REINFORCEMENT  # the file kind is named after its method
+            return methods.PROMPT_FILE
         if "messages" in ex:
             self.chat(ex)
-            return "chat"
+            return methods.CHAT_FILE
         if PREFERENCE_KEYS & ex.keys():
             self.preference(ex)
-            return "preference"
+            return methods.PREFERENCE_FILE
         if "prompt" in ex or "completion" in ex:
             self.add(
                 "legacy_prompt_completion",
@@ -825,7 +825,7 @@ def validate(
     check = _Checker(problems, method, grader_fields)
     seen: dict[int, int] = {}  # hash of the example's line -> first line it appeared on
     kinds: Counter = Counter()
-    kind_lines: dict[str, list[int]] = {"chat": [], "preference": [], lifecycle.REINFORCEMENT: []}
+    kind_lines: dict[str, list[int]] = {kind: [] for kind in methods.FILE_KINDS}
     chunk: list[tuple[int, dict]] = []
     n_lines = 0
 
@@ -866,72 +866,11 @@ def validate(
     for line_no, raw in lines:
         n_lines = line_no
         check.line = line_no
-        if isinstance(raw, _TooLong):
-            report.n_examples += 1
-            check.add("line_too_long", None,
-                      f"the line is {_mb(raw.size)} long; the limit is {_mb(max_line_bytes)} per line "
-                      "(raise it with --max-line-mb or max_line_bytes= if the line is meant to be this long)")
+        parsed = _parse_line(check, report, raw, max_line_bytes, max_depth)
+        if parsed is None:
             continue
-        if isinstance(raw, bytes):
-            if line_no == 1 and raw.startswith(BOM):
-                check.add("utf8_bom", None, "the file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
-                raw = raw[len(BOM) :]
-            stripped = raw.strip()
-            if not stripped:
-                check.add("blank_line", None, "blank line")
-                continue
-            report.n_examples += 1
-            try:
-                ex = _fast_loads(stripped)  # orjson: also checks UTF-8; on any doubt, the slow path below
-            except ValueError:
-                try:
-                    text = stripped.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    check.add(
-                        "invalid_utf8",
-                        None,
-                        f"byte 0x{stripped[e.start]:02x} at column {e.start + 1} is not UTF-8 "
-                        "(save the file as UTF-8)",
-                    )
-                    continue
-                depth = _too_deep(stripped, max_depth)  # orjson stops at 1,024 levels; json would recurse
-                if depth is not None:
-                    check.add("nesting_too_deep", None, _deep_message(depth, max_depth))
-                    continue
-                try:  # the standard library's parser: its messages, and what it accepts (NaN, big ints)
-                    ex = json.loads(text)
-                except json.JSONDecodeError as e:
-                    check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
-                    continue
-            key = hash(stripped)
-            text = stripped
-        else:
-            report.n_examples += 1
-            ex = raw
-            try:
-                text = json.dumps(ex, sort_keys=True, ensure_ascii=False)
-            except (TypeError, ValueError):  # not JSON-serialisable (or circular): checked as it is
-                text = None
-            except RecursionError:
-                check.add("nesting_too_deep", None, f"the record nests deeper than Python can serialise; "
-                                                    f"the limit is {max_depth} levels")
-                continue
-            key = hash(text) if text is not None else None
-        # Checked first, measured after: only an example that is more than plain text messages can
-        # nest deeply, so the common case pays nothing for the depth check. A deep example's other
-        # problems are dropped: its one error is the depth, and nothing recursive sees it.
-        mark, recursed = len(problems), False
-        try:
-            kind = check.example(ex)
-        except RecursionError:  # a comparison or repr deeper than Python's limit
-            kind, recursed = None, True
-        if recursed or not check.shallow:
-            depth = _too_deep(text, max_depth) if text is not None else None
-            if depth is not None or recursed:
-                del problems[mark:]
-                check.add("nesting_too_deep", None, _deep_message(depth, max_depth) if depth is not None
-                          else f"the example nests deeper than the limit of {max_depth} levels")
-                continue
+        ex, text, key = parsed
+        kind = _check_example(check, ex, text, max_depth)
         if kind is None:
             continue
         kinds[kind] += 1
@@ -949,8 +888,91 @@ def validate(
 
     report.n_lines = n_lines
     check.line = None
+    _check_whole_file(check, report, kinds, kind_lines, min_examples)
+    _flag_long_answers(report)
+    problems.sort(key=lambda p: (p.line if p.line is not None else 0))
+    return report
+
+
+def _parse_line(check: _Checker, report: ValidationReport, raw, max_line_bytes: int,
+                max_depth: int) -> tuple[object, str | bytes | None, int | None] | None:
+    """One line's example, its JSON text and a hash of it (for duplicates) -- or None after adding
+    the line's one problem (too long, blank, not UTF-8, too deep, not JSON). ``raw`` is a line's
+    bytes, a :class:`_TooLong` marker, or a record given as a Python object."""
+    if isinstance(raw, _TooLong):
+        report.n_examples += 1
+        check.add("line_too_long", None,
+                  f"the line is {_mb(raw.size)} long; the limit is {_mb(max_line_bytes)} per line "
+                  "(raise it with --max-line-mb or max_line_bytes= if the line is meant to be this long)")
+        return None
+    if not isinstance(raw, bytes):
+        report.n_examples += 1
+        try:
+            text = json.dumps(raw, sort_keys=True, ensure_ascii=False)
+        except (TypeError, ValueError):  # not JSON-serialisable (or circular): checked as it is
+            text = None
+        except RecursionError:
+            check.add("nesting_too_deep", None, f"the record nests deeper than Python can serialise; "
+                                                f"the limit is {max_depth} levels")
+            return None
+        return raw, text, hash(text) if text is not None else None
+    if check.line == 1 and raw.startswith(BOM):
+        check.add("utf8_bom", None, "the file starts with a UTF-8 byte-order mark; save it as UTF-8 without BOM")
+        raw = raw[len(BOM) :]
+    stripped = raw.strip()
+    if not stripped:
+        check.add("blank_line", None, "blank line")
+        return None
+    report.n_examples += 1
+    try:
+        return _fast_loads(stripped), stripped, hash(stripped)  # orjson: also checks UTF-8; on doubt, below
+    except ValueError:
+        pass
+    try:
+        text = stripped.decode("utf-8")
+    except UnicodeDecodeError as e:
+        check.add("invalid_utf8", None,
+                  f"byte 0x{stripped[e.start]:02x} at column {e.start + 1} is not UTF-8 (save the file as UTF-8)")
+        return None
+    depth = _too_deep(stripped, max_depth)  # orjson stops at 1,024 levels; json would recurse
+    if depth is not None:
+        check.add("nesting_too_deep", None, _deep_message(depth, max_depth))
+        return None
+    try:  # the standard library's parser: its messages, and what it accepts (NaN, big ints)
+        return json.loads(text), stripped, hash(stripped)
+    except json.JSONDecodeError as e:
+        check.add("invalid_json", None, f"{e.msg} at column {e.colno}: {_excerpt(text, e.pos)}")
+        return None
+
+
+def _check_example(check: _Checker, ex, text, max_depth: int) -> str | None:
+    """The example's checks; its kind, or None when it has none (or nests too deep).
+
+    Checked first, measured after: only an example that is more than plain text messages can
+    nest deeply, so the common case pays nothing for the depth check. A deep example's other
+    problems are dropped: its one error is the depth, and nothing recursive sees it."""
+    problems = check.problems
+    mark, recursed = len(problems), False
+    try:
+        kind = check.example(ex)
+    except RecursionError:  # a comparison or repr deeper than Python's limit
+        kind, recursed = None, True
+    if recursed or not check.shallow:
+        depth = _too_deep(text, max_depth) if text is not None else None
+        if depth is not None or recursed:
+            del problems[mark:]
+            check.add("nesting_too_deep", None, _deep_message(depth, max_depth) if depth is not None
+                      else f"the example nests deeper than the limit of {max_depth} levels")
+            return None
+    return kind
+
+
+def _check_whole_file(check: _Checker, report: ValidationReport, kinds: Counter, kind_lines: dict[str, list[int]],
+                      min_examples: int) -> None:
+    """The file's own problems (empty, too few examples, chat and preference examples mixed) and
+    its kind."""
     if report.n_examples == 0:
-        check.add("empty_file", None, "the file has no examples" + (" (only blank lines)" if n_lines else ""))
+        check.add("empty_file", None, "the file has no examples" + (" (only blank lines)" if report.n_lines else ""))
     elif report.n_examples < min_examples:
         check.add(
             "too_few_examples",
@@ -958,25 +980,15 @@ def validate(
             f"{report.n_examples} examples; the fine-tuning API needs at least {min_examples}"
             + (" in a training file (a validation file needs 1)" if min_examples == MIN_EXAMPLES else ""),
         )
-    if kinds["chat"] and kinds["preference"]:
+    chat, preference = methods.CHAT_FILE, methods.PREFERENCE_FILE
+    if kinds[chat] and kinds[preference]:
         report.kind = "mixed"
-        minority = "preference" if kinds["preference"] < kinds["chat"] else "chat"
+        minority, majority = (preference, chat) if kinds[preference] < kinds[chat] else (chat, preference)
         for line_no in kind_lines[minority]:
-            problems.append(
-                Problem(
-                    line_no,
-                    "mixed_example_types",
-                    None,
-                    f"a {minority} example in a file of mostly "
-                    f"{'chat' if minority == 'preference' else 'preference'} examples",
-                    ERROR,
-                )
-            )
+            check.problems.append(Problem(line_no, "mixed_example_types", None,
+                                          f"a {minority} example in a file of mostly {majority} examples", ERROR))
     elif kinds:
         report.kind = next(iter(kinds))
-    _flag_long_answers(report)
-    problems.sort(key=lambda p: (p.line if p.line is not None else 0))
-    return report
 
 
 def _flag_long_answers(report: ValidationReport, factor: float = 4.0) -> None:

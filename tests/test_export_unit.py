@@ -123,3 +123,28 @@ def test_vllm_lora_format_problems_are_named(tmp_path):
         assert expected in problems
     assert vllm_lora_problems(tmp_path / "nothing")[0].endswith("not readable JSON ([Errno 2] No such file or "
                                                                  f"directory: '{tmp_path / 'nothing' / 'adapter_config.json'}')")
+
+
+def test_the_export_card_records_the_hyperparameters_and_metrics_of_its_jobs_own_method(home, tmp_path):
+    from ftkit import lifecycle as lc
+    from ftkit.local.export import ExportSource, _describe
+    from ftkit.local.store import Store
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8, "target_modules": ["q"]}))
+    hp = {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.1}
+    job = {"id": "ftjob-" + "a" * 24, "method": {"type": lc.DPO, lc.DPO: {"hyperparameters": hp}}, "seed": 1,
+           "suffix": "s", "training_file": None, "validation_file": None, "trained_tokens": 10, "metadata": None,
+           "created_at": 0, "finished_at": 1, "result_files": []}
+    store = Store(home)
+    results = lc.encode_results("step,train_loss,train_reward_margin,valid_loss\n3,0.41,0.8,\n")
+    store.file_path("file-" + "r" * 24).write_bytes(results)
+    store.add_file("file-" + "r" * 24, filename=lc.RESULTS_FILENAME, purpose=lc.RESULTS_PURPOSE, size=len(results),
+                   sha256="x")
+    job["result_files"] = ["file-" + "r" * 24]
+    src = ExportSource("ft:x", "ft:x", "fine-tuned", MODEL, MODEL, adapter, job, None)
+    facts = _describe(store, src, "peft")
+    assert facts["training"]["method"] == lc.DPO and facts["training"]["hyperparameters"] == hp  # not None
+    # the method's own results columns, not the supervised names (train_reward_margin was left out)
+    assert facts["metrics"]["values"] == {"step": 3, "train_loss": 0.41, "train_reward_margin": 0.8}

@@ -55,7 +55,7 @@ FILE_TABLE = [
     ("chat", lc.SUPERVISED, "validation", True, None, None),
     ("preference", lc.DPO, "training", True, None, None),
     ("reinforcement", lc.REINFORCEMENT, "validation", True, None, None),
-    ("preference", lc.SUPERVISED, "training", False, "invalid_training_file", "use method 'dpo' for preference pairs"),
+    ("preference", lc.SUPERVISED, "training", False, "invalid_training_file", "use method 'dpo' for preference examples"),
     ("chat", lc.DPO, "validation", False, "invalid_validation_file", "method 'dpo' trains on preference examples"),
     ("chat", lc.REINFORCEMENT, "training", False, "invalid_training_file", "trains on reinforcement examples"),
     ("broken", lc.SUPERVISED, "training", False, "invalid_training_file", "(and 1 more errors)"),

@@ -187,7 +187,7 @@ def create_job(
     batch_size: int | None = None,
     learning_rate_multiplier: float | None = None,
     hyperparameters: Mapping | None = None,
-    method: str = "supervised",
+    method: str = lifecycle.SUPERVISED,
     beta: float | None = None,
     grader: Mapping | None = None,
     suffix: str | None = None,

@@ -23,6 +23,11 @@ Here the same requests run on the local server:
 A row passes when every criterion passes; a row whose sampling failed, or where a grader reported
 an error, is counted as ``errored`` (its output item says ``fail``). ``report_url`` is null: there
 is no dashboard (the output items are the report).
+
+Why one module of ~730 lines: :class:`EvalService` checks an eval, runs it and serialises it
+against the same two pieces of state -- the eval's data-source config and its criteria -- and
+the helpers below it (row checks, templates, tallies) serve only it; the graders themselves are
+:mod:`ftkit.graders`, the answers :mod:`ftkit.local.chat`.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..hashing import sha256_file
-from ..lifecycle import results_csv
+from ..lifecycle import SUPERVISED, results_csv
 from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
 
@@ -233,18 +233,25 @@ def _final_metrics(store: Store, src: ExportSource) -> tuple[dict, str]:
         return {}, "none (a base model)"
     metrics, sources = {}, []
     last = _results_last_row(store, src.job)
-    if last:
+    if last and (src.job.get("method") or {}).get("type", SUPERVISED) == SUPERVISED:  # the hosted metric names
         metrics.update({"step": last.get("step"), "train_loss": last.get("train_loss"),
                         "train_mean_token_accuracy": last.get("train_accuracy"), "valid_loss": last.get("valid_loss"),
                         "valid_mean_token_accuracy": last.get("valid_mean_token_accuracy")})
+    elif last:  # another method: its own results columns (ftkit.methods)
+        metrics.update(last)
+    if last:
         sources.append("the results file's last step")
     events, _ = store.list_events(src.job["id"], limit=50)
-    full = next((e["data"] for e in events if e["type"] == "metrics" and "full_valid_loss" in (e["data"] or {})), None)
+    full = next((e["data"] for e in events if e["type"] == "metrics" and _is_full_validation(e["data"])), None)
     if full:
-        metrics.update(full_valid_loss=full["full_valid_loss"],
-                       full_valid_mean_token_accuracy=full.get("full_valid_mean_token_accuracy"))
+        metrics.update({k: v for k, v in full.items() if k.startswith("full_valid_")})
         sources.append("the final full-validation event")
     return {k: v for k, v in metrics.items() if v is not None}, " and ".join(sources) or "none recorded"
+
+
+def _is_full_validation(data: dict | None) -> bool:
+    """A full-validation metrics event (``full_valid_loss``, or a reinforcement job's ``full_valid_reward_mean`` ...)."""
+    return any(k.startswith("full_valid_") for k in data or {})
 
 
 def _base_facts(src: ExportSource) -> dict:
@@ -278,7 +285,9 @@ def _lora_facts(src: ExportSource) -> dict | None:
 
 def _describe(store: Store, src: ExportSource, fmt: str) -> dict:
     job = src.job or {}
-    hp = ((job.get("method") or {}).get("supervised") or {}).get("hyperparameters") if job else None
+    method = job.get("method") or {}
+    kind = method.get("type", SUPERVISED)
+    hp = (method.get(kind) or {}).get("hyperparameters") if job else None
     metrics, metrics_from = _final_metrics(store, src)
     return {
         "ftkit_export": 1,
@@ -287,7 +296,7 @@ def _describe(store: Store, src: ExportSource, fmt: str) -> dict:
                   "checkpoint_id": (src.checkpoint or {}).get("id"), "step": (src.checkpoint or {}).get("step")},
         "base_model": _base_facts(src),
         "training": None if not job else {
-            "job_id": job["id"], "method": (job.get("method") or {}).get("type", "supervised"),
+            "job_id": job["id"], "method": kind,
             "hyperparameters": hp, "lora": _lora_facts(src), "seed": job.get("seed"), "suffix": job.get("suffix"),
             "training_file": _file_facts(store, job.get("training_file")),
             "validation_file": _file_facts(store, job.get("validation_file")),

@@ -33,6 +33,12 @@ notebooks/11_outgrowing_the_laptop.ipynb: bf16, batch size per device, packing, 
 :func:`import_adapter` registers a PEFT LoRA adapter trained elsewhere as a fine-tuned model of
 the local server (``ft:<base>:local:<suffix>:<id>``), after checking it fits the base model.
 
+Why one module of ~790 lines: the recipe is one round trip -- the job resolved as the local
+trainer resolves it, TRL's arguments, the datasets and reward the generated ``train.py`` imports
+from this module on the GPU machine, the commands, then the adapter imported back. It is per
+method by nature (``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig``): a method registered without a
+TRL counterpart is refused here with a :class:`RecipeError`, and nowhere else.
+
 Taught in notebooks/11_outgrowing_the_laptop.ipynb.
 """
 

@@ -18,6 +18,12 @@ and its directories are 0700, its files 0600. The server sets its umask with
 :func:`private_umask` (the trainer inherits it) and tightens an older, looser home once with
 :func:`make_home_private`; the store also creates its own directories and database privately
 whatever the umask.
+
+Why one module of ~650 lines: one schema (:data:`SCHEMA`), one connection discipline (a
+connection per thread, WAL, private files) and one row encoding (:func:`_encode` /
+:func:`_decode`) that every table's methods share; split by table, each part would repeat them
+and the schema would lose its one place. About a third is the home's privacy and the damaged-
+database diagnosis, which run before a :class:`Store` exists.
 """
 
 from __future__ import annotations

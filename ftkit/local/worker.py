@@ -63,7 +63,8 @@ def judge_file(role: str, file_id: str, method: str, report) -> FileVerdict:
         return FileVerdict(False, f"invalid_{role}_file",
                            f"The job failed due to an invalid {role} file {file_id}: {shown}{more}", f"{role}_file")
     if report.kind != expected:
-        hint = " (use method 'dpo' for preference pairs)" if report.kind == "preference" else ""
+        fitting = [name for name in methods.names() if methods.get(name).file_kind == report.kind]
+        hint = f" (use method {fitting[0]!r} for {report.kind} examples)" if fitting else ""
         return FileVerdict(False, f"invalid_{role}_file",
                            f"The job failed due to an invalid {role} file {file_id}: it holds {report.kind} examples, "
                            f"but method {method!r} trains on {expected} examples{hint}", f"{role}_file")
