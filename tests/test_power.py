@@ -76,3 +76,14 @@ def test_power_table_rows():
     row = t.iloc[0]
     assert row["examples needed (80% power)"] == 155 and not row["enough?"]
     assert 10 < row["smallest detectable (points)"] < 20
+
+
+def test_sizing_text_states_the_figures_it_computed():
+    text = pw.sizing_text(101, 20, delta=0.10, margin=0.05)
+    share = 20 / 101
+    assert f"{pw.paired_sample_size(0.10, share):,} examples" in text
+    assert f"{pw.noninferiority_sample_size(0.05, share):,}" in text
+    assert f"{pw.paired_detectable(101, share) * 100:.0f} points" in text
+    assert "too few examples" in pw.sizing_text(12, 0)
+    with pytest.raises(ValueError, match="flipped"):
+        pw.sizing_text(10, 11)

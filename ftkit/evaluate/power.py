@@ -13,7 +13,8 @@ two questions a notebook asks before it spends CPU time:
   difference to sit above ``-margin`` when the two models are in fact equally good;
 * :func:`proportion_sample_size` / :func:`proportion_half_width` -- the precision of a single
   rate (an agreement, an exact match) at ``n``;
-* :func:`power_table` -- one row per question, as the notebooks print it.
+* :func:`power_table` -- one row per question, as the notebooks print it;
+* :func:`sizing_text` -- the same for one paired comparison, as a sentence.
 
 The formulas are the normal approximations of Connor (1987) for the paired design: with
 ``psi`` = the share of examples on which the models disagree and ``delta`` = the difference of
@@ -35,7 +36,7 @@ from statistics import NormalDist
 
 __all__ = [
     "noninferiority_sample_size", "paired_detectable", "paired_power", "paired_sample_size",
-    "power_table", "proportion_half_width", "proportion_sample_size",
+    "power_table", "proportion_half_width", "proportion_sample_size", "sizing_text",
 ]
 
 
@@ -171,3 +172,29 @@ def power_table(questions: list[dict], *, alpha: float = 0.05, power: float = 0.
             "enough?": q["n"] >= need,
         })
     return pd.DataFrame(rows)
+
+
+def sizing_text(n: int, flipped: int, *, delta: float = 0.10, margin: float | None = None,
+                power: float = 0.8, alpha: float = 0.05) -> str:
+    """One sentence on what a paired comparison of ``n`` examples, ``flipped`` of which changed
+    between the two models, could detect: the smallest difference at ``power``, the examples a
+    gain of ``delta`` would need, and (with ``margin``) the examples a non-inferiority verdict
+    would need. The share of flips is taken as observed, and at least 5% -- a nuisance parameter
+    for planning the next test, not the effect itself (post-hoc power from an observed effect
+    says nothing the p-value does not)."""
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    if not 0 <= flipped <= n:
+        raise ValueError(f"flipped must be between 0 and n={n}, got {flipped}")
+    share = max(flipped / n, 0.05)
+    smallest = paired_detectable(n, share, alpha=alpha, power=power)
+    smallest_text = (f"{smallest * 100:.0f} points" if math.isfinite(smallest)
+                     else "nothing the flips allow (too few examples)")
+    gain = min(delta, share)
+    text = (f"{n} examples, {share:.0%} of them flipped: the smallest difference detectable with "
+            f"{power:.0%} power is {smallest_text}; a {gain * 100:.0f}-point gain would need about "
+            f"{paired_sample_size(gain, share, alpha=alpha, power=power):,} examples")
+    if margin:
+        text += (f", and a non-inferiority verdict within {margin * 100:g} points about "
+                 f"{noninferiority_sample_size(margin, share, power=power):,}")
+    return text + "."
