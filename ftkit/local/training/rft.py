@@ -41,6 +41,17 @@ from .contract import TrainingMethod
 MAX_COMPLETION_TOKENS = 128
 CLIP_EPSILON = 0.2
 SAMPLING_TEMPERATURE = 1.0
+#: Steps' sampling seeds are this far apart. Answer j to prompt k of a step is drawn with seed
+#: ``step seed + 1000 k + j`` (:func:`.sampling.generate`, the engine), so the stride must exceed
+#: 1000 x the most prompts of a step (256) + the most answers of a prompt (40).
+STEP_SEED_STRIDE = 1_000_003
+
+
+def sampling_seed(job_seed: int, step: int) -> int:
+    """The seed a step samples its answers with: no two steps of a job share a random stream
+    (they did when consecutive steps' seeds were 1 apart: a step's answer j + 1 to its k-th
+    prompt reused the stream of the next step's answer j)."""
+    return job_seed * 100_003 + step * STEP_SEED_STRIDE
 
 
 def kl_beta() -> float:
@@ -228,7 +239,7 @@ class Reinforcement(TrainingMethod):
         model.eval()
         with torch.no_grad():
             samples = self.sample(ctx, batch, n=self.group_size, temperature=SAMPLING_TEMPERATURE,
-                                  seed=ctx.seed * 100_003 + ctx.step)
+                                  seed=sampling_seed(ctx.seed, ctx.step))
         self.grade(samples)
         model.train()
         rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)
