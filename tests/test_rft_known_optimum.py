@@ -30,7 +30,7 @@ from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.local import jobstate  # noqa: E402
 from ftkit.local.render import render_prompt  # noqa: E402
 from ftkit.local.store import Store, new_id  # noqa: E402
-from ftkit.local.training import recipe, rft, sampling, starting  # noqa: E402
+from ftkit.local.training import recipe, rft, sampling, starting, steps  # noqa: E402
 from ftkit.local.training.loop import JobRun, RunContext  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket."}
@@ -155,3 +155,35 @@ def test_consecutive_steps_sample_with_different_random_streams():
     assert len(set(first)) == 4 and len(set(second)) == 4  # sampled, not copies
     assert not set(first) & set(second), (first, second)
     assert rft.sampling_seed(5, 1) - rft.sampling_seed(5, 0) > 1000 * 256 + 40
+
+
+def test_a_group_of_equal_rewards_has_no_advantage_and_a_step_of_such_groups_changes_nothing():
+    """Equal rewards carry no signal: their advantages are exactly 0 (the float mean of eight
+    0.3s is not exactly 0.3, and dividing by std + 1e-4 made that rounding a 3e-4 advantage), so
+    a first step where every group scored alike leaves the adapter as it was -- Adam, which
+    divides a gradient by its own scale, made rounding noise a full-size step."""
+    rewards = torch.tensor([0.3] * 8 + [0.7] * 8 + [1 / 3] * 8 + [0.0, 1.0] * 4)
+    advantages = rft.group_advantages(rewards, 8)
+    assert advantages[:24].abs().max().item() == 0.0
+    assert advantages[24:].abs().min().item() > 0.9  # a group that differs keeps its signal
+
+    tok = tiny_tokenizer()
+    model = recipe.LoraRecipe(rank=4, alpha=8).apply(tiny_llama(seed=6))
+    method = rft.Reinforcement()
+    method.grader, method.group_size = graders.compile_grader(GRADER), 8
+    method.grade = lambda samples: [setattr(s, "reward", 0.3) for s in samples]  # every answer alike
+    ctx = RunContext(model, tok, {"compute_multiplier": 2.0}, 5, "fp32", tok.pad_token_id, 10)
+    prompts = [rft.Prompt(tok(render_prompt(tok, line(i)["messages"]), add_special_tokens=False)["input_ids"], [], {})
+               for i in range(2)]
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    optimizer = steps.make_optimizer(params, 1e-3)
+    saved = rft.MAX_COMPLETION_TOKENS
+    rft.MAX_COMPLETION_TOKENS = 4
+    try:
+        loss, _ = method.step(ctx, prompts)
+    finally:
+        rft.MAX_COMPLETION_TOKENS = saved
+    steps.optimizer_step(loss, params, optimizer, steps.make_scheduler(optimizer, 10))
+    moved = max((p.detach() - b).abs().max().item() for p, b in zip(params, before))
+    assert moved == 0.0, moved

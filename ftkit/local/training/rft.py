@@ -84,13 +84,21 @@ class Sampled:
 
 def group_advantages(rewards, group_size: int):
     """(r - group mean) / (group std + 1e-4) for consecutive groups of ``group_size`` rewards
-    (std with Bessel's correction, as TRL)."""
+    (std with Bessel's correction, as TRL), and exactly 0 for a group whose rewards are all equal.
+
+    That last case differs from TRL on purpose: the float mean of equal rewards can be off by one
+    rounding step (eight rewards of 0.3 average to 0.3 + 3e-8), which the 1e-4 divisor turns into
+    advantages of about 3e-4 -- a gradient of pure rounding noise, which Adam (it divides by the
+    gradient's own scale) turns into a full-size step when it is all a step has, as on a first
+    step where every group scored alike."""
     import torch
 
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
-    return ((grouped - mean) / (std + 1e-4)).view(-1)
+    advantages = (grouped - mean) / (std + 1e-4)
+    alike = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)
+    return advantages.masked_fill(alike, 0.0).view(-1)
 
 
 def grpo_loss(logps, old_logps, advantages, mask, *, epsilon: float = CLIP_EPSILON, ref_logps=None,
