@@ -187,3 +187,19 @@ def test_a_group_of_equal_rewards_has_no_advantage_and_a_step_of_such_groups_cha
     steps.optimizer_step(loss, params, optimizer, steps.make_scheduler(optimizer, 10))
     moved = max((p.detach() - b).abs().max().item() for p, b in zip(params, before))
     assert moved == 0.0, moved
+
+
+def test_a_sampled_answer_ends_with_the_end_token_it_drew():
+    """A model may end an answer with any of several tokens (its generation config's besides the
+    tokenizer's end-of-sequence token); the answer the update scores must end with the one that
+    was drawn, not always the tokenizer's."""
+    tok = tiny_tokenizer()
+    model = tiny_llama(seed=9)
+    prompt = tok(render_prompt(tok, line(0)["messages"]), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        first = sampling.generate(model, tok, [prompt], n=1, max_tokens=3, temperature=0.0, seed=None)[0][0]
+        other_end = first.ids[0]  # the greedy first token, made an end-of-sequence token
+        assert other_end != tok.eos_token_id
+        model.generation_config.eos_token_id = [tok.eos_token_id, other_end]
+        ended = sampling.generate(model, tok, [prompt], n=1, max_tokens=3, temperature=0.0, seed=None)[0][0]
+    assert ended.finish_reason == "stop" and ended.ids == [other_end], ended
