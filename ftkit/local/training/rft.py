@@ -9,7 +9,8 @@ Each training line is a conversation ending with a user turn, plus any fields th
 2. **grades** every answer with the job's grader (:func:`ftkit.graders.grade_many`): the reward;
 3. **normalises** rewards within each group: advantage = (r - group mean) / (group std + 1e-4),
    so an answer is pushed up only for being better than its siblings (GRPO: Shao et al., 2024,
-   "DeepSeekMath"; the same normalisation as TRL's ``GRPOTrainer`` with ``scale_rewards="group"``);
+   "DeepSeekMath"; the same normalisation as TRL's ``GRPOTrainer`` with ``scale_rewards="group"``,
+   except that a group of equal rewards gets exactly 0, not rounding noise: :func:`group_advantages`);
 4. **updates** the LoRA adapter with the clipped policy-gradient loss of PPO/GRPO,
    ``-min(ratio * A, clip(ratio, 1 - 0.2, 1 + 0.2) * A)`` per answer token, averaged per answer
    and then over answers (TRL's ``loss_type="grpo"``). Sampling and the update use the same
