@@ -62,6 +62,7 @@ class Choice:
     completion_tokens: int
     logprobs: list[TokenLogprob] | None = None  # when the request asked for logprobs
     token_ids: list[int] | None = None  # the generated tokens (for the trainer: no end-of-sequence)
+    end_token: int | None = None  # the end-of-sequence token that ended it, if one did (the trainer's)
 
 
 @dataclass
@@ -128,6 +129,7 @@ class _Row:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     ends: list[int | None] = field(default_factory=list)  # text length after each token (None: mid-character)
     logprobs_sent: int = 0  # tokens whose logprobs were streamed
+    end_token: int | None = None  # the end-of-sequence token sampled, if any
 
 
 @dataclass
@@ -378,7 +380,7 @@ class Engine:
             choices = sorted(by_request[id(req)], key=lambda r: r.index)
             req.future.set_result([
                 Choice(r.text, r.finish_reason or "length", len(r.generated),
-                       r.logprobs[: self._kept_tokens(r)] if req.logprobs else None, list(r.generated))
+                       r.logprobs[: self._kept_tokens(r)] if req.logprobs else None, list(r.generated), r.end_token)
                 for r in choices])
 
     def _decode(self, model, tok, eos: frozenset, rows: list[_Row], scope=None) -> None:
@@ -408,6 +410,7 @@ class Engine:
                 token = int(next_tokens[pos])
                 if token in eos:
                     row.finish_reason = "stop"
+                    row.end_token = token
                 else:
                     row.generated.append(token)
                     self._update_text(tok, row)

@@ -9,7 +9,8 @@ Each training line is a conversation ending with a user turn, plus any fields th
 2. **grades** every answer with the job's grader (:func:`ftkit.graders.grade_many`): the reward;
 3. **normalises** rewards within each group: advantage = (r - group mean) / (group std + 1e-4),
    so an answer is pushed up only for being better than its siblings (GRPO: Shao et al., 2024,
-   "DeepSeekMath"; the same normalisation as TRL's ``GRPOTrainer`` with ``scale_rewards="group"``);
+   "DeepSeekMath"; the same normalisation as TRL's ``GRPOTrainer`` with ``scale_rewards="group"``,
+   except that a group of equal rewards gets exactly 0, not rounding noise: :func:`group_advantages`);
 4. **updates** the LoRA adapter with the clipped policy-gradient loss of PPO/GRPO,
    ``-min(ratio * A, clip(ratio, 1 - 0.2, 1 + 0.2) * A)`` per answer token, averaged per answer
    and then over answers (TRL's ``loss_type="grpo"``). Sampling and the update use the same
@@ -41,6 +42,17 @@ from .contract import TrainingMethod
 MAX_COMPLETION_TOKENS = 128
 CLIP_EPSILON = 0.2
 SAMPLING_TEMPERATURE = 1.0
+#: Steps' sampling seeds are this far apart. Answer j to prompt k of a step is drawn with seed
+#: ``step seed + 1000 k + j`` (:func:`.sampling.generate`, the engine), so the stride must exceed
+#: 1000 x the most prompts of a step (256) + the most answers of a prompt (40).
+STEP_SEED_STRIDE = 1_000_003
+
+
+def sampling_seed(job_seed: int, step: int) -> int:
+    """The seed a step samples its answers with: no two steps of a job share a random stream
+    (they did when consecutive steps' seeds were 1 apart: a step's answer j + 1 to its k-th
+    prompt reused the stream of the next step's answer j)."""
+    return job_seed * 100_003 + step * STEP_SEED_STRIDE
 
 
 def kl_beta() -> float:
@@ -73,13 +85,21 @@ class Sampled:
 
 def group_advantages(rewards, group_size: int):
     """(r - group mean) / (group std + 1e-4) for consecutive groups of ``group_size`` rewards
-    (std with Bessel's correction, as TRL)."""
+    (std with Bessel's correction, as TRL), and exactly 0 for a group whose rewards are all equal.
+
+    That last case differs from TRL on purpose: the float mean of equal rewards can be off by one
+    rounding step (eight rewards of 0.3 average to 0.3 + 3e-8), which the 1e-4 divisor turns into
+    advantages of about 3e-4 -- a gradient of pure rounding noise, which Adam (it divides by the
+    gradient's own scale) turns into a full-size step when it is all a step has, as on a first
+    step where every group scored alike."""
     import torch
 
     grouped = rewards.view(-1, group_size)
     mean = grouped.mean(dim=1, keepdim=True)
     std = grouped.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(mean)
-    return ((grouped - mean) / (std + 1e-4)).view(-1)
+    advantages = (grouped - mean) / (std + 1e-4)
+    alike = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)
+    return advantages.masked_fill(alike, 0.0).view(-1)
 
 
 def grpo_loss(logps, old_logps, advantages, mask, *, epsilon: float = CLIP_EPSILON, ref_logps=None,
@@ -228,7 +248,7 @@ class Reinforcement(TrainingMethod):
         model.eval()
         with torch.no_grad():
             samples = self.sample(ctx, batch, n=self.group_size, temperature=SAMPLING_TEMPERATURE,
-                                  seed=ctx.seed * 100_003 + ctx.step)
+                                  seed=sampling_seed(ctx.seed, ctx.step))
         self.grade(samples)
         model.train()
         rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)

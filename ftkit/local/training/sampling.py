@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass
 class Completion:
-    ids: list[int]  # the answer's tokens, with the end-of-sequence token when it ended by itself
+    ids: list[int]  # the answer's tokens, with the end-of-sequence token it sampled when it ended by itself
     text: str
     finish_reason: str
 
@@ -26,12 +26,10 @@ def generate(model, tokenizer, prompts: list[list[int]], *, n: int, max_tokens: 
     requests = [GenerationRequest(model="trainer", messages=[], max_tokens=max_tokens, temperature=temperature,
                                   n=n, seed=None if seed is None else seed + 1000 * k, prompt_ids=list(ids))
                 for k, ids in enumerate(prompts)]
-    eos = tokenizer.eos_token_id
-    out = []
-    for choices in decode(model, tokenizer, requests, precision=precision):
-        out.append([Completion(list(c.token_ids) + ([eos] if c.finish_reason == "stop" and eos is not None else []),
-                               c.text, c.finish_reason) for c in choices])
-    return out
+    # the end token is the one the answer sampled: a model may have several (the generation
+    # config's besides the tokenizer's), and the update must score the token that was drawn
+    return [[Completion(list(c.token_ids) + ([c.end_token] if c.end_token is not None else []), c.text, c.finish_reason)
+             for c in choices] for choices in decode(model, tokenizer, requests, precision=precision)]
 
 
 class LocalJudge:
