@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 BENCHMARKS = [
     ("validate + count 100k examples", "bench_validate", "speedup_vs_cookbook", ">= 4x the cookbook recipe"),
     ("LoRA training tokens/s", "bench_train", "speedup", ">= 2x a naive padded loop"),
+    ("SFT tokens/s vs TRL (fp32)", "bench_train", "speedup_vs_trl", ">= 1.5x TRL's SFTTrainer at equal loss"),
     ("DPO pairs/s vs TRL", "bench_dpo", "speedup", ">= 1x TRL's DPOTrainer at equal loss"),
     ("RFT step vs TRL GRPOTrainer", "bench_rft", "speedup", ">= 1x TRL's GRPOTrainer step time"),
     ("100 concurrent chat requests", "bench_chat", "speedup", ">= 5x one at a time"),
@@ -26,8 +27,12 @@ BENCHMARKS = [
 
 
 def main() -> int:
-    summary = []
+    summary, done = [], {}  # a benchmark with several goals runs once
     for title, module, key, goal in BENCHMARKS:
+        if module in done:
+            result, seconds = done[module]
+            summary.append((title, result.get(key), goal, seconds))
+            continue
         print(f"\n=== {title} ({module}) ===", flush=True)
         try:
             mod = importlib.import_module(module)
@@ -36,7 +41,8 @@ def main() -> int:
             continue
         start = time.perf_counter()
         result = mod.main([])
-        summary.append((title, result.get(key), goal, time.perf_counter() - start))
+        done[module] = result, time.perf_counter() - start
+        summary.append((title, result.get(key), goal, done[module][1]))
     print("\n=== summary ===")
     for title, value, goal, seconds in summary:
         print(f"{title:34} {value!s:>8}x   goal {goal}   ({seconds:.0f} s)")
