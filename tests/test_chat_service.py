@@ -200,10 +200,12 @@ def test_tool_choice_none_and_auto(fake_client, fake_engine):
         from fake_engine import DEFAULT_TEXT
 
         fake_engine.text = DEFAULT_TEXT
-    with pytest.raises(openai.BadRequestError) as err:  # JSON and a free choice of tools cannot both be enforced
-        fake_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "JSON please"}],
-                                            tools=[ORDER_TOOL], response_format={"type": "json_object"})
-    assert err.value.param == "tool_choice" and err.value.code == "unsupported_value"
+    # JSON and a free choice of tools: one grammar with both branches (a call, or else the JSON)
+    answer = fake_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "JSON please"}],
+                                                 tools=[ORDER_TOOL], response_format={"type": "json_object"})
+    assert _last(fake_engine).constraint == {"type": "tool_call", "tools": [ORDER_TOOL], "name": None,
+                                             "parallel": True, "answer": {"type": "json_object"}, "param": "tools"}
+    assert answer.choices[0].finish_reason == "tool_calls"
 
 
 def test_streamed_tool_call(fake_server, check_schema):

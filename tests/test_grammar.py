@@ -212,6 +212,25 @@ def test_any_tool_and_strict_functions(tok):
     assert e.param == "tool_choice"
 
 
+def test_auto_with_a_json_answer_is_calls_or_the_answer(tok):
+    """tool_choice "auto" with a JSON response format: one grammar, two branches."""
+    answer = {**strict(TICKET_SCHEMA, "ticket"), "param": "response_format.json_schema.schema"}
+    spec = {"type": "tool_call", "tools": [WEATHER, SEARCH], "name": None, "parallel": True, "answer": answer}
+    call = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+    ticket = json.dumps({"category": "billing", "urgency": "high", "product": "api"})
+    assert accepts(tok, spec, call) and accepts(tok, spec, call + "\n" + call.replace("Oslo", "Rome"))
+    assert accepts(tok, spec, ticket)
+    assert not accepts(tok, spec, ticket + "\n" + call)  # one branch or the other
+    assert not accepts(tok, spec, call + "\n" + ticket)
+    assert not accepts(tok, spec, ticket.replace("billing", "refunds"))  # the schema holds
+    assert not accepts(tok, spec, "Let me look. " + call)  # no free text
+    assert accepts(tok, {**spec, "answer": {"type": "json_object"}}, '{"any": [1]}')
+    # a refusal in either branch names its own field
+    e = refusal(tok, {**spec, "answer": {**answer, "schema": obj({"id": {"type": "string", "minLength": 3}})}})
+    assert e.param == "response_format.json_schema.schema.properties.id.minLength"
+    assert refusal(tok, {**spec, "name": "search"}).param == "tool_choice"  # a forced call has no other answer
+
+
 def test_a_function_without_parameters_takes_an_empty_object(tok):
     ping = {"type": "function", "function": {"name": "ping"}}
     spec = {"type": "tool_call", "tools": [ping], "name": "ping"}

@@ -4,8 +4,9 @@ the Batch API and the Responses API.
 A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`ChatCall`:
 
 1. its parameters are read into a :class:`~ftkit.local.engine.GenerationRequest`:
-   ``response_format`` and a forcing ``tool_choice`` / ``function_call`` become the engine's
-   ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``), ``logprobs`` and
+   ``response_format`` and ``tool_choice`` / ``function_call`` become the engine's
+   ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``, by the one rule of
+   :func:`answer_constraint`), ``logprobs`` and
    ``top_logprobs`` ask the engine for token log probabilities;
 2. the model is looked up once (:meth:`ftkit.local.service.Platform.get_model`: the hosted 404);
 3. the prompt is rendered and tokenised once (``engine.encode_prompt`` -> ``prompt_ids``), and
@@ -172,6 +173,26 @@ def json_constraint(response_format: dict | None, messages: list[dict], *, param
     return {"type": "json_schema", "schema": spec.get("schema") or {}, "strict": bool(spec.get("strict"))}
 
 
+def answer_constraint(tool_mode: str, forced: str | None, tools: list[dict], answer: dict | None, *,
+                      parallel: bool) -> dict | None:
+    """The engine's constraint for an answer: the one rule joining tool choice and a JSON answer
+    format, for chat completions, the Responses API and the Batch API.
+
+    * tool mode ``none``: the JSON answer format (or None: free text);
+    * ``forced`` (``required`` or one function): tool calls, whatever the answer format says, as
+      on the hosted API;
+    * ``auto`` without a JSON format: None (free text; a ``<tool_call>`` block in it is a call);
+    * ``auto`` with one: tool calls *or* the JSON answer, one grammar with both branches.
+
+    ``tools`` are chat-shaped; ``parallel``: ``parallel_tool_calls`` (several calls, unless one
+    function is forced)."""
+    if tool_mode == "forced":
+        return {"type": "tool_call", "tools": tools, "name": forced, "parallel": forced is None and parallel}
+    if tool_mode == "auto" and answer is not None:
+        return {"type": "tool_call", "tools": tools, "name": None, "parallel": parallel, "answer": answer}
+    return answer
+
+
 def _constraint_param(base: str, error: ValueError) -> str:
     """The param an engine's refusal names: its full ``param`` when it gives one (the engine is told
     where the schema sits), else ``base`` + the path inside the schema it reports."""
@@ -201,14 +222,9 @@ class ChatService:
         tool_mode, forced = _chat_tool_setup(body, tools, functions)
         all_tools = (tools or []) + [{"type": "function", "function": f} for f in functions or []]
 
-        constraint = json_constraint(body.get("response_format"), messages, param="response_format")
-        if constraint and tool_mode == "auto":
-            raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when "
-                                    "'response_format' asks for JSON: the local engine constrains an answer "
-                                    "either to the schema or to a tool call")
-        if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": all_tools, "name": forced,
-                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
+        constraint = answer_constraint(tool_mode, forced, all_tools,
+                                       json_constraint(body.get("response_format"), messages, param="response_format"),
+                                       parallel=body.get("parallel_tool_calls") is not False)
 
         n = body.get("n") or 1
         if n > MAX_N:
@@ -286,13 +302,17 @@ class ChatService:
             kind = request.constraint["type"]
             if kind != "json_object":
                 request.constraint.setdefault("param", tools_param if kind == "tool_call" else schema_param)
+            answer = request.constraint.get("answer")
+            if answer is not None and answer["type"] != "json_object":
+                answer.setdefault("param", schema_param)
             try:
                 self.engine.check_constraint(request.model, request.constraint)
             except ValueError as e:
-                if request.constraint["type"] == "tool_call":
-                    param, code = _constraint_param(tools_param, e), "invalid_function_parameters"
+                param = _constraint_param(tools_param if kind == "tool_call" else schema_param, e)
+                if kind == "tool_call" and not (answer is not None and param.startswith(schema_param)):
+                    code = "invalid_function_parameters"
                 else:
-                    param, code = _constraint_param(schema_param, e), "invalid_json_schema"
+                    code = "invalid_json_schema"
                 raise APIError(400, f"Invalid schema for '{param}': {e}", param=param, code=code) from None
 
     # -- answering ------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .chat import FUNCTION_NAME, ChatService, generate, json_constraint, token_logprob, tool_setup
+from .chat import (
+    FUNCTION_NAME,
+    ChatService,
+    answer_constraint,
+    generate,
+    json_constraint,
+    token_logprob,
+    tool_setup,
+)
 from .engine import Choice, GenerationRequest, TokenLogprob
 from .render import parse_tool_calls
 from .store import Store, new_id, valid_id
@@ -203,14 +211,10 @@ class ResponsesService:
         text = body.get("text") or {}
         if text.get("verbosity") not in (None, "medium"):
             raise unsupported_value("text.verbosity", text["verbosity"], "'medium'")
-        constraint = json_constraint(text.get("format"), messages, param="text.format", messages_param="input")
-        if constraint and tool_mode == "auto":
-            raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when 'text.format' "
-                                    "asks for JSON: the local engine constrains an answer either to the schema or "
-                                    "to a tool call")
-        if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": chat_tools, "name": forced,
-                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
+        constraint = answer_constraint(tool_mode, forced, chat_tools,
+                                       json_constraint(text.get("format"), messages, param="text.format",
+                                                       messages_param="input"),
+                                       parallel=body.get("parallel_tool_calls") is not False)
         for i, name in enumerate(body.get("include") or []):
             if name != LOGPROBS_INCLUDE:
                 raise unsupported_value(f"include[{i}]", name, f"'{LOGPROBS_INCLUDE}'")

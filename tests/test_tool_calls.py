@@ -1,0 +1,113 @@
+"""Tools and structured outputs as real OpenAI clients use them (issue 24), on the real server and
+engine, through the official ``openai`` SDK and the OpenAI Agents SDK (``openai-agents``, a
+test-only dependency), every answer checked against the spec:
+
+* an ``Agent`` with a function tool and a Pydantic ``output_type`` runs end to end on both
+  ``OpenAIChatCompletionsModel`` and ``OpenAIResponsesModel``. Such an agent sends its tools *and*
+  its output schema (``response_format`` / ``text.format`` ``json_schema``, strict) with
+  ``tool_choice`` "auto" (or what ``ModelSettings`` says on the first turn; the SDK resets it to
+  "auto" after a tool call): the engine answers under one grammar with both branches, a tool call
+  or else the schema;
+
+The model is a tiny random Llama with SmolLM2's tokenizer (``tests/tiny_models.py``; 2,048 tokens
+of context, as an agent's prompt with its tool list outgrows the 512 of ``tests/tiny.py``),
+registered on the shared server as ``tiny_model`` is. Its choices are nonsense, so the grammar is
+what guarantees the shapes. Greedy decoding makes its choices repeatable; which branch it prefers
+after a tool result is its own (the test lets the tool be called more than once, within
+``max_turns``): whatever it picks, the run must end with a parsed ``output_type``. Arguments and
+fields are enums or booleans: a random model's free string would run on to the context's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Literal
+
+import pytest
+from pydantic import BaseModel
+
+pytest.importorskip("torch")
+pytest.importorskip("llguidance")
+
+pytestmark = pytest.mark.timeout(600)
+TINY = "tiny-llama-smollm2-vocab"
+ORDER_TOOL = {"type": "function", "function": {
+    "name": "get_order", "description": "Look up an order by its id", "strict": True,
+    "parameters": {"type": "object", "properties": {"order_id": {"type": "string", "enum": ["A-123", "B-456"]},
+                                                    "express": {"type": "boolean"}},
+                   "required": ["order_id", "express"], "additionalProperties": False}}}
+TICKET = [{"role": "user", "content": "My card was charged twice for order A-123."}]
+
+
+class Ticket(BaseModel):
+    category: Literal["billing", "technical", "shipping"]
+    urgent: bool
+
+
+@pytest.fixture(scope="module")
+def tiny_smollm2(local_server, tmp_path_factory) -> str:
+    """The tiny random Llama with SmolLM2's vocabulary, registered on the shared server."""
+    from tiny_models import save_tiny_llama, smollm2_tokenizer
+
+    from ftkit.local.service import Platform
+    from ftkit.local.store import Store
+
+    store = Store(local_server.home)
+    if not any(m["id"] == TINY for m in store.list_models()):
+        folder = save_tiny_llama(tmp_path_factory.mktemp("tiny-smollm2"), smollm2_tokenizer())
+        Platform(store, max_upload_bytes=0).register_base_model(TINY, str(folder))
+    return TINY
+
+
+# -- the Agents SDK ---------------------------------------------------------------------------------
+
+
+def _agent(agents, model, calls: list[str], tool_choice: str | None):
+    @agents.function_tool
+    def get_order(order_id: Literal["A-123", "B-456"]) -> str:
+        """Look up an order by its id."""
+        calls.append(order_id)
+        return json.dumps({"order_id": order_id, "status": "charged twice"})
+
+    return agents.Agent(name="triage", instructions="Triage the ticket. Look the order up first.", tools=[get_order],
+                        output_type=Ticket, model=model,
+                        model_settings=agents.ModelSettings(temperature=0, tool_choice=tool_choice))
+
+
+@pytest.mark.parametrize("api", ["chat_completions", "responses"])
+@pytest.mark.parametrize("tool_choice", ["required", None])
+def test_an_agent_with_a_tool_and_an_output_type_runs_end_to_end(local_server, tiny_smollm2, api, tool_choice):
+    agents = pytest.importorskip("agents")
+    import openai
+
+    agents.set_tracing_disabled(True)  # no traces sent anywhere
+    client = openai.AsyncOpenAI(base_url=local_server.base_url, api_key=local_server.key, max_retries=0)
+    if api == "chat_completions":
+        model = agents.OpenAIChatCompletionsModel(model=tiny_smollm2, openai_client=client)
+    else:
+        model = agents.OpenAIResponsesModel(model=tiny_smollm2, openai_client=client)
+    calls: list[str] = []
+    result = asyncio.run(agents.Runner.run(_agent(agents, model, calls, tool_choice), TICKET[0]["content"],
+                                           max_turns=8))
+    assert isinstance(result.final_output, Ticket)
+    if tool_choice == "required":  # the first turn had to call the tool; "auto" on later turns answered
+        assert calls and set(calls) <= {"A-123", "B-456"}
+    kinds = [item.type for item in result.new_items]
+    assert kinds[-1] == "message_output_item"
+    assert kinds.count("tool_call_item") == kinds.count("tool_call_output_item") == len(calls)
+
+
+def test_auto_with_a_schema_is_a_call_or_the_schema_through_the_sdk(client, tiny_smollm2, check_schema):
+    """The grammar behind the agent: sampled answers take either branch, and each is whole."""
+    raw = client.chat.completions.with_raw_response.parse(model=tiny_smollm2, messages=TICKET, tools=[ORDER_TOOL],
+                                                          response_format=Ticket, temperature=1.0, seed=5, n=6)
+    check_schema(raw.http_response.json(), "CreateChatCompletionResponse")
+    for choice in raw.parse().choices:
+        if choice.message.tool_calls:
+            assert choice.finish_reason == "tool_calls" and choice.message.content is None
+            for call in choice.message.tool_calls:
+                assert call.function.name == "get_order"
+                assert json.loads(call.function.arguments)["order_id"] in ("A-123", "B-456")
+        else:
+            assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, Ticket)
