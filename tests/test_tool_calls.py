@@ -8,6 +8,8 @@ test-only dependency), every answer checked against the spec:
   ``tool_choice`` "auto" (or what ``ModelSettings`` says on the first turn; the SDK resets it to
   "auto" after a tool call): the engine answers under one grammar with both branches, a tool call
   or else the schema;
+* a forced call cut off by ``max_tokens`` says "length" and leaves no markup in the content;
+  ``tool_choice="required"`` with parallel calls never repeats a call.
 
 The model is a tiny random Llama with SmolLM2's tokenizer (``tests/tiny_models.py``; 2,048 tokens
 of context, as an agent's prompt with its tool list outgrows the 512 of ``tests/tiny.py``),
@@ -24,6 +26,7 @@ import asyncio
 import json
 from typing import Literal
 
+import httpx
 import pytest
 from pydantic import BaseModel
 
@@ -111,3 +114,49 @@ def test_auto_with_a_schema_is_a_call_or_the_schema_through_the_sdk(client, tiny
                 assert json.loads(call.function.arguments)["order_id"] in ("A-123", "B-456")
         else:
             assert choice.finish_reason == "stop" and isinstance(choice.message.parsed, Ticket)
+
+
+# -- forced calls -----------------------------------------------------------------------------------
+
+
+def test_a_cut_off_forced_call_says_length_without_markup(client, tiny_smollm2, local_server, check_schema):
+    for max_tokens in (3, 20):  # cut inside "<tool_call>", then inside the arguments
+        raw = client.chat.completions.with_raw_response.create(model=tiny_smollm2, messages=TICKET, tools=[ORDER_TOOL],
+                                                               tool_choice="required", temperature=0,
+                                                               max_tokens=max_tokens)
+        check_schema(raw.http_response.json(), "CreateChatCompletionResponse")
+        choice = raw.parse().choices[0]
+        assert choice.finish_reason == "length" and choice.message.content is None, max_tokens
+        for call in choice.message.tool_calls or []:  # a call cut off keeps what was written of it
+            assert call.function.name == "get_order" and "<tool_call>" not in call.function.arguments
+        raw = client.responses.with_raw_response.create(model=tiny_smollm2, input=TICKET[0]["content"],
+                                                        tools=[{"type": "function", **ORDER_TOOL["function"]}],
+                                                        tool_choice="required", temperature=0,
+                                                        max_output_tokens=max(16, max_tokens))  # the spec's minimum
+        check_schema(raw.http_response.json(), "Response")
+        r = raw.parse()
+        assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+        assert "<tool_call" not in r.output_text
+        assert all(item.status == "incomplete" for item in r.output if item.type == "function_call")
+    with httpx.stream("POST", f"{local_server.base_url}/chat/completions", timeout=300,
+                      headers={"Authorization": f"Bearer {local_server.key}"},
+                      json={"model": tiny_smollm2, "messages": TICKET, "tools": [ORDER_TOOL], "stream": True,
+                            "tool_choice": "required", "temperature": 0, "max_tokens": 20}) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    for c in chunks:
+        check_schema(c, "CreateChatCompletionStreamResponse")
+    assert not any(c["choices"][0]["delta"].get("content") for c in chunks if c["choices"])
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_required_parallel_calls_never_repeat_a_call(client, tiny_smollm2, check_schema):
+    from ftkit.local.render import MAX_PARALLEL_CALLS
+
+    raw = client.chat.completions.with_raw_response.create(model=tiny_smollm2, messages=TICKET, tools=[ORDER_TOOL],
+                                                           tool_choice="required", temperature=1.0, seed=3, n=3)
+    check_schema(raw.http_response.json(), "CreateChatCompletionResponse")
+    for choice in [*raw.parse().choices, *client.chat.completions.create(
+            model=tiny_smollm2, messages=TICKET, tools=[ORDER_TOOL], tool_choice="required", temperature=0).choices]:
+        calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
+        assert choice.finish_reason == "tool_calls" and 1 <= len(calls) <= MAX_PARALLEL_CALLS
+        assert len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls), calls  # no identical calls

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engine import Choice, GenerationRequest, TokenLogprob
-from .render import parse_tool_calls
+from .render import MAX_PARALLEL_CALLS, ToolCallReader
 from .request_check import param_name
 from .wire import APIError, unsupported_value
 
@@ -59,6 +59,12 @@ class ChatCall:
     @property
     def with_tools(self) -> bool:
         return self.tool_mode != "none"
+
+    def reader(self) -> ToolCallReader:
+        """A reader of one answer's tool calls: one call for legacy functions or without
+        ``parallel_tool_calls``, else at most the grammar's bound."""
+        single = self.legacy_functions or not self.parallel_tool_calls
+        return ToolCallReader(1 if single else MAX_PARALLEL_CALLS)
 
 
 # -- reading a request ----------------------------------------------------------------------------
@@ -328,7 +334,11 @@ class ChatService:
         return full
 
     async def stream(self, call: ChatCall) -> AsyncIterator[str]:
-        """The answer as server-sent events: chunks as the hosted API sends them, then ``[DONE]``."""
+        """The answer as server-sent events: chunks as the hosted API sends them, then ``[DONE]``.
+
+        Text is sent as it is decoded; with tools, each call is sent as soon as its name is
+        known (``id``, ``type``, ``function.name`` and empty ``arguments``), then its arguments
+        fragment by fragment, as the hosted API streams them (:class:`~.render.ToolCallReader`)."""
         request = call.request
         cid, created = completion_id(), int(time.time())
         usage_field = {"usage": None} if call.include_usage else {}
@@ -339,21 +349,28 @@ class ChatService:
         yield sse([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None} for i in range(request.n)])
         pending: dict[int, str] = {}
+        readers = {i: call.reader() for i in range(request.n)} if call.with_tools else {}
         try:
-            async for kind, index, value in generate(self.engine, request, deltas=not call.with_tools):
-                if kind == "text" and not request.logprobs:
+            async for kind, index, value in generate(self.engine, request, deltas=True):
+                if kind == "text" and call.with_tools:
+                    for delta in _tool_deltas(call, readers[index].feed(value)):
+                        yield sse([_delta_choice(index, delta)])
+                elif kind == "text" and not request.logprobs:
                     yield sse([_delta_choice(index, {"content": value})])
                 elif kind == "text":  # held until its tokens' logprobs arrive
                     pending[index] = pending.get(index, "") + value
-                elif kind == "logprobs":
+                elif kind == "logprobs" and not call.with_tools:  # with tools: all in the last chunk
                     yield sse([_delta_choice(index, {"content": pending.pop(index, "")}, value)])
-                else:
+                elif kind == "done":
                     choices = value
         except Exception as e:  # the stream has started: report in-band, as OpenAI does
             error = APIError(500, f"generation failed: {type(e).__name__}", type="server_error")
             yield f"data: {json.dumps(error.body())}\n\n"
             return
-        full = response(call, choices, cid)
+        for index, reader in readers.items():
+            for delta in _tool_deltas(call, reader.finish(cut=choices[index].finish_reason == "length")):
+                yield sse([_delta_choice(index, delta)])
+        full = response(call, choices, cid, readers)
         if call.on_complete:
             call.on_complete(full)
         for i, choice in enumerate(full["choices"]):
@@ -361,12 +378,6 @@ class ChatService:
             if i in pending:
                 delta["content"] = pending.pop(i)
             if call.with_tools:
-                message = choice["message"]
-                delta = {"content": message["content"]} if message["content"] else {}
-                if message.get("tool_calls"):
-                    delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(message["tool_calls"])]
-                if message.get("function_call"):
-                    delta["function_call"] = message["function_call"]
                 logprobs = choice["logprobs"]
             elif request.logprobs and "content" in delta:
                 logprobs = {"content": [], "refusal": None}
@@ -374,6 +385,29 @@ class ChatService:
         if call.include_usage:
             yield f"data: {json.dumps(chunk(request, cid, created, [], usage=full['usage']))}\n\n"
         yield "data: [DONE]\n\n"
+
+
+def _tool_deltas(call: ChatCall, events: list[tuple]) -> list[dict]:
+    """Chunk deltas for a :class:`~.render.ToolCallReader`'s events (legacy ``functions``:
+    ``function_call`` deltas)."""
+    deltas = []
+    for event in events:
+        if event[0] == "text":
+            deltas.append({"content": event[1]})
+        elif event[0] == "call":
+            _, index, call_id, name = event
+            if call.legacy_functions:
+                deltas.append({"function_call": {"name": name, "arguments": ""}})
+            else:
+                deltas.append({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]})
+        elif event[0] == "arguments":
+            _, index, fragment = event
+            if call.legacy_functions:
+                deltas.append({"function_call": {"arguments": fragment}})
+            else:
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+    return deltas
 
 
 def _or(value, default):
@@ -420,21 +454,29 @@ def _delta_choice(index: int, delta: dict, tokens: list[TokenLogprob] | None = N
             "finish_reason": None}
 
 
-def _message(call: ChatCall, choice: Choice) -> tuple[dict, str]:
+def _message(call: ChatCall, choice: Choice, reader: ToolCallReader | None = None) -> tuple[dict, str]:
+    """(message, finish_reason) for a choice; with tools, read by ``reader`` (the stream's, which
+    has read the text already) or a new one. An answer cut off by ``max_tokens`` says "length",
+    whatever it holds (a call cut off keeps the arguments written so far, as a stream has sent
+    them); the markup of calls never reaches ``content``."""
     message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None, "annotations": []}
     if not call.with_tools:
         return message, choice.finish_reason
-    content, calls = parse_tool_calls(choice.text)
+    if reader is None:
+        reader = call.reader()
+        reader.feed(choice.text)
+        reader.finish(cut=choice.finish_reason == "length")
+    message["content"] = reader.content or None
+    calls = reader.tool_calls()
     if not calls:
         return message, choice.finish_reason
-    if not call.parallel_tool_calls:
-        calls = calls[:1]
-    message["content"] = content
     if call.legacy_functions:
         message["function_call"] = calls[0]["function"]
-        return message, "function_call"
-    message["tool_calls"] = calls
-    return message, "tool_calls"
+    else:
+        message["tool_calls"] = calls
+    if choice.finish_reason == "length":
+        return message, "length"
+    return message, "function_call" if call.legacy_functions else "tool_calls"
 
 
 def usage(request: GenerationRequest, choices: list[Choice]) -> dict:
@@ -448,11 +490,12 @@ def usage(request: GenerationRequest, choices: list[Choice]) -> dict:
     }
 
 
-def response(call: ChatCall, choices: list[Choice], cid: str | None = None) -> dict:
-    """The ``chat.completion`` object for the engine's choices."""
+def response(call: ChatCall, choices: list[Choice], cid: str | None = None,
+             readers: dict[int, ToolCallReader] | None = None) -> dict:
+    """The ``chat.completion`` object for the engine's choices (``readers``: a stream's, per choice)."""
     out = []
     for i, choice in enumerate(choices):
-        message, finish = _message(call, choice)
+        message, finish = _message(call, choice, (readers or {}).get(i))
         logprobs = _logprobs(choice.logprobs) if call.request.logprobs else None
         out.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {

@@ -414,8 +414,8 @@ class Engine:
                     if row.state is not None and row.finish_reason is None:
                         if not row.state.advance(token):  # cannot happen: the mask allowed only valid tokens
                             row.finish_reason = "stop"
-                        elif row.state.complete:  # the answer is whole: only end-of-sequence could follow
-                            row.finish_reason = "stop"
+                        elif row.state.finished(row.text):  # whole (only end-of-sequence could follow),
+                            row.finish_reason = "stop"  # or a tool call was just repeated
                     if row.finish_reason is None and len(row.generated) >= row.request.max_tokens:
                         row.finish_reason = "length"
                 if row.finish_reason is None:

@@ -43,6 +43,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .render import MAX_PARALLEL_CALLS, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
 #: JSON layout of every constrained answer (no free whitespace: nothing to run away in).
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -59,10 +61,6 @@ JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null
 #: Size limits of the hosted API for strict schemas.
 MAX_DEPTH, MAX_PROPERTIES, MAX_ENUM_VALUES = 10, 5000, 1000
 
-TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
-#: Most calls in one answer when parallel calls are allowed (``max_calls`` in a spec lowers it):
-#: a small model may otherwise repeat calls until its token budget runs out.
-MAX_PARALLEL_CALLS = 8
 
 
 class UnsupportedSchema(ValueError):
@@ -328,11 +326,12 @@ class Grammar:
     source: str
     ll_tokenizer: Any
     vocab_size: int
+    tool_calls: bool = False  # a tool_call spec: answers may hold call blocks
 
     def new_state(self) -> ConstraintState:
         import llguidance
 
-        return ConstraintState(llguidance.LLMatcher(self.ll_tokenizer, self.source, log_level=0))
+        return ConstraintState(llguidance.LLMatcher(self.ll_tokenizer, self.source, log_level=0), self.tool_calls)
 
 
 def compile_constraint(tokenizer, spec: dict, eos_ids=()) -> Grammar:
@@ -353,7 +352,7 @@ def compile_constraint(tokenizer, spec: dict, eos_ids=()) -> Grammar:
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(source, grammars.ll_tokenizer)
         if is_error:
             raise _explain(messages[0], spec, patterns, grammars.ll_tokenizer)
-        grammar = Grammar(source, grammars.ll_tokenizer, grammars.vocab_size)
+        grammar = Grammar(source, grammars.ll_tokenizer, grammars.vocab_size, spec.get("type") == "tool_call")
         grammars.grammars[key] = grammar
         while len(grammars.grammars) > MAX_CACHED_GRAMMARS:
             grammars.grammars.popitem(last=False)
@@ -384,11 +383,26 @@ def _explain(error: str, spec: dict, patterns: list[tuple[Any, str]], ll_tokeniz
 # -- decoding: one state per generated answer -----------------------------------------------------
 
 
+def repeats_a_call(text: str) -> bool:
+    """``text`` ends with a tool call block identical to an earlier one of the same answer: a
+    small model that repeats itself under ``tool_choice="required"``; the engine stops it there
+    (the grammar accepts an end after any call) and the repeat is dropped (:mod:`.render`)."""
+    if not text.endswith(TOOL_CALL_CLOSE):
+        return False
+    last = text.rfind(TOOL_CALL_OPEN)
+    return last > 0 and text.find(text[last:]) < last
+
+
 class ConstraintState:
     """Where one answer stands in its grammar."""
 
-    def __init__(self, matcher) -> None:
+    def __init__(self, matcher, tool_calls: bool = False) -> None:
         self.matcher = matcher
+        self.tool_calls = tool_calls  # the grammar writes tool call blocks
+
+    def finished(self, text: str) -> bool:
+        """The answer ``text`` is done: the grammar is complete, or it has just repeated a call."""
+        return self.complete or (self.tool_calls and repeats_a_call(text) and self.can_end)
 
     def advance(self, token: int) -> bool:
         """Take the sampled token; False if the grammar refused it (the row then stops)."""
