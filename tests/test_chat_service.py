@@ -393,3 +393,17 @@ def test_the_tool_call_reader_gives_the_same_answer_whole_or_piece_by_piece():
     kinds = [e[0] for e in events]
     assert kinds[0] == "call" and kinds.count("arguments") > 3 and kinds[-1] == "done"
 
+
+def test_without_max_tokens_the_answer_may_fill_the_context(fake_client, fake_engine):
+    """As hosted: no max_tokens (or max_completion_tokens, or Responses' max_output_tokens) means
+    up to the context's end, not a fixed default; the engine plans its batches for shorter answers."""
+    from ftkit.local.engine import PLANNED_ANSWER_TOKENS, GenerationRequest, _planned
+
+    fake_client.chat.completions.create(model=MODEL, messages=HI)
+    assert _last(fake_engine).max_tokens == 4096 - len(_last(fake_engine).prompt_ids) > 512
+    fake_client.responses.create(model=MODEL, input="hi")
+    assert _last(fake_engine).max_tokens == 4096 - len(_last(fake_engine).prompt_ids)
+    fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=7)
+    assert _last(fake_engine).max_tokens == 7
+    assert _planned(GenerationRequest("m", [], max_tokens=8000)) == PLANNED_ANSWER_TOKENS
+    assert _planned(GenerationRequest("m", [], max_tokens=20)) == 20

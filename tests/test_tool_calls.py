@@ -9,7 +9,9 @@ test-only dependency), every answer checked against the spec:
   "auto" after a tool call): the engine answers under one grammar with both branches, a tool call
   or else the schema;
 * a forced call cut off by ``max_tokens`` says "length" and leaves no markup in the content;
-  ``tool_choice="required"`` with parallel calls never repeats a call.
+  ``tool_choice="required"`` with parallel calls never repeats a call;
+* without ``max_tokens`` an answer may run to the context's end, so ``parse()`` finishes (on
+  SmolLM2 itself too: the one ``slow`` test).
 
 The model is a tiny random Llama with SmolLM2's tokenizer (``tests/tiny_models.py``; 2,048 tokens
 of context, as an agent's prompt with its tool list outgrows the 512 of ``tests/tiny.py``),
@@ -160,3 +162,28 @@ def test_required_parallel_calls_never_repeat_a_call(client, tiny_smollm2, check
         calls = [(c.function.name, json.loads(c.function.arguments)) for c in choice.message.tool_calls]
         assert choice.finish_reason == "tool_calls" and 1 <= len(calls) <= MAX_PARALLEL_CALLS
         assert len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls), calls  # no identical calls
+
+
+# -- no max_tokens ----------------------------------------------------------------------------------
+
+
+def test_without_max_tokens_a_constrained_answer_finishes(client, tiny_smollm2, check_schema):
+    """No ``max_tokens``: the answer may run to the context's end, as on the hosted API, so a
+    schema's answer ends where the grammar does (``parse()`` raised LengthFinishReasonError when a
+    512-token default cut it)."""
+    raw = client.chat.completions.with_raw_response.parse(model=tiny_smollm2, messages=TICKET, response_format=Ticket,
+                                                          temperature=0)
+    check_schema(raw.http_response.json(), "CreateChatCompletionResponse")
+    assert isinstance(raw.parse().choices[0].message.parsed, Ticket)
+    r = client.responses.parse(model=tiny_smollm2, input=TICKET[0]["content"], text_format=Ticket, temperature=0)
+    assert r.status == "completed" and isinstance(r.output_parsed, Ticket) and r.max_output_tokens is None
+
+
+@pytest.mark.slow
+def test_without_max_tokens_smollm2_stops_where_the_grammar_ends(client):
+    """Nothing hangs without ``max_tokens`` when the answer is constrained: the grammar's completion
+    ends it (free text ends at the model's end-of-sequence token, or else at the context's end)."""
+    parsed = client.chat.completions.parse(model="SmolLM2-135M-Instruct", messages=TICKET, response_format=Ticket,
+                                           temperature=0)
+    assert parsed.choices[0].finish_reason == "stop" and isinstance(parsed.choices[0].message.parsed, Ticket)
+    assert parsed.usage.completion_tokens < 40

@@ -36,7 +36,6 @@ from .request_check import param_name
 from .wire import APIError, unsupported_value
 
 SYSTEM_FINGERPRINT = "fp_ftkit_local"
-DEFAULT_MAX_TOKENS = 512  # when the request names none (and the context has room)
 # Sampling's limit: as the temperature or top_p approaches 0 only the most likely token remains.
 # Below this the engine's division by the temperature (or a nucleus of nothing) would overflow.
 GREEDY_BELOW = 1e-3
@@ -296,7 +295,10 @@ class ChatService:
                                                        request.functions)
         request.prompt_tokens = prompt = len(request.prompt_ids)
         context = self.engine.context_length(request.model)
-        wanted = max_tokens if max_tokens is not None else min(DEFAULT_MAX_TOKENS, context - prompt)
+        # as hosted: without max_tokens an answer may run up to the context's end (an end-of-sequence
+        # token, a grammar's completion or a stop sequence ends it sooner), so a constrained answer
+        # finishes rather than being cut at an arbitrary default
+        wanted = max_tokens if max_tokens is not None else context - prompt
         if wanted < 1 or prompt + wanted > context:
             raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
                                 f"{prompt + max(wanted, 1)} tokens ({prompt} in the messages, {max(wanted, 1)} in "
