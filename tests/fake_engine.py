@@ -94,14 +94,23 @@ class FakeEngine:
         spec = request.constraint
         if spec is None:
             return self.text
-        if spec["type"] == "json_object":
-            return '{"answer": "fake"}'
-        if spec["type"] == "json_schema":
-            return json.dumps(example(spec["schema"]))
+        if spec["type"] != "tool_call":
+            return self._answer_for(spec)
+        answer = spec.get("answer")
+        if answer is not None and request.messages[-1].get("role") == "tool":
+            # tool_choice "auto" with a JSON answer: a tool's result has come back, so answer (what an
+            # agent loop expects; a real model may choose either branch, the grammar allows both)
+            return self._answer_for(answer)
         tools = [t["function"] for t in spec["tools"]]
         tool = next(t for t in tools if t["name"] == spec["name"]) if spec["name"] else tools[0]
         arguments = example(tool.get("parameters") or {"type": "object", "properties": {}})
         return "<tool_call>" + json.dumps({"name": tool["name"], "arguments": arguments}) + "</tool_call>"
+
+    @staticmethod
+    def _answer_for(spec: dict) -> str:
+        if spec["type"] == "json_object":
+            return '{"answer": "fake"}'
+        return json.dumps(example(spec["schema"]))
 
     def submit(self, request: GenerationRequest) -> Future:
         self.requests.append(request)

@@ -200,20 +200,62 @@ def test_tool_choice_none_and_auto(fake_client, fake_engine):
         from fake_engine import DEFAULT_TEXT
 
         fake_engine.text = DEFAULT_TEXT
-    with pytest.raises(openai.BadRequestError) as err:  # JSON and a free choice of tools cannot both be enforced
-        fake_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "JSON please"}],
-                                            tools=[ORDER_TOOL], response_format={"type": "json_object"})
-    assert err.value.param == "tool_choice" and err.value.code == "unsupported_value"
+    # JSON and a free choice of tools: one grammar with both branches (a call, or else the JSON)
+    answer = fake_client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "JSON please"}],
+                                                 tools=[ORDER_TOOL], response_format={"type": "json_object"})
+    assert _last(fake_engine).constraint == {"type": "tool_call", "tools": [ORDER_TOOL], "name": None,
+                                             "parallel": True, "answer": {"type": "json_object"}, "param": "tools"}
+    assert answer.choices[0].finish_reason == "tool_calls"
 
 
-def test_streamed_tool_call(fake_server, check_schema):
+def test_streamed_tool_calls_are_incremental_deltas(fake_server, fake_client, fake_engine, check_schema):
+    """As OpenAI streams them: a first delta with the call's id, type, name and empty arguments,
+    then the arguments fragment by fragment, as they are decoded (the fake engine decodes a word
+    at a time); the SDK's stream helper assembles the same call the whole answer has."""
     chunks = _sse(fake_server, {"model": MODEL, "messages": HI, "tools": [ORDER_TOOL], "tool_choice": "required"})
     for c in chunks:
         check_schema(c, "CreateChatCompletionStreamResponse")
-    last = chunks[-1]["choices"][0]
-    assert last["finish_reason"] == "tool_calls"
-    call = last["delta"]["tool_calls"][0]
-    assert call["index"] == 0 and call["function"]["name"] == "get_order" and call["id"].startswith("call_")
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    calls = [d["tool_calls"][0] for d in deltas if d.get("tool_calls")]
+    first, fragments = calls[0], [c["function"]["arguments"] for c in calls[1:]]
+    assert first["index"] == 0 and first["id"].startswith("call_") and first["type"] == "function"
+    assert first["function"] == {"name": "get_order", "arguments": ""}
+    assert len(fragments) >= 2 and all(set(c) == {"index", "function"} and set(c["function"]) == {"arguments"}
+                                       for c in calls[1:])
+    assert json.loads("".join(fragments)) == {"id": "text"}
+    assert not any(d.get("content") for d in deltas)  # no markup in the content
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+    with fake_client.chat.completions.stream(model=MODEL, messages=HI, tools=[ORDER_TOOL],
+                                             tool_choice="required") as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_completion()
+    assert kinds.count("tool_calls.function.arguments.delta") >= 2
+    assert kinds.count("tool_calls.function.arguments.done") == 1
+    whole = fake_client.chat.completions.create(model=MODEL, messages=HI, tools=[ORDER_TOOL], tool_choice="required")
+    assert final.choices[0].message.tool_calls[0].function.arguments == \
+        whole.choices[0].message.tool_calls[0].function.arguments
+    # legacy functions stream function_call deltas the same way
+    chunks = _sse(fake_server, {"model": MODEL, "messages": HI, "functions": [ORDER_TOOL["function"]],
+                                "function_call": {"name": "get_order"}})
+    for c in chunks:
+        check_schema(c, "CreateChatCompletionStreamResponse")
+    legacy = [c["choices"][0]["delta"]["function_call"] for c in chunks
+              if c["choices"] and c["choices"][0]["delta"].get("function_call")]
+    assert legacy[0] == {"name": "get_order", "arguments": ""} and len(legacy) >= 3
+    assert json.loads("".join(f["arguments"] for f in legacy)) == {"id": "text"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == "function_call"
+    # free text with tools ("auto"): text streams as content, a call as tool_calls deltas
+    fake_engine.text = 'Let me look. <tool_call>{"name": "get_order", "arguments": {"id": "7"}}</tool_call>'
+    try:
+        chunks = _sse(fake_server, {"model": MODEL, "messages": HI, "tools": [ORDER_TOOL]})
+    finally:
+        from fake_engine import DEFAULT_TEXT
+
+        fake_engine.text = DEFAULT_TEXT
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    assert "".join(d.get("content") or "" for d in deltas) == "Let me look."
+    assert json.loads("".join(d["tool_calls"][0]["function"]["arguments"] for d in deltas
+                              if d.get("tool_calls"))) == {"id": "7"}
 
 
 def test_engine_failures_are_500_in_the_envelope_or_in_band(fake_server, fake_engine):
@@ -308,3 +350,60 @@ def test_langchain_structured_output_on_both_apis(fake_server, fake_engine):
         assert fake_engine.requests[-1].constraint == {
             "type": "tool_call", "name": "Ticket", "tools": fake_engine.requests[-1].constraint["tools"],
             "parallel": False, "param": "tools"}
+
+
+def test_the_tool_call_reader_gives_the_same_answer_whole_or_piece_by_piece():
+    """The one reader behind whole answers and streams: content without markup, calls as soon as
+    their names are whole, repeats dropped, a cut-off call kept as far as it was written."""
+    from ftkit.local.render import ToolCallReader
+
+    def read(text: str, step: int, max_calls=None, cut=False):
+        reader, events = ToolCallReader(max_calls), []
+        for i in range(0, len(text), step):
+            events += reader.feed(text[i:i + step])
+        events += reader.finish(cut)
+        return reader, events
+
+    order = '<tool_call>{"name": "get_order", "arguments": {"id": "1"}}</tool_call>'
+    refund = '<tool_call>{"name": "refund", "arguments": {"amount": 2}}</tool_call>'
+    cases = {  # text: (content, [(name, arguments, whole)])
+        "Sure. " + order + "\n" + order + "\n" + refund: ("Sure.", [("get_order", '{"id": "1"}', True),
+                                                                  ("refund", '{"amount": 2}', True)]),
+        order + "\n" + order[:30]: ("", [("get_order", '{"id": "1"}', True)]),  # a repeat, cut: dropped
+        '<tool_call>{"name": "get_': ("", []),  # cut inside the name: nothing
+        order[:-20]: ("", [("get_order", '{"id', False)]),  # cut inside the arguments
+        "a < b <tool": ("a < b <tool", []),  # what only looked like the start of a call is text
+        "x <tool_call>not a call</tool_call> y": ("x  y", []),
+        '<tool_call>{"arguments": {"a": 1}, "name": "f"}</tool_call>': ("", [("f", '{"a": 1}', True)]),
+    }
+    for text, (content, calls) in cases.items():
+        for step in (1, 3, len(text)):
+            reader, events = read(text, step)
+            assert reader.content == content and "<tool" not in content.replace("a < b <tool", ""), (text, step)
+            assert [(c["name"], c["arguments"], c["whole"]) for c in reader.calls] == calls, (text, step)
+            assert "".join(e[1] for e in events if e[0] == "text") == content
+            for index, call in enumerate(reader.calls):
+                assert "".join(e[2] for e in events if e[0] == "arguments" and e[1] == index) == call["arguments"]
+                assert [e[2] for e in events if e[0] == "done" and e[1] == index] == [call["whole"]]
+    cut, _ = read("Sure. <tool_", 1, cut=True)  # cut by max_tokens just as a call began
+    assert cut.content == "Sure." and not cut.calls
+    one, _ = read(order + "\n" + refund, 1, max_calls=1)
+    assert [c["name"] for c in one.calls] == ["get_order"]
+    _, events = read(order, 1)  # piece by piece: the arguments come in fragments, after the call's start
+    kinds = [e[0] for e in events]
+    assert kinds[0] == "call" and kinds.count("arguments") > 3 and kinds[-1] == "done"
+
+
+def test_without_max_tokens_the_answer_may_fill_the_context(fake_client, fake_engine):
+    """As hosted: no max_tokens (or max_completion_tokens, or Responses' max_output_tokens) means
+    up to the context's end, not a fixed default; the engine plans its batches for shorter answers."""
+    from ftkit.local.engine import PLANNED_ANSWER_TOKENS, GenerationRequest, _planned
+
+    fake_client.chat.completions.create(model=MODEL, messages=HI)
+    assert _last(fake_engine).max_tokens == 4096 - len(_last(fake_engine).prompt_ids) > 512
+    fake_client.responses.create(model=MODEL, input="hi")
+    assert _last(fake_engine).max_tokens == 4096 - len(_last(fake_engine).prompt_ids)
+    fake_client.chat.completions.create(model=MODEL, messages=HI, max_tokens=7)
+    assert _last(fake_engine).max_tokens == 7
+    assert _planned(GenerationRequest("m", [], max_tokens=8000)) == PLANNED_ANSWER_TOKENS
+    assert _planned(GenerationRequest("m", [], max_tokens=20)) == 20

@@ -212,6 +212,45 @@ def test_any_tool_and_strict_functions(tok):
     assert e.param == "tool_choice"
 
 
+def test_auto_with_a_json_answer_is_calls_or_the_answer(tok):
+    """tool_choice "auto" with a JSON response format: one grammar, two branches."""
+    answer = {**strict(TICKET_SCHEMA, "ticket"), "param": "response_format.json_schema.schema"}
+    spec = {"type": "tool_call", "tools": [WEATHER, SEARCH], "name": None, "parallel": True, "answer": answer}
+    call = '<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+    ticket = json.dumps({"category": "billing", "urgency": "high", "product": "api"})
+    assert accepts(tok, spec, call) and accepts(tok, spec, call + "\n" + call.replace("Oslo", "Rome"))
+    assert accepts(tok, spec, ticket)
+    assert not accepts(tok, spec, ticket + "\n" + call)  # one branch or the other
+    assert not accepts(tok, spec, call + "\n" + ticket)
+    assert not accepts(tok, spec, ticket.replace("billing", "refunds"))  # the schema holds
+    assert not accepts(tok, spec, "Let me look. " + call)  # no free text
+    assert accepts(tok, {**spec, "answer": {"type": "json_object"}}, '{"any": [1]}')
+    # a refusal in either branch names its own field
+    e = refusal(tok, {**spec, "answer": {**answer, "schema": obj({"id": {"type": "string", "minLength": 3}})}})
+    assert e.param == "response_format.json_schema.schema.properties.id.minLength"
+    assert refusal(tok, {**spec, "name": "search"}).param == "tool_choice"  # a forced call has no other answer
+
+
+def test_parallel_calls_are_bounded_and_a_repeat_ends_the_answer(tok):
+    from ftkit.local.render import MAX_PARALLEL_CALLS
+
+    spec = {"type": "tool_call", "tools": [WEATHER], "name": None, "parallel": True}
+    calls = [f'<tool_call>{{"name": "get_weather", "arguments": {{"city": "c{i}"}}}}</tool_call>'
+             for i in range(MAX_PARALLEL_CALLS + 1)]
+    assert accepts(tok, spec, "\n".join(calls[:MAX_PARALLEL_CALLS]))
+    assert not accepts(tok, spec, "\n".join(calls))  # one call too many
+    assert accepts(tok, {**spec, "max_calls": 2}, "\n".join(calls[:2]))
+    assert not accepts(tok, {**spec, "max_calls": 2}, "\n".join(calls[:3]))
+    state = compile_constraint(tok, spec, EOS).new_state()
+    text = ""
+    for piece in (calls[0], "\n", calls[1], "\n", calls[0]):
+        for t in tok(piece, add_special_tokens=False)["input_ids"]:
+            assert state.advance(t)
+        text += piece
+        assert state.finished(text) == (text.count(calls[0]) == 2)  # only a repeated call ends it early
+    assert not grammar.repeats_a_call(calls[0] + "\n" + calls[1])
+
+
 def test_a_function_without_parameters_takes_an_empty_object(tok):
     ping = {"type": "function", "function": {"name": "ping"}}
     spec = {"type": "tool_call", "tools": [ping], "name": "ping"}

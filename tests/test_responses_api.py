@@ -135,9 +135,17 @@ def test_streamed_function_call(fake_server, check_schema):
     for event in events:
         check_schema(event, "ResponseStreamEvent")
     kinds = [e["type"] for e in events]
-    assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    # announced as soon as its name is known, then its arguments as they are decoded (the fake
+    # engine decodes a word at a time), then done
+    assert kinds[2:4] == ["response.output_item.added", "response.function_call_arguments.delta"]
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    added = events[2]["item"]
+    assert added["type"] == "function_call" and added["name"] == "get_weather" and added["arguments"] == ""
+    fragments = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+    assert len(fragments) >= 2 and json.loads("".join(fragments)) == {"city": "text"}
     done = next(e for e in events if e["type"] == "response.function_call_arguments.done")
-    assert done["name"] == "get_weather" and json.loads(done["arguments"]) == {"city": "text"}
+    assert done["name"] == "get_weather" and done["arguments"] == "".join(fragments)
+    assert events[-1]["response"]["output"][0]["call_id"] == added["call_id"]
 
 
 def test_stored_responses_get_delete_and_input_items(fake_client, fake_server, check_schema):

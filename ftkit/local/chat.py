@@ -4,8 +4,9 @@ the Batch API and the Responses API.
 A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`ChatCall`:
 
 1. its parameters are read into a :class:`~ftkit.local.engine.GenerationRequest`:
-   ``response_format`` and a forcing ``tool_choice`` / ``function_call`` become the engine's
-   ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``), ``logprobs`` and
+   ``response_format`` and ``tool_choice`` / ``function_call`` become the engine's
+   ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``, by the one rule of
+   :func:`answer_constraint`), ``logprobs`` and
    ``top_logprobs`` ask the engine for token log probabilities;
 2. the model is looked up once (:meth:`ftkit.local.service.Platform.get_model`: the hosted 404);
 3. the prompt is rendered and tokenised once (``engine.encode_prompt`` -> ``prompt_ids``), and
@@ -30,12 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engine import Choice, GenerationRequest, TokenLogprob
-from .render import parse_tool_calls
+from .render import MAX_PARALLEL_CALLS, ToolCallReader
 from .request_check import param_name
 from .wire import APIError, unsupported_value
 
 SYSTEM_FINGERPRINT = "fp_ftkit_local"
-DEFAULT_MAX_TOKENS = 512  # when the request names none (and the context has room)
 # Sampling's limit: as the temperature or top_p approaches 0 only the most likely token remains.
 # Below this the engine's division by the temperature (or a nucleus of nothing) would overflow.
 GREEDY_BELOW = 1e-3
@@ -58,6 +58,12 @@ class ChatCall:
     @property
     def with_tools(self) -> bool:
         return self.tool_mode != "none"
+
+    def reader(self) -> ToolCallReader:
+        """A reader of one answer's tool calls: one call for legacy functions or without
+        ``parallel_tool_calls``, else at most the grammar's bound."""
+        single = self.legacy_functions or not self.parallel_tool_calls
+        return ToolCallReader(1 if single else MAX_PARALLEL_CALLS)
 
 
 # -- reading a request ----------------------------------------------------------------------------
@@ -172,6 +178,26 @@ def json_constraint(response_format: dict | None, messages: list[dict], *, param
     return {"type": "json_schema", "schema": spec.get("schema") or {}, "strict": bool(spec.get("strict"))}
 
 
+def answer_constraint(tool_mode: str, forced: str | None, tools: list[dict], answer: dict | None, *,
+                      parallel: bool) -> dict | None:
+    """The engine's constraint for an answer: the one rule joining tool choice and a JSON answer
+    format, for chat completions, the Responses API and the Batch API.
+
+    * tool mode ``none``: the JSON answer format (or None: free text);
+    * ``forced`` (``required`` or one function): tool calls, whatever the answer format says, as
+      on the hosted API;
+    * ``auto`` without a JSON format: None (free text; a ``<tool_call>`` block in it is a call);
+    * ``auto`` with one: tool calls *or* the JSON answer, one grammar with both branches.
+
+    ``tools`` are chat-shaped; ``parallel``: ``parallel_tool_calls`` (several calls, unless one
+    function is forced)."""
+    if tool_mode == "forced":
+        return {"type": "tool_call", "tools": tools, "name": forced, "parallel": forced is None and parallel}
+    if tool_mode == "auto" and answer is not None:
+        return {"type": "tool_call", "tools": tools, "name": None, "parallel": parallel, "answer": answer}
+    return answer
+
+
 def _constraint_param(base: str, error: ValueError) -> str:
     """The param an engine's refusal names: its full ``param`` when it gives one (the engine is told
     where the schema sits), else ``base`` + the path inside the schema it reports."""
@@ -201,14 +227,9 @@ class ChatService:
         tool_mode, forced = _chat_tool_setup(body, tools, functions)
         all_tools = (tools or []) + [{"type": "function", "function": f} for f in functions or []]
 
-        constraint = json_constraint(body.get("response_format"), messages, param="response_format")
-        if constraint and tool_mode == "auto":
-            raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when "
-                                    "'response_format' asks for JSON: the local engine constrains an answer "
-                                    "either to the schema or to a tool call")
-        if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": all_tools, "name": forced,
-                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
+        constraint = answer_constraint(tool_mode, forced, all_tools,
+                                       json_constraint(body.get("response_format"), messages, param="response_format"),
+                                       parallel=body.get("parallel_tool_calls") is not False)
 
         n = body.get("n") or 1
         if n > MAX_N:
@@ -274,7 +295,10 @@ class ChatService:
                                                        request.functions)
         request.prompt_tokens = prompt = len(request.prompt_ids)
         context = self.engine.context_length(request.model)
-        wanted = max_tokens if max_tokens is not None else min(DEFAULT_MAX_TOKENS, context - prompt)
+        # as hosted: without max_tokens an answer may run up to the context's end (an end-of-sequence
+        # token, a grammar's completion or a stop sequence ends it sooner), so a constrained answer
+        # finishes rather than being cut at an arbitrary default
+        wanted = max_tokens if max_tokens is not None else context - prompt
         if wanted < 1 or prompt + wanted > context:
             raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
                                 f"{prompt + max(wanted, 1)} tokens ({prompt} in the messages, {max(wanted, 1)} in "
@@ -286,13 +310,17 @@ class ChatService:
             kind = request.constraint["type"]
             if kind != "json_object":
                 request.constraint.setdefault("param", tools_param if kind == "tool_call" else schema_param)
+            answer = request.constraint.get("answer")
+            if answer is not None and answer["type"] != "json_object":
+                answer.setdefault("param", schema_param)
             try:
                 self.engine.check_constraint(request.model, request.constraint)
             except ValueError as e:
-                if request.constraint["type"] == "tool_call":
-                    param, code = _constraint_param(tools_param, e), "invalid_function_parameters"
+                param = _constraint_param(tools_param if kind == "tool_call" else schema_param, e)
+                if kind == "tool_call" and not (answer is not None and param.startswith(schema_param)):
+                    code = "invalid_function_parameters"
                 else:
-                    param, code = _constraint_param(schema_param, e), "invalid_json_schema"
+                    code = "invalid_json_schema"
                 raise APIError(400, f"Invalid schema for '{param}': {e}", param=param, code=code) from None
 
     # -- answering ------------------------------------------------------------------------------
@@ -308,7 +336,11 @@ class ChatService:
         return full
 
     async def stream(self, call: ChatCall) -> AsyncIterator[str]:
-        """The answer as server-sent events: chunks as the hosted API sends them, then ``[DONE]``."""
+        """The answer as server-sent events: chunks as the hosted API sends them, then ``[DONE]``.
+
+        Text is sent as it is decoded; with tools, each call is sent as soon as its name is
+        known (``id``, ``type``, ``function.name`` and empty ``arguments``), then its arguments
+        fragment by fragment, as the hosted API streams them (:class:`~.render.ToolCallReader`)."""
         request = call.request
         cid, created = completion_id(), int(time.time())
         usage_field = {"usage": None} if call.include_usage else {}
@@ -319,21 +351,28 @@ class ChatService:
         yield sse([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None} for i in range(request.n)])
         pending: dict[int, str] = {}
+        readers = {i: call.reader() for i in range(request.n)} if call.with_tools else {}
         try:
-            async for kind, index, value in generate(self.engine, request, deltas=not call.with_tools):
-                if kind == "text" and not request.logprobs:
+            async for kind, index, value in generate(self.engine, request, deltas=True):
+                if kind == "text" and call.with_tools:
+                    for delta in _tool_deltas(call, readers[index].feed(value)):
+                        yield sse([_delta_choice(index, delta)])
+                elif kind == "text" and not request.logprobs:
                     yield sse([_delta_choice(index, {"content": value})])
                 elif kind == "text":  # held until its tokens' logprobs arrive
                     pending[index] = pending.get(index, "") + value
-                elif kind == "logprobs":
+                elif kind == "logprobs" and not call.with_tools:  # with tools: all in the last chunk
                     yield sse([_delta_choice(index, {"content": pending.pop(index, "")}, value)])
-                else:
+                elif kind == "done":
                     choices = value
         except Exception as e:  # the stream has started: report in-band, as OpenAI does
             error = APIError(500, f"generation failed: {type(e).__name__}", type="server_error")
             yield f"data: {json.dumps(error.body())}\n\n"
             return
-        full = response(call, choices, cid)
+        for index, reader in readers.items():
+            for delta in _tool_deltas(call, reader.finish(cut=choices[index].finish_reason == "length")):
+                yield sse([_delta_choice(index, delta)])
+        full = response(call, choices, cid, readers)
         if call.on_complete:
             call.on_complete(full)
         for i, choice in enumerate(full["choices"]):
@@ -341,12 +380,6 @@ class ChatService:
             if i in pending:
                 delta["content"] = pending.pop(i)
             if call.with_tools:
-                message = choice["message"]
-                delta = {"content": message["content"]} if message["content"] else {}
-                if message.get("tool_calls"):
-                    delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(message["tool_calls"])]
-                if message.get("function_call"):
-                    delta["function_call"] = message["function_call"]
                 logprobs = choice["logprobs"]
             elif request.logprobs and "content" in delta:
                 logprobs = {"content": [], "refusal": None}
@@ -354,6 +387,29 @@ class ChatService:
         if call.include_usage:
             yield f"data: {json.dumps(chunk(request, cid, created, [], usage=full['usage']))}\n\n"
         yield "data: [DONE]\n\n"
+
+
+def _tool_deltas(call: ChatCall, events: list[tuple]) -> list[dict]:
+    """Chunk deltas for a :class:`~.render.ToolCallReader`'s events (legacy ``functions``:
+    ``function_call`` deltas)."""
+    deltas = []
+    for event in events:
+        if event[0] == "text":
+            deltas.append({"content": event[1]})
+        elif event[0] == "call":
+            _, index, call_id, name = event
+            if call.legacy_functions:
+                deltas.append({"function_call": {"name": name, "arguments": ""}})
+            else:
+                deltas.append({"tool_calls": [{"index": index, "id": call_id, "type": "function",
+                                               "function": {"name": name, "arguments": ""}}]})
+        elif event[0] == "arguments":
+            _, index, fragment = event
+            if call.legacy_functions:
+                deltas.append({"function_call": {"arguments": fragment}})
+            else:
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+    return deltas
 
 
 def _or(value, default):
@@ -400,21 +456,29 @@ def _delta_choice(index: int, delta: dict, tokens: list[TokenLogprob] | None = N
             "finish_reason": None}
 
 
-def _message(call: ChatCall, choice: Choice) -> tuple[dict, str]:
+def _message(call: ChatCall, choice: Choice, reader: ToolCallReader | None = None) -> tuple[dict, str]:
+    """(message, finish_reason) for a choice; with tools, read by ``reader`` (the stream's, which
+    has read the text already) or a new one. An answer cut off by ``max_tokens`` says "length",
+    whatever it holds (a call cut off keeps the arguments written so far, as a stream has sent
+    them); the markup of calls never reaches ``content``."""
     message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None, "annotations": []}
     if not call.with_tools:
         return message, choice.finish_reason
-    content, calls = parse_tool_calls(choice.text)
+    if reader is None:
+        reader = call.reader()
+        reader.feed(choice.text)
+        reader.finish(cut=choice.finish_reason == "length")
+    message["content"] = reader.content or None
+    calls = reader.tool_calls()
     if not calls:
         return message, choice.finish_reason
-    if not call.parallel_tool_calls:
-        calls = calls[:1]
-    message["content"] = content
     if call.legacy_functions:
         message["function_call"] = calls[0]["function"]
-        return message, "function_call"
-    message["tool_calls"] = calls
-    return message, "tool_calls"
+    else:
+        message["tool_calls"] = calls
+    if choice.finish_reason == "length":
+        return message, "length"
+    return message, "function_call" if call.legacy_functions else "tool_calls"
 
 
 def usage(request: GenerationRequest, choices: list[Choice]) -> dict:
@@ -428,11 +492,12 @@ def usage(request: GenerationRequest, choices: list[Choice]) -> dict:
     }
 
 
-def response(call: ChatCall, choices: list[Choice], cid: str | None = None) -> dict:
-    """The ``chat.completion`` object for the engine's choices."""
+def response(call: ChatCall, choices: list[Choice], cid: str | None = None,
+             readers: dict[int, ToolCallReader] | None = None) -> dict:
+    """The ``chat.completion`` object for the engine's choices (``readers``: a stream's, per choice)."""
     out = []
     for i, choice in enumerate(choices):
-        message, finish = _message(call, choice)
+        message, finish = _message(call, choice, (readers or {}).get(i))
         logprobs = _logprobs(choice.logprobs) if call.request.logprobs else None
         out.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish})
     return {

@@ -143,6 +143,16 @@ class _Slot:
     peft: object | None = None
 
 
+#: The answer length a sub-batch is planned for when a request's ``max_tokens`` is larger (a request
+#: without one may run to the end of the context, 8k tokens for SmolLM2, but answers are short):
+#: the key/value cache grows with the answers actually decoded, and finished rows leave the batch.
+PLANNED_ANSWER_TOKENS = 512
+
+
+def _planned(request: GenerationRequest) -> int:
+    return min(request.max_tokens, PLANNED_ANSWER_TOKENS)
+
+
 def eos_ids(model, tokenizer) -> frozenset:
     """Every token id that ends an answer: the tokenizer's and the model's generation config's."""
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -367,7 +377,7 @@ class Engine:
             while start < len(rows):  # sub-batches within the token budget
                 end = start + 1
                 while end < len(rows) and end - start < self.max_batch:
-                    width = len(rows[end].prompt_ids) + max(r.request.max_tokens for r in rows[start : end + 1])
+                    width = len(rows[end].prompt_ids) + max(_planned(r.request) for r in rows[start : end + 1])
                     if (end + 1 - start) * width > self.max_batch_tokens:
                         break
                     end += 1
@@ -417,8 +427,8 @@ class Engine:
                     if row.state is not None and row.finish_reason is None:
                         if not row.state.advance(token):  # cannot happen: the mask allowed only valid tokens
                             row.finish_reason = "stop"
-                        elif row.state.complete:  # the answer is whole: only end-of-sequence could follow
-                            row.finish_reason = "stop"
+                        elif row.state.finished(row.text):  # whole (only end-of-sequence could follow),
+                            row.finish_reason = "stop"  # or a tool call was just repeated
                     if row.finish_reason is None and len(row.generated) >= row.request.max_tokens:
                         row.finish_reason = "length"
                 if row.finish_reason is None:

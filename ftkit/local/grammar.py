@@ -6,7 +6,11 @@ The engine asks for a *constraint spec* -- plain data, no library objects:
 * ``{"type": "json_schema", "schema": {...}, "strict": bool, "name": str}`` -- Structured Outputs;
 * ``{"type": "tool_call", "tools": [...], "name": "fn" | None, "parallel": bool}`` -- a forced tool
   call (``tool_choice="required"`` or a named function), written in the model's tool-call text
-  format ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (see :mod:`.render`).
+  format ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` (see :mod:`.render`); with
+  ``parallel``, up to ``max_calls`` (default :data:`MAX_PARALLEL_CALLS`) calls, one per line;
+* the same with ``"answer": <a json_object or json_schema spec>`` (and no ``name``) --
+  ``tool_choice="auto"`` with a JSON ``response_format``: one grammar with two branches, tool
+  calls or else the JSON answer, so either way the answer has a shape the client can read.
 
 Optional in every spec: ``"param"``, where the schema sits in the request (default
 ``response_format.json_schema.schema`` for a schema, ``tools`` for tools), used to name the
@@ -39,6 +43,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .render import MAX_PARALLEL_CALLS, TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
 #: JSON layout of every constrained answer (no free whitespace: nothing to run away in).
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
@@ -55,7 +61,6 @@ JSON_TYPES = {"object", "array", "string", "number", "integer", "boolean", "null
 #: Size limits of the hosted API for strict schemas.
 MAX_DEPTH, MAX_PROPERTIES, MAX_ENUM_VALUES = 10, 5000, 1000
 
-TOOL_CALL_OPEN, TOOL_CALL_CLOSE = "<tool_call>", "</tool_call>"
 
 
 class UnsupportedSchema(ValueError):
@@ -200,6 +205,29 @@ def _schema_what(prefix: str, name: str | None) -> str:
     return f"{field_name} '{name}'" if name else field_name
 
 
+def _answer_schema(spec: dict) -> tuple[dict, list[tuple[Any, str]]]:
+    """(JSON schema with its layout under ``x-guidance``, [(pattern, request path)]) of a
+    ``json_object`` or ``json_schema`` spec."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind == "json_object":
+        return {"x-guidance": JSON_LAYOUT, "type": "object"}, []
+    if kind != "json_schema":
+        raise UnsupportedSchema(f"unknown constraint type {kind!r} (json_object, json_schema or tool_call)",
+                                spec.get("param") if isinstance(spec, dict) else None)
+    schema = spec.get("schema")
+    prefix = spec.get("param") or "response_format.json_schema.schema"
+    if spec.get("strict") is True:
+        _StrictCheck(schema, prefix, _schema_what(prefix, spec.get("name"))).run()
+        options = JSON_LAYOUT
+    else:
+        if schema is None:  # no schema: any JSON object, as in JSON mode
+            schema = {"type": "object"}
+        if not isinstance(schema, dict):
+            raise UnsupportedSchema("the schema must be a JSON object", prefix)
+        options = {**JSON_LAYOUT, "lenient": True}
+    return {**schema, "x-guidance": options}, _patterns(schema, prefix)
+
+
 def grammar_source(spec: dict) -> tuple[str, list[tuple[Any, str]]]:
     """(llguidance grammar text, [(pattern, request path)]) for a spec; raises UnsupportedSchema.
 
@@ -207,25 +235,17 @@ def grammar_source(spec: dict) -> tuple[str, list[tuple[Any, str]]]:
     import llguidance
 
     kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind == "json_object":
-        return llguidance.LLMatcher.grammar_from_json_schema({"type": "object"}, defaults=JSON_LAYOUT), []
-    if kind == "json_schema":
-        schema = spec.get("schema")
-        prefix = spec.get("param") or "response_format.json_schema.schema"
-        if spec.get("strict") is True:
-            _StrictCheck(schema, prefix, _schema_what(prefix, spec.get("name"))).run()
-            options = JSON_LAYOUT
-        else:
-            if schema is None:  # no schema: any JSON object, as in JSON mode
-                schema = {"type": "object"}
-            if not isinstance(schema, dict):
-                raise UnsupportedSchema("the schema must be a JSON object", prefix)
-            options = {**JSON_LAYOUT, "lenient": True}
-        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options), _patterns(schema, prefix)
+    if kind in ("json_object", "json_schema"):
+        schema, patterns = _answer_schema(spec)
+        options = schema.pop("x-guidance")
+        return llguidance.LLMatcher.grammar_from_json_schema(schema, defaults=options), patterns
     if kind == "tool_call":
         functions = _tool_functions(spec)
         forced = spec.get("name")
+        answer = spec.get("answer")
         if forced is not None:
+            if answer is not None:
+                raise UnsupportedSchema("a call forced to one function has no other answer", "tool_choice")
             functions = [(fn, path) for fn, path in functions if fn["name"] == forced]
             if not functions:
                 raise UnsupportedSchema(f"tool_choice names the function '{forced}', which is not in tools",
@@ -239,10 +259,17 @@ def grammar_source(spec: dict) -> tuple[str, list[tuple[Any, str]]]:
         strict = all(fn.get("strict") is True for fn, _ in functions)
         call = {"x-guidance": JSON_LAYOUT if strict else {**JSON_LAYOUT, "lenient": True},
                 **(calls[0] if len(calls) == 1 else {"anyOf": calls})}
-        repeat = ' ("\\n" call)*' if spec.get("parallel") else ""
-        lark = (f"start: call{repeat}\n"
+        most = max(1, int(spec.get("max_calls") or MAX_PARALLEL_CALLS)) if spec.get("parallel") else 1
+        repeat = f' ("\\n" call){{0,{most - 1}}}' if most > 1 else ""
+        lark = (f"calls: call{repeat}\n"
                 f"call: {json.dumps(TOOL_CALL_OPEN)} arguments {json.dumps(TOOL_CALL_CLOSE)}\n"
                 f"arguments: %json {json.dumps(call)}\n")
+        if answer is None:
+            lark = "start: calls\n" + lark
+        else:  # tool_choice "auto" with a JSON answer: tool calls, or else the answer
+            schema, answer_patterns = _answer_schema(answer)
+            patterns += answer_patterns
+            lark = f"start: calls | answer\n{lark}answer: %json {json.dumps(schema)}\n"
         return llguidance.LLMatcher.grammar_from_lark(lark), patterns
     raise UnsupportedSchema(f"unknown constraint type {kind!r} (json_object, json_schema or tool_call)",
                             spec.get("param") if isinstance(spec, dict) else None)
@@ -299,11 +326,12 @@ class Grammar:
     source: str
     ll_tokenizer: Any
     vocab_size: int
+    tool_calls: bool = False  # a tool_call spec: answers may hold call blocks
 
     def new_state(self) -> ConstraintState:
         import llguidance
 
-        return ConstraintState(llguidance.LLMatcher(self.ll_tokenizer, self.source, log_level=0))
+        return ConstraintState(llguidance.LLMatcher(self.ll_tokenizer, self.source, log_level=0), self.tool_calls)
 
 
 def compile_constraint(tokenizer, spec: dict, eos_ids=()) -> Grammar:
@@ -324,7 +352,7 @@ def compile_constraint(tokenizer, spec: dict, eos_ids=()) -> Grammar:
         is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(source, grammars.ll_tokenizer)
         if is_error:
             raise _explain(messages[0], spec, patterns, grammars.ll_tokenizer)
-        grammar = Grammar(source, grammars.ll_tokenizer, grammars.vocab_size)
+        grammar = Grammar(source, grammars.ll_tokenizer, grammars.vocab_size, spec.get("type") == "tool_call")
         grammars.grammars[key] = grammar
         while len(grammars.grammars) > MAX_CACHED_GRAMMARS:
             grammars.grammars.popitem(last=False)
@@ -355,11 +383,26 @@ def _explain(error: str, spec: dict, patterns: list[tuple[Any, str]], ll_tokeniz
 # -- decoding: one state per generated answer -----------------------------------------------------
 
 
+def repeats_a_call(text: str) -> bool:
+    """``text`` ends with a tool call block identical to an earlier one of the same answer: a
+    small model that repeats itself under ``tool_choice="required"``; the engine stops it there
+    (the grammar accepts an end after any call) and the repeat is dropped (:mod:`.render`)."""
+    if not text.endswith(TOOL_CALL_CLOSE):
+        return False
+    last = text.rfind(TOOL_CALL_OPEN)
+    return last > 0 and text.find(text[last:]) < last
+
+
 class ConstraintState:
     """Where one answer stands in its grammar."""
 
-    def __init__(self, matcher) -> None:
+    def __init__(self, matcher, tool_calls: bool = False) -> None:
         self.matcher = matcher
+        self.tool_calls = tool_calls  # the grammar writes tool call blocks
+
+    def finished(self, text: str) -> bool:
+        """The answer ``text`` is done: the grammar is complete, or it has just repeated a call."""
+        return self.complete or (self.tool_calls and repeats_a_call(text) and self.can_end)
 
     def advance(self, token: int) -> bool:
         """Take the sampled token; False if the grammar refused it (the row then stops)."""

@@ -141,8 +141,6 @@ NESTED_REFUSALS = {
         ("tools[].type", "only 'function' tools", "unsupported_value"),
         ("tool_choice", "'none', 'auto', 'required' or one function; not allowed_tools or custom tools",
          "unsupported_value"),
-        ("response_format + tools with tool_choice 'auto'", "output is either constrained JSON or a tool call",
-         "unsupported_value"),
     ],
     "createResponse": [
         ("input[].type", "message, function_call and function_call_output items only (no reasoning, "

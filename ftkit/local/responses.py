@@ -21,9 +21,17 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from .chat import FUNCTION_NAME, ChatService, generate, json_constraint, token_logprob, tool_setup
+from .chat import (
+    FUNCTION_NAME,
+    ChatService,
+    answer_constraint,
+    generate,
+    json_constraint,
+    token_logprob,
+    tool_setup,
+)
 from .engine import Choice, GenerationRequest, TokenLogprob
-from .render import parse_tool_calls
+from .render import MAX_PARALLEL_CALLS, ToolCallReader
 from .store import Store, new_id, valid_id
 from .wire import APIError, after_cursor, unsupported_value
 
@@ -54,6 +62,10 @@ class ResponseCall:
     @property
     def parallel_tool_calls(self) -> bool:
         return self.body.get("parallel_tool_calls") is not False
+
+    def reader(self) -> ToolCallReader:
+        """A reader of the answer's function calls (one call without ``parallel_tool_calls``)."""
+        return ToolCallReader(MAX_PARALLEL_CALLS if self.parallel_tool_calls else 1)
 
 
 # -- input -> stored items -> chat messages -------------------------------------------------------
@@ -203,14 +215,10 @@ class ResponsesService:
         text = body.get("text") or {}
         if text.get("verbosity") not in (None, "medium"):
             raise unsupported_value("text.verbosity", text["verbosity"], "'medium'")
-        constraint = json_constraint(text.get("format"), messages, param="text.format", messages_param="input")
-        if constraint and tool_mode == "auto":
-            raise unsupported_value("tool_choice", "auto", "'none', 'required' or one function when 'text.format' "
-                                    "asks for JSON: the local engine constrains an answer either to the schema or "
-                                    "to a tool call")
-        if tool_mode == "forced":
-            constraint = {"type": "tool_call", "tools": chat_tools, "name": forced,
-                          "parallel": forced is None and body.get("parallel_tool_calls") is not False}
+        constraint = answer_constraint(tool_mode, forced, chat_tools,
+                                       json_constraint(text.get("format"), messages, param="text.format",
+                                                       messages_param="input"),
+                                       parallel=body.get("parallel_tool_calls") is not False)
         for i, name in enumerate(body.get("include") or []):
             if name != LOGPROBS_INCLUDE:
                 raise unsupported_value(f"include[{i}]", name, f"'{LOGPROBS_INCLUDE}'")
@@ -239,60 +247,41 @@ class ResponsesService:
         return response
 
     async def stream(self, call: ResponseCall) -> AsyncIterator[str]:
-        """Server-sent events in the spec's shape (``response.created`` ... ``response.completed``)."""
+        """Server-sent events in the spec's shape (``response.created`` ... ``response.completed``):
+        text as it is decoded, and each function call as soon as its name is known, its arguments
+        as ``response.function_call_arguments.delta`` events, then ``.done``."""
         events = _Events()
         yield events.send("response.created", response=response_object(call, [], None))
         yield events.send("response.in_progress", response=response_object(call, [], None))
-        message_id, started, pending = _item_id("msg"), False, ""
+        out = _OutputItems(call, events)
+        reader = call.reader() if call.tool_mode != "none" else None
+        pending = ""
         try:
-            async for kind, _, value in generate(self.chat.engine, call.request, deltas=call.tool_mode == "none"):
+            async for kind, _, value in generate(self.chat.engine, call.request, deltas=True):
                 if kind == "done":
                     choices = value
-                    continue
-                if not started:
-                    started = True
-                    for event in _message_opening(events, message_id, 0):
-                        yield event
-                if kind == "text" and not call.request.logprobs:
-                    yield events.send("response.output_text.delta", item_id=message_id, output_index=0,
-                                      content_index=0, delta=value, logprobs=[])
+                elif kind == "text" and reader is not None:
+                    for sent in out.read(reader.feed(value)):
+                        yield sent
+                elif kind == "text" and not call.request.logprobs:
+                    for sent in out.text(value):
+                        yield sent
                 elif kind == "text":  # held until its tokens' logprobs arrive: one delta with both
                     pending += value
-                else:
-                    yield events.send("response.output_text.delta", item_id=message_id, output_index=0,
-                                      content_index=0, delta=pending, logprobs=[_stream_logprob(t) for t in value])
+                elif reader is None:  # logprobs
+                    for sent in out.text(pending, [_stream_logprob(t) for t in value]):
+                        yield sent
                     pending = ""
         except Exception as e:  # the stream has started: report in-band, as the API does
             yield events.send("error", code="server_error", message=f"generation failed: {type(e).__name__}",
                               param=None)
             return
-        output = _output(call, choices[0], message_id=message_id)
-        for index, item in enumerate(output):
-            if item["type"] == "message":
-                part = item["content"][0]
-                if not started:  # the whole text at once (answers that may hold tool calls are parsed first)
-                    for event in _message_opening(events, message_id, index):
-                        yield event
-                    pending = part["text"]
-                    tokens = choices[0].logprobs if call.request.logprobs else None
-                    yield events.send("response.output_text.delta", item_id=item["id"], output_index=index,
-                                      content_index=0, delta=pending, logprobs=[_stream_logprob(t) for t in tokens or []])
-                elif pending:
-                    yield events.send("response.output_text.delta", item_id=item["id"], output_index=index,
-                                      content_index=0, delta=pending, logprobs=[])
-                yield events.send("response.output_text.done", item_id=item["id"], output_index=index,
-                                  content_index=0, text=part["text"], logprobs=part["logprobs"])
-                yield events.send("response.content_part.done", item_id=item["id"], output_index=index,
-                                  content_index=0, part=part)
-            else:
-                yield events.send("response.output_item.added", output_index=index,
-                                  item={**item, "arguments": "", "status": "in_progress"})
-                yield events.send("response.function_call_arguments.delta", item_id=item["id"], output_index=index,
-                                  delta=item["arguments"])
-                yield events.send("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                                  name=item["name"], arguments=item["arguments"])
-            yield events.send("response.output_item.done", output_index=index, item=item)
-        final = self._finish(call, choices, output)
+        cut = choices[0].finish_reason == "length"
+        for sent in out.read(reader.finish(cut)) if reader is not None else out.text(pending):
+            yield sent
+        for sent in out.close(choices[0]):
+            yield sent
+        final = self._finish(call, choices, out.items)
         yield events.send("response.completed" if final["status"] == "completed" else "response.incomplete",
                           response=final)
 
@@ -313,38 +302,103 @@ class _Events:
         return f"event: {kind}\ndata: {json.dumps(event)}\n\n"
 
 
-def _message_opening(events: _Events, message_id: str, index: int) -> list[str]:
-    return [
-        events.send("response.output_item.added", output_index=index, item={
-            "id": message_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []}),
-        events.send("response.content_part.added", item_id=message_id, output_index=index, content_index=0,
-                    part={"type": "output_text", "text": "", "annotations": [], "logprobs": []}),
-    ]
-
-
 def _stream_logprob(token: TokenLogprob) -> dict:
     """A token in a ``response.output_text.delta`` event (ResponseLogProb: no bytes)."""
     return {"token": token.token, "logprob": token.logprob,
             "top_logprobs": [{"token": text, "logprob": logprob} for text, _, logprob in token.top_logprobs]}
 
 
-def _output(call: ResponseCall, choice: Choice, *, message_id: str | None = None) -> list[dict]:
-    """The output items for the engine's answer: the message, then any function calls."""
-    incomplete = choice.finish_reason == "length"
-    text, calls = (choice.text, []) if call.tool_mode == "none" else parse_tool_calls(choice.text)
-    if calls and not call.parallel_tool_calls:
-        calls = calls[:1]
-    output = []
-    if text or not calls:
-        logprobs = [token_logprob(t) for t in choice.logprobs or []] if call.request.logprobs else []
-        output.append({"id": message_id or _item_id("msg"), "type": "message",
-                       "status": "incomplete" if incomplete else "completed", "role": "assistant",
-                       "content": [{"type": "output_text", "text": text or "", "annotations": [], "logprobs": logprobs}]})
-    for tool_call in calls:
-        output.append({"id": _item_id("fc"), "type": "function_call", "call_id": tool_call["id"],
-                       "name": tool_call["function"]["name"], "arguments": tool_call["function"]["arguments"],
-                       "status": "completed"})
-    return output
+class _OutputItems:
+    """Builds a response's output items from its answer, in order: a ``message`` for text, a
+    ``function_call`` per call (:class:`~.render.ToolCallReader`'s events), and, when ``events``
+    numbers a stream, the events that announce them as they grow. A whole response and its stream
+    are built by the same steps, so they always agree."""
+
+    def __init__(self, call: ResponseCall, events: _Events | None = None) -> None:
+        self.call = call
+        self.events = events
+        self.items: list[dict] = []
+        self.message: dict | None = None  # the message item being written
+
+    def _send(self, kind: str, **fields) -> list[str]:
+        return [self.events.send(kind, **fields)] if self.events is not None else []
+
+    def text(self, text: str, logprobs: list | None = None) -> list[str]:
+        sent = []
+        if self.message is None:
+            self.message = {"id": _item_id("msg"), "type": "message", "status": "in_progress", "role": "assistant",
+                            "content": [{"type": "output_text", "text": "", "annotations": [], "logprobs": []}]}
+            self.items.append(self.message)
+            index = len(self.items) - 1
+            sent += self._send("response.output_item.added", output_index=index,
+                               item={**self.message, "content": []})
+            sent += self._send("response.content_part.added", item_id=self.message["id"], output_index=index,
+                               content_index=0, part=dict(self.message["content"][0]))
+        self.message["content"][0]["text"] += text
+        if text or logprobs:
+            sent += self._send("response.output_text.delta", item_id=self.message["id"],
+                               output_index=self.items.index(self.message), content_index=0, delta=text,
+                               logprobs=logprobs or [])
+        return sent
+
+    def _close_message(self, status: str, logprobs: list) -> list[str]:
+        message, self.message = self.message, None
+        if message is None:
+            return []
+        message["status"] = status
+        part = message["content"][0]
+        part["logprobs"] = logprobs
+        index = self.items.index(message)
+        return [*self._send("response.output_text.done", item_id=message["id"], output_index=index, content_index=0,
+                            text=part["text"], logprobs=logprobs),
+                *self._send("response.content_part.done", item_id=message["id"], output_index=index, content_index=0,
+                            part=part),
+                *self._send("response.output_item.done", output_index=index, item=message)]
+
+    def read(self, reader_events: list[tuple]) -> list[str]:
+        """The items (and events) for a :class:`~.render.ToolCallReader`'s events."""
+        sent = []
+        for event in reader_events:
+            if event[0] == "text":
+                sent += self.text(event[1])
+            elif event[0] == "call":
+                _, _, call_id, name = event
+                sent += self._close_message("completed", [])
+                self.items.append({"id": _item_id("fc"), "type": "function_call", "call_id": call_id, "name": name,
+                                   "arguments": "", "status": "in_progress"})
+                sent += self._send("response.output_item.added", output_index=len(self.items) - 1,
+                                   item=dict(self.items[-1]))
+            elif event[0] == "arguments":
+                item = self.items[-1]
+                item["arguments"] += event[2]
+                sent += self._send("response.function_call_arguments.delta", item_id=item["id"],
+                                   output_index=len(self.items) - 1, delta=event[2])
+            else:  # done
+                item = self.items[-1]
+                item["status"] = "completed" if event[2] else "incomplete"
+                sent += self._send("response.function_call_arguments.done", item_id=item["id"],
+                                   output_index=len(self.items) - 1, name=item["name"], arguments=item["arguments"])
+                sent += self._send("response.output_item.done", output_index=len(self.items) - 1, item=item)
+        return sent
+
+    def close(self, choice: Choice) -> list[str]:
+        """The end of the answer: the message (an empty one if there is nothing else) is done."""
+        sent = self.text("") if not self.items else []
+        tokens = choice.logprobs if self.call.request.logprobs else None
+        status = "incomplete" if choice.finish_reason == "length" else "completed"
+        return sent + self._close_message(status, [token_logprob(t) for t in tokens or []])
+
+
+def _output(call: ResponseCall, choice: Choice) -> list[dict]:
+    """The output items for the engine's whole answer: text as a message, then any function calls."""
+    out = _OutputItems(call)
+    if call.tool_mode == "none":
+        out.text(choice.text)
+    else:
+        reader = call.reader()
+        out.read(reader.feed(choice.text) + reader.finish(choice.finish_reason == "length"))
+    out.close(choice)
+    return out.items
 
 
 def response_object(call: ResponseCall, output: list[dict], choice: Choice | None) -> dict:
@@ -352,7 +406,7 @@ def response_object(call: ResponseCall, output: list[dict], choice: Choice | Non
     body, request = call.body, call.request
     if choice is None:
         status, details, usage = "in_progress", None, None
-    elif choice.finish_reason == "length" and not any(i["type"] == "function_call" for i in output):
+    elif choice.finish_reason == "length":  # cut off, also inside (or after) a function call
         status, details = "incomplete", {"reason": "max_output_tokens"}
     else:
         status, details = "completed", None
