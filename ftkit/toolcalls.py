@@ -349,7 +349,9 @@ def score_tool_calls(
     and ``called`` (tool names, :data:`NO_TOOL` for none), ``expected_arguments`` and ``arguments``
     (JSON text), ``right_tool`` (the right tool, or rightly none), ``right_call`` (the right tool
     with arguments equal to the expected ones as parsed JSON -- key order and spacing do not
-    matter; for a ticket that needs no tool, rightly none), ``content`` and ``error``.
+    matter; for a ticket that needs no tool, rightly none), ``content``, ``finish_reason`` and
+    ``error``. A reply cut off at ``max_tokens`` (``finish_reason == "length"``) may hold a call the
+    server could not read, even under a forcing ``tool_choice``: it counts as no call.
 
     Taught in notebooks/09_tool_calling.ipynb.
     """
@@ -378,7 +380,7 @@ def score_tool_calls(
             body["parallel_tool_calls"] = example["parallel_tool_calls"]
         row = {"expected": NO_TOOL if expected is None else expected["name"],
                "expected_arguments": None if expected is None else json.dumps(expected["arguments"]),
-               "called": None, "arguments": None, "content": None, "error": None}
+               "called": None, "arguments": None, "content": None, "finish_reason": None, "error": None}
         with lock:
             own_rng = random.Random(rng.random())
         try:
@@ -388,6 +390,7 @@ def score_tool_calls(
             row.update(right_tool=False, right_call=False)
         else:
             message = response.choices[0].message
+            row["finish_reason"] = response.choices[0].finish_reason
             calls = [{"name": c.function.name, "arguments": c.function.arguments} for c in message.tool_calls or []]
             row.update(called=", ".join(c["name"] for c in calls) or NO_TOOL,
                        arguments=calls[0]["arguments"] if calls else None, content=message.content,
@@ -402,7 +405,8 @@ def score_tool_calls(
     finally:
         if bar is not None:
             bar.close()
-    columns = ["expected", "called", "expected_arguments", "arguments", "right_tool", "right_call", "content", "error"]
+    columns = ["expected", "called", "expected_arguments", "arguments", "right_tool", "right_call", "content",
+               "finish_reason", "error"]
     return pd.DataFrame(rows, index=pd.Index(ids, name="id"))[columns]
 
 

@@ -137,6 +137,7 @@ def test_scorer_separates_the_right_tool_from_the_right_arguments(fake_client, f
     required = tc.score_tool_calls(fake_client, MODEL, cases, tool_choice="required", progress=False)
     assert list(required["called"]) == ["lookup_order"] * 5  # forced to call: the no-tool ticket is lost
     assert list(required["right_tool"]) == [True, False, False, False, False]
+    assert set(required["finish_reason"]) == {"tool_calls"} and set(oracle["finish_reason"]) == {"tool_calls", "stop"}
 
 
 def test_scorer_compares_arguments_as_parsed_json(fake_client, fake_engine, cases):
