@@ -586,3 +586,106 @@ def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | 
 
     settings = settings or triage_settings(quick)
     return ensure_job(client, settings.job_recipe(), timeout=timeout, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 09: fine-tuning tool calls
+
+__all__ += ["TOOL_SETTINGS", "ToolSettings", "tool_job", "tool_settings"]
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """How notebook 09 fine-tunes tool calling, in one place: the first ``train_examples`` of
+    ``data/tools/train.jsonl`` (None: all), the first ``validation_examples`` of ``validation.jsonl``
+    (0: none), ``test_examples`` held-out conversations of ``test.jsonl`` spread over every kind
+    (None: all), hyperparameters (None: "auto"), and ``max_tokens`` per scored reply."""
+
+    mode: str
+    train_examples: int | None
+    validation_examples: int | None
+    test_examples: int | None
+    n_epochs: int | None
+    batch_size: int | None
+    learning_rate_multiplier: float | None
+    max_tokens: int = 48  # the longest call (an email address) takes about 35 tokens
+    seed: int = 42
+    why: str = ""
+
+    @staticmethod
+    def _read(name: str, n: int | None) -> list[dict]:
+        from .data import read_jsonl
+
+        rows = list(read_jsonl(data_path("tools", name)))
+        return rows if n is None else rows[:n]
+
+    def training_examples(self) -> list[dict]:
+        return self._read("train.jsonl", self.train_examples)
+
+    def validation_set(self) -> list[dict]:
+        return [] if self.validation_examples == 0 else self._read("validation.jsonl", self.validation_examples)
+
+    def test_set(self) -> list[dict]:
+        """The held-out conversations scored: all of them, or ``test_examples`` taken in turn from
+        each kind (tool, or none) so a small set still asks every decision."""
+        from .toolcalls import tool_of
+
+        rows = self._read("test.jsonl", None)
+        if self.test_examples is None:
+            return rows
+        kinds: dict[str, list[dict]] = {}
+        for row in rows:
+            kinds.setdefault(tool_of(row), []).append(row)
+        picked, queues = [], [list(q) for q in kinds.values()]
+        while len(picked) < min(self.test_examples, len(rows)):
+            for q in queues:
+                if q and len(picked) < self.test_examples:
+                    picked.append(q.pop(0))
+        return picked
+
+    @property
+    def hyperparameters(self) -> dict:
+        hp = {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
+              "learning_rate_multiplier": self.learning_rate_multiplier}
+        return {k: v for k, v in hp.items() if v is not None}
+
+    def job_recipe(self):
+        """This run as a :class:`ftkit.jobs.Recipe` (what :func:`tool_job` ensures)."""
+        from .jobs import Recipe
+
+        validation = self.validation_set() or None
+        return Recipe("the tool-calling model", self.training_examples(), f"tools-train-{self.mode}.jsonl",
+                      validation=validation, validation_filename=f"tools-validation-{self.mode}.jsonl",
+                      hyperparameters=self.hyperparameters, suffix="support-tools", seed=self.seed,
+                      labels={"course": "ftkit", "lesson": "09", "mode": self.mode},
+                      description=f"{self.mode} mode: {self.why}")
+
+
+#: Full: every training conversation, the validation file, "auto" hyperparameters (3 epochs for
+#: 205 examples), every held-out conversation. Quick (CI, a first try): 20 conversations once at
+#: twice the learning rate, no validation, one held-out conversation of each kind -- it runs every
+#: step, far too small to measure an effect. Each line is about 430 tokens (the four tool schemas
+#: are most of it): a step of 4 lines took about 110 s on a 2-core CPU shared at a load average of
+#: about 10 (measured 2026-12-05); an idle machine is several times faster.
+TOOL_SETTINGS = {
+    "full": ToolSettings("full", None, None, None, None, None, None,
+                         why="all training conversations, the validation file, auto hyperparameters"),
+    "quick": ToolSettings("quick", 20, 0, 5, 1, 4, 2.0,
+                          why="20 training conversations x 1 epoch, batches of 4, twice the learning rate; "
+                              "no validation; one held-out conversation of each kind"),
+}
+
+
+def tool_settings(quick: bool | None = None) -> ToolSettings:
+    """Notebook 09's settings for quick mode (``quick=True``) or full mode; default: :data:`QUICK`."""
+    return TOOL_SETTINGS["quick" if (QUICK if quick is None else quick) else "full"]
+
+
+def tool_job(client, *, settings: ToolSettings | None = None, timeout: float | None = 3 * 3600,
+             verbose: bool = True):
+    """A succeeded fine-tuning job of notebook 09's tool-calling model: reused when one with the
+    same recipe (settings and data) finished before, else run with :func:`ftkit.jobs.ensure_job`.
+    Taught in notebooks/09_tool_calling.ipynb."""
+    from .jobs import ensure_job
+
+    return ensure_job(client, (settings or tool_settings()).job_recipe(), timeout=timeout, verbose=verbose)

@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ftkit import cost
+from ftkit import cost, toolcalls
 from ftkit.course import (
     EVAL_TEST_TICKETS,
     LEARNING_CURVE_SIZES,
@@ -122,6 +122,8 @@ CLAIMS = [
     Claim("06_preference_tuning", "the house style from {} examples", lambda: (_lines(DATA / "tone" / "train.jsonl"),)),
     Claim("06_preference_tuning", "on the {} house-style examples ({} of them",
           lambda: (_lines(DATA / "tone" / "train.jsonl"), _multi_turn_tone())),
+    # 09: the tool-calling conversations
+    Claim("README.md", "and {} generated support conversations", lambda: (sum(toolcalls.PLAN.values()),)),
     # README: quick mode
     Claim("README.md", "what CI runs: {} tickets × {} epochs", lambda: (QUICK.train_examples, QUICK.n_epochs)),
     Claim("README.md", "notebook 05's {} quick test tickets", lambda: (EVAL_TEST_TICKETS["quick"],)),

@@ -33,9 +33,10 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 def _generate(out: Path, hash_seed: str) -> None:
     # make_data.py writes the course data and its card; make_preference_data.py (notebook 06) then
-    # adds the house-style preference files and appends its section to the card.
+    # adds the house-style preference files and appends its section to the card; make_tool_data.py
+    # (notebook 09) writes data/tools/ with its own card.
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-    for script in ("make_data.py", "make_preference_data.py"):
+    for script in ("make_data.py", "make_preference_data.py", "make_tool_data.py"):
         subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--out", str(out)],
                        check=True, env=env, capture_output=True, text=True, timeout=300)
 
