@@ -40,13 +40,14 @@ def test_write_summary(tmp_path):
         {"notebook": "00_setup.ipynb", "ok": True, "seconds": 12.5, "cpu_seconds": 20.0, "error": None,
          "headlines": [{"name": "server", "value": "up", "note": ""}]},
         {"notebook": "04_job_lifecycle.ipynb", "ok": False, "seconds": 3.0, "cpu_seconds": 2.5, "error": "boom",
-         "headlines": []},
+         "headlines": [], "load_at_end": [1.5, 1.0, 0.5]},
     ]
     path = course.write_summary(results, tmp_path, quick=False, started=time.time(), load_at_start=[0.1, 0.2, 0.3])
     summary = json.loads(path.read_text())
     assert summary["mode"] == "full" and summary["all_ok"] is False
     assert summary["wall_seconds"] == 15.5 and summary["cpu_seconds"] == 22.5
     assert summary["notebooks"][1] == {"notebook": "04_job_lifecycle.ipynb", "status": "failed", "wall_seconds": 3.0,
-                                       "cpu_seconds": 2.5, "error": "boom", "headlines": []}
+                                       "cpu_seconds": 2.5, "error": "boom", "load_average_at_end": [1.5, 1.0, 0.5],
+                                       "headlines": []}
     assert summary["machine"]["load_average_at_start"] == [0.1, 0.2, 0.3]
     assert summary["versions"]["torch"]
