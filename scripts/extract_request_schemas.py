@@ -39,6 +39,7 @@ VERSION = ROOT / "tests" / "data" / "openai-openapi.VERSION"
 # operationId -> (method, path) of every JSON-body operation the local server implements
 OPERATIONS = {
     "createChatCompletion": ("post", "/chat/completions"),
+    "createCompletion": ("post", "/completions"),
     "createFineTuningJob": ("post", "/fine_tuning/jobs"),
     "createBatch": ("post", "/batches"),
     "createResponse": ("post", "/responses"),

@@ -172,8 +172,10 @@ def amend_spec(spec: dict, operations=()) -> dict:
         for name in deviation.fields:  # a dotted name reaches into an inline object ("sample.error")
             field = schemas[deviation.schema]
             for part in name.split("."):
+                if "properties" not in field and "items" in field:  # and into an array's items ("choices.x")
+                    field = field["items"]
                 field = field["properties"][part]
-            if "enum" in field:
+            if "enum" in field and None not in deviation.also:
                 field["enum"] = [*field["enum"], *(v for v in deviation.also if v not in field["enum"])]
             else:
                 original = dict(field)

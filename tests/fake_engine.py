@@ -78,6 +78,13 @@ class FakeEngine:
         text = json.dumps(template_messages(messages, tools, functions))
         return [len(word) for word in WORD.findall(text)]
 
+    def encode_text(self, model_id, text: str) -> list[int]:
+        """A legacy completion's prompt: one "token" per word (its length), the document start (0) when empty."""
+        return [len(word) for word in WORD.findall(text)] or [0]
+
+    def decode_tokens(self, model_id, ids: list[int]) -> str:
+        return "".join(f"<{i}>" for i in ids)
+
     def context_length(self, model_id) -> int:
         return self.context
 

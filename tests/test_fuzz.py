@@ -54,7 +54,7 @@ OPERATIONS = [
     "createFineTuningJob", "listPaginatedFineTuningJobs", "retrieveFineTuningJob", "listFineTuningEvents",
     "listFineTuningJobCheckpoints", "pauseFineTuningJob", "resumeFineTuningJob", "cancelFineTuningJob",
     "runGrader", "validateGrader",
-    "createChatCompletion",
+    "createChatCompletion", "createCompletion",
     "createBatch", "listBatches", "retrieveBatch", "cancelBatch",
     "createResponse", "getResponse", "listInputItems", "deleteResponse",
     "getChatCompletion", "updateChatCompletion", "deleteChatCompletion",

@@ -20,7 +20,8 @@ from ftkit.local.parameters import POLICY, deviations_table
 
 MODEL = "SmolLM2-135M-Instruct"
 HI = [{"role": "user", "content": "hi"}]
-OPERATIONS = {"createChatCompletion": "/v1/chat/completions", "createFineTuningJob": "/v1/fine_tuning/jobs",
+OPERATIONS = {"createChatCompletion": "/v1/chat/completions", "createCompletion": "/v1/completions",
+              "createFineTuningJob": "/v1/fine_tuning/jobs",
               "createBatch": "/v1/batches", "createResponse": "/v1/responses"}
 
 

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from . import request_check
 from .batches import BatchRunner
 from .chat import ChatService
+from .completions import CompletionService
 from .control import api_key
 from .engine import Engine
 from .evals import EvalService
@@ -61,6 +62,7 @@ def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background
     app.state.store, app.state.platform, app.state.engine, app.state.worker = store, platform, engine, worker
     app.state.chat, app.state.batches, app.state.responses = chat, batches, responses
     app.state.grading, app.state.evals, app.state.stored = grading, evals, StoredCompletions(store)
+    app.state.completions = CompletionService(chat)
     app.state.key, app.state.faults = api_key(Path(home)), Faults(os.environ.get("FTKIT_FAULTS", ""))
     install_error_handlers(app, log)
     app.add_middleware(BodyLimit, max_bytes=platform.max_upload_bytes + 1_000_000, too_large=platform.too_large)

@@ -240,6 +240,22 @@ class Engine:
         base, source, _ = self.resolve(model_id)
         return int(self._slot(base, source).model.config.vocab_size)
 
+    def encode_text(self, model_id: str, text: str) -> list[int]:
+        """Plain text's token ids, as the model's tokenizer frames a document (a BOS token where the
+        tokenizer adds one; no chat template): the prompt of a legacy completion. An empty text is
+        the document start alone (the tokenizer's BOS, else its end-of-text token), as the spec's
+        default prompt ``<|endoftext|>`` is."""
+        tok = self.tokenizer_for(model_id)
+        ids = list(tok(text)["input_ids"])
+        if not ids:
+            start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            ids = [start] if start is not None else []
+        return ids
+
+    def decode_tokens(self, model_id: str, ids: list[int]) -> str:
+        """The text of token ids (a legacy completion's token-array prompt, for ``echo``)."""
+        return self.tokenizer_for(model_id).decode(ids)
+
     def check_constraint(self, model_id: str, spec: dict) -> None:
         """Compile (and cache) the grammar of a constraint spec for this model's tokenizer; raises
         :class:`ftkit.local.grammar.UnsupportedSchema` (message, param) for what cannot be enforced,

@@ -100,6 +100,13 @@ POLICY: dict[str, dict[str, Rule]] = {
         "verbosity": refused("the local models have no verbosity control"),
         "moderation": refused("no moderation"),
     },
+    "createCompletion": {
+        **{name: IMPLEMENTED for name in (
+            "model", "prompt", "max_tokens", "temperature", "top_p", "n", "best_of", "stop", "seed", "stream",
+            "stream_options", "echo", "logprobs", "presence_penalty", "frequency_penalty", "logit_bias")},
+        "user": accepted("an end-user id; not used"),
+        "suffix": refused("no insertion (fill-in-the-middle); the prompt is continued"),
+    },
     "createResponse": {
         **{name: IMPLEMENTED for name in (
             "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "text", "tools",
@@ -141,6 +148,11 @@ NESTED_REFUSALS = {
         ("tools[].type", "only 'function' tools", "unsupported_value"),
         ("tool_choice", "'none', 'auto', 'required' or one function; not allowed_tools or custom tools",
          "unsupported_value"),
+    ],
+    "createCompletion": [
+        ("echo + logprobs", "not together: the engine scores the tokens it generates, not the prompt's (the hosted "
+                            "API refuses the pair for gpt-3.5-turbo-instruct too)", "unsupported_value"),
+        ("n, best_of", "at most 16 choices per prompt", "invalid_value"),
     ],
     "createResponse": [
         ("input[].type", "message, function_call and function_call_output items only (no reasoning, "
@@ -198,6 +210,9 @@ RESPONSE_DEVIATIONS = [
                       "null while nothing went wrong, as the hosted API sent it; the spec requires an error object"),
     ResponseDeviation(("getEvalRunOutputItems", "getEvalRunOutputItem"), "EvalRunOutputItem", ("sample.error",),
                       (None,), "null when the row was answered, as the hosted API sent it"),
+    ResponseDeviation(("createCompletion",), "CreateCompletionResponse", ("choices.finish_reason",), (None,),
+                      "null in a stream's chunks until a choice's last, as the hosted API streams them; the spec "
+                      "uses the whole answer's schema, which requires a reason, for the chunks too"),
     ResponseDeviation(("getChatCompletionMessages",), "ChatCompletionResponseMessage", ("role",),
                       ("system", "developer", "user", "tool", "function"),
                       "a stored completion's input messages keep their roles, as the hosted API lists them; the "

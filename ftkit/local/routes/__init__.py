@@ -5,12 +5,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from . import batches, chat, deps, evals, files, fine_tuning, graders, models, responses
+from . import (
+    batches,
+    chat,
+    completions,
+    deps,
+    evals,
+    files,
+    fine_tuning,
+    graders,
+    models,
+    responses,
+)
 
 
 def v1_router() -> APIRouter:
     """Every ``/v1`` route, behind the bearer-key check."""
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(deps.authorize)])
-    for module in (files, fine_tuning, graders, models, chat, batches, responses, evals):
+    for module in (files, fine_tuning, graders, models, chat, completions, batches, responses, evals):
         v1.include_router(module.router)
     return v1

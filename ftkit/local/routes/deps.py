@@ -27,6 +27,10 @@ def chat(request: Request):
     return request.app.state.chat
 
 
+def completions(request: Request):
+    return request.app.state.completions
+
+
 def batches(request: Request):
     return request.app.state.batches
 
