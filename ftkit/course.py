@@ -577,3 +577,30 @@ def triage_job(client, *, quick: bool | None = None, settings: TriageSettings | 
 
     settings = settings or triage_settings(quick)
     return ensure_job(client, settings.job_recipe(), timeout=timeout, verbose=verbose)
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 04's run that overfits
+
+__all__ += ["OVERFIT_SETTINGS", "overfit_settings"]
+
+#: Notebook 04's overfitting run: few tickets, many epochs, a high learning rate, and a validation
+#: file no larger than two batches -- the size of the validation sample the local server measures
+#: every tenth of the run -- so every validation point in the results file covers the whole file.
+#: Measured on the course's data (seed 42; see the notebook's printed losses): the validation loss
+#: falls, then turns up, with its lowest point inside the last three epochs, the checkpoints the
+#: server keeps.
+OVERFIT_SETTINGS = {
+    "quick": TriageSettings("quick-overfit", 10, 8, 8, 4, 16.0, seed=42, suffix="overfit",
+                            why="the first 10 training tickets x 8 epochs, batches of 4, 16 times the learning rate; "
+                                "8 validation tickets"),
+    "full": TriageSettings("overfit", 10, 8, 8, 4, 16.0, seed=42, suffix="overfit",
+                           why="the first 10 training tickets x 8 epochs, batches of 4, 16 times the learning rate; "
+                               "8 validation tickets"),
+}
+
+
+def overfit_settings(quick: bool | None = None) -> TriageSettings:
+    """Notebook 04's overfitting run (:data:`OVERFIT_SETTINGS`) for quick or full mode; default:
+    :data:`QUICK`. Taught in notebooks/04_job_lifecycle.ipynb."""
+    return OVERFIT_SETTINGS["quick" if (QUICK if quick is None else quick) else "full"]
