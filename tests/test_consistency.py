@@ -82,7 +82,6 @@ class Claim:
 CLAIMS = [
     # 01: the LoRA recipe the server trains
     Claim("01_concepts", "at rank {} (`concepts.RECIPE`", lambda: (RECIPE.rank,)),
-    Claim("06_preference_tuning", "(`RECIPE`: rank {} on every", lambda: (RECIPE.rank,)),
     Claim("README.md", "LoRA (r={}, all attention and MLP projections)", lambda: (RECIPE.rank,)),
     # 02: the data
     Claim("02_data_formatting", "The running example of the course: {} support tickets",

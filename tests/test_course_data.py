@@ -396,3 +396,21 @@ def test_general_ability_set():
     report = ftd.validate(DATA / "general" / "ability.jsonl", model=MODEL)
     assert report.ok
     assert {p.code for p in report.problems} == {"example_unrecognized_key", "missing_system_message"}
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_overfit_settings_make_a_turn_the_kept_checkpoints_can_show(quick):
+    from ftkit.course import OVERFIT_SETTINGS, overfit_settings
+    from ftkit.local.training.loop import KEEP_CHECKPOINTS
+    from ftkit.local.training.sft import Supervised
+
+    s = overfit_settings(quick)
+    assert s is OVERFIT_SETTINGS["quick" if quick else "full"]
+    train, valid = s.training_examples(), s.validation_set()
+    assert len(train) == s.train_examples >= 10  # the API's minimum training file
+    # every validation point of the results file covers the whole validation file
+    assert len(Supervised().valid_sample(valid, {"batch_size": s.batch_size})) == len(valid) == s.validation_examples
+    assert s.n_epochs > KEEP_CHECKPOINTS  # some checkpoints are deleted: the settings must put the turn in the kept ones
+    assert s.learning_rate_multiplier > 1  # a high learning rate
+    assert s.metadata["lesson"] == "04" and s.mode.endswith("overfit") and s.suffix == "overfit"
+    assert str(s.n_epochs) in s.why and f"{s.train_examples} training tickets" in s.why

@@ -796,3 +796,21 @@ def test_ensure_job_runs_a_recipe_through_create_job(fake_client, tmp_path, monk
     with pytest.raises(RuntimeError, match="ended failed"):
         jobs.ensure_job(fake_client, recipe, timeout=60, verbose=False)
     assert len(fake_client.fine_tuning.jobs.list(metadata=recipe.metadata, limit=10).data) == 2
+
+
+def test_hyperparameter_table_reads_the_spec_and_the_local_recipe():
+    from ftkit import methods
+    from ftkit.jobs import hyperparameter_table
+    from ftkit.local.training.recipe import RECIPE
+
+    table = hyperparameter_table()
+    assert list(table.index) == ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha"]
+    # OpenAI's spec (FineTuneSupervisedHyperparameters): epochs 1..50, batch 1..256, multiplier > 0
+    assert table.loc["n_epochs", "hosted range"] == "1..50 or 'auto'"
+    assert table.loc["batch_size", "hosted range"] == "1..256 or 'auto'"
+    assert table.loc["learning_rate_multiplier", "hosted range"] == "> 0 (no maximum) or 'auto'"
+    assert f"{methods.get('supervised').base_learning_rate:g}" in table.loc["learning_rate_multiplier", "local server"]
+    assert f"fixed: {RECIPE.rank}," in table.loc["lora_rank", "local server"]
+    assert f"fixed: {RECIPE.alpha} " in table.loc["lora_alpha", "local server"]
+    assert table.loc["lora_rank", "hosted range"] == "not an API parameter"
+    assert table[["if it underfits, try", "if it overfits, try"]].map(bool).all().all()

@@ -32,7 +32,8 @@ Refusals (bad data, over budget, a model that can no longer be trained) raise su
 The package, by concern (each module's docstring says more): ``api`` (the job vocabulary, refusals,
 ids), ``uploads``, ``creating`` (estimates and jobs), ``watching``, ``reading`` (events, checkpoints,
 results, asking the models), ``plotting``, ``control`` (cancel, pause, resume, lists),
-``housekeeping`` (cleanup), ``monitoring`` (the widget), ``recipes`` (the course's reusable runs).
+``housekeeping`` (cleanup), ``monitoring`` (the widget), ``recipes`` (the course's reusable runs),
+``tuning`` (the hyperparameter table).
 Every public name is importable from ``ftkit.jobs`` itself, as notebooks do.
 """
 
@@ -69,6 +70,7 @@ from .reading import (
     step_metrics_from_events,
 )
 from .recipes import Recipe, ensure_job
+from .tuning import hyperparameter_table
 from .uploads import _validate_for, file_sha256, upload  # noqa: F401 (_validate_for: tests use it)
 from .watching import watch
 
@@ -103,6 +105,7 @@ __all__ = [
     "method_of_metrics",
     "file_sha256",
     "find_job",
+    "hyperparameter_table",
     "monitor",
     "parse_results",
     "pause",

@@ -6,13 +6,16 @@ Run from the repository root (the local backend starts by itself; no key needed)
     .venv/bin/python notebooks/solutions/04_job_lifecycle.py --quick  # quick mode: small jobs
 
 Exercises 2, 5 and 6 read the course's ticket-triage job (``ftkit.course.triage_job``: the one
-notebook 04 trained, or it trains one). Exercises 3 and 4 train small jobs of their own.
+notebook 04 trained, or it trains one). Exercises 3 and 4 train small jobs of their own; 7 loads
+the base model's tokenizer; 8 and 9 run notebook 04's overfitting settings
+(``ftkit.course.overfit_settings``) and variants of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import threading
 import time
@@ -21,7 +24,7 @@ import pandas as pd
 
 import ftkit
 from ftkit import jobs
-from ftkit.course import data_path, triage_format_ok, triage_job, triage_settings
+from ftkit.course import data_path, overfit_settings, triage_format_ok, triage_job, triage_settings
 from ftkit.data import read_jsonl
 
 PROMPTS = json.loads(data_path("tickets", "prompts.json").read_text(encoding="utf-8"))
@@ -171,6 +174,98 @@ def exercise_6(client) -> pd.DataFrame:
     return jobs.cleanup(client, files=False, models=drop, dry_run=True)
 
 
+def exercise_7() -> float:
+    """★ A two-turn example: only the second answer (weight 1) and its end-of-turn are learned."""
+    from ftkit.local.models import load_base_model
+    from ftkit.under_the_hood import label_mask_table
+
+    first, second = list(read_jsonl(data_path("tickets", "train.jsonl")))[:2]
+    system, ticket_1, answer_1 = first["messages"]
+    _, ticket_2, answer_2 = second["messages"]
+    example = {"messages": [system, ticket_1, {**answer_1, "weight": 0}, ticket_2, answer_2]}
+    _, tokenizer = load_base_model(progress=None)
+    mask = label_mask_table(tokenizer, example)
+    learned = "".join(mask.loc[mask["learned"], "token"])
+    assert learned == answer_2["content"] + "<|im_end|>", learned
+    share = mask["learned"].mean()
+    print(f"   learned: {learned!r}; {int(mask['learned'].sum())} of {len(mask)} tokens ({share:.0%}) carry the loss")
+    return share
+
+
+def _valid_by_epoch(client, job, settings) -> pd.Series:
+    """The results file's validation loss (the whole validation file, with these settings) at each
+    epoch's last measurement, by epoch."""
+    per_epoch = -(-settings.train_examples // settings.batch_size)
+    res = jobs.results(client, job).dropna(subset=["valid_loss"])
+    res = res.assign(epoch=-(-res["step"] // per_epoch))
+    return res.groupby("epoch")["valid_loss"].last()
+
+
+def exercise_8(client) -> pd.DataFrame:
+    """★★ A quarter of the learning rate, or twice the tickets: which cures the overfit more?"""
+    base = overfit_settings()
+    runs = {
+        "notebook 04's run": base,
+        "1/4 learning rate": dataclasses.replace(base, mode=f"{base.mode}-lr-quarter",
+                                                 learning_rate_multiplier=base.learning_rate_multiplier / 4,
+                                                 why="the overfitting run at a quarter of its learning rate"),
+        "2x tickets": dataclasses.replace(base, mode=f"{base.mode}-2x-tickets", train_examples=2 * base.train_examples,
+                                          why="the overfitting run on twice as many training tickets"),
+    }
+    curves, rows = {}, []
+    for name, settings in runs.items():
+        job = triage_job(client, settings=settings, verbose=False)  # reuses notebook 04's job for the first
+        curves[name] = _valid_by_epoch(client, job, settings)
+        best = jobs.best_checkpoint(jobs.checkpoints(client, job))
+        per_epoch = -(-settings.train_examples // settings.batch_size)
+        rows.append({"run": name, "lowest validation loss": curves[name].min(),
+                     "at epoch": int(curves[name].idxmin()), "last epoch's": curves[name].iloc[-1],
+                     "best kept checkpoint: epoch": best["step"] // per_epoch})
+    table = pd.DataFrame(rows)
+    ax = pd.DataFrame(curves).plot(marker="o", xlabel="epoch", ylabel="validation loss (whole file)",
+                                   title="Curing an overfit")
+    ax.figure.savefig("/tmp/ftkit-04-exercise-8.png")
+    print(table.round(4).to_string(index=False), "\n   (plot: /tmp/ftkit-04-exercise-8.png)")
+    return table
+
+
+def stop_when_overfitting(client, job, patience: int = 2, *, poll: float = 1.0) -> int | None:
+    """Follow a running job; cancel it once its validation loss has not improved for ``patience``
+    measurements after its lowest point. Returns the step of that lowest point (None: no
+    validation measured)."""
+    job_id = job if isinstance(job, str) else job.id
+    while True:
+        curve = jobs.step_metrics_from_events(jobs.events(client, job_id)).dropna(subset=["valid_loss"])
+        lowest = int(curve["step"].iloc[curve["valid_loss"].to_numpy().argmin()]) if len(curve) else None
+        since = int((curve["step"] > lowest).sum()) if lowest is not None else 0
+        status = client.fine_tuning.jobs.retrieve(job_id).status
+        if status in jobs.TERMINAL_STATUSES:
+            return lowest
+        if since >= patience:
+            jobs.cancel(client, job_id)
+            return lowest
+        time.sleep(poll)
+
+
+def exercise_9(client) -> dict:
+    """★★★ Early stopping on the overfitting settings: what is left after the cancel?"""
+    settings = dataclasses.replace(overfit_settings(), mode=f"{overfit_settings().mode}-early-stop",
+                                   why="the overfitting run, stopped early")
+    train = jobs.upload(client, settings.training_examples())
+    valid = jobs.upload(client, settings.validation_set(), min_examples=1)
+    job = jobs.create_job(client, train, validation_file=valid, **settings.job_kwargs())
+    lowest = stop_when_overfitting(client, job)
+    job = jobs.watch(client, job, print_events=False)
+    kept = jobs.checkpoints(client, job)
+    print(f"   lowest validation loss at step {lowest}; the job ended {job.status} "
+          f"(final model: {job.fine_tuned_model}); checkpoints still listed: {kept['step'].tolist()}")
+    # Gained: the steps after the turn were not trained (CPU time, or money on a hosted API).
+    # Lost: a cancelled job has no final model -- only the checkpoints of the epochs it finished,
+    # and the lowest point may lie between two of them; a validation batch is also noisier than
+    # the full validation file, so a small patience stops on noise.
+    return {"lowest_step": lowest, "status": job.status, "checkpoints": kept["step"].tolist()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="quick-mode settings and smaller jobs")
@@ -192,6 +287,12 @@ def main(argv=None) -> None:
     plan = exercise_6(client)
     if len(plan):
         print(plan.to_string(index=False))
+    print("★ 7: read the label mask")
+    exercise_7()
+    print("★★ 8: cure the overfit")
+    exercise_8(client)
+    print("★★★ 9: early stopping")
+    exercise_9(client)
 
 
 if __name__ == "__main__":

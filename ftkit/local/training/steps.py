@@ -6,7 +6,8 @@ bf16 autocast where the hardware does bf16 natively (see :func:`ftkit.local.mode
 the learning rate warms up linearly and then decays linearly to zero
 (:func:`warmup_linear_decay`).
 
-Taught in notebooks/06_preference_tuning.ipynb ("Under the hood").
+Taught in notebooks/04_job_lifecycle.ipynb (section 2, one SFT step by hand) and
+notebooks/06_preference_tuning.ipynb (section 7, one DPO step).
 """
 
 from __future__ import annotations
