@@ -17,6 +17,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -230,7 +231,8 @@ def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
     try:
         client.execute()
     except (CellExecutionError, CellTimeoutError) as e:
-        error = str(e).strip().splitlines()[-1][:300] if str(e).strip() else type(e).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()  # the traceback's terminal colours
+        error = text.splitlines()[-1][:300] if text else type(e).__name__
     except Exception as e:  # the kernel died, or similar
         error = f"{type(e).__name__}: {e}"[:300]
     finally:

@@ -28,7 +28,7 @@ What stays ftkit's, so the run is the *same* job: the supervised examples are to
 template with ``{% generation %}`` markers, which SmolLM2's lacks, and knows no ``weight``), and
 RFT's reward is the job's grader run by :mod:`ftkit.graders` (:func:`grader_reward`), on the same
 sample and item the local trainer grades. What changes on a GPU is said in the README and in
-notebooks/11_outgrowing_the_laptop.ipynb: bf16, batch size per device, packing, flash attention.
+notebooks/10_outgrowing_the_laptop.ipynb: bf16, batch size per device, packing, flash attention.
 
 :func:`import_adapter` registers a PEFT LoRA adapter trained elsewhere as a fine-tuned model of
 the local server (``ft:<base>:local:<suffix>:<id>``), after checking it fits the base model.
@@ -39,7 +39,7 @@ from this module on the GPU machine, the commands, then the adapter imported bac
 method by nature (``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig``): a method registered without a
 TRL counterpart is refused here with a :class:`RecipeError`, and nowhere else.
 
-Taught in notebooks/11_outgrowing_the_laptop.ipynb.
+Taught in notebooks/10_outgrowing_the_laptop.ipynb.
 """
 
 from __future__ import annotations
@@ -678,7 +678,7 @@ def gpu_run_cost(trained_tokens: int, *, tokens_per_second: float | None, usd_pe
     Returns ``{"hours", "usd"}``; each is None where the figure it needs is None -- ftkit has no GPU
     price or speed of its own to assume (prices move; use your provider's, with the date you read it).
 
-    Taught in notebooks/11_outgrowing_the_laptop.ipynb.
+    Taught in notebooks/10_outgrowing_the_laptop.ipynb.
     """
     if trained_tokens < 0 or gpus < 1 or startup_seconds < 0:
         raise ValueError("trained_tokens and startup_seconds must be >= 0 and gpus >= 1")

@@ -1,8 +1,8 @@
-"""Solutions to the exercises of notebooks/11_outgrowing_the_laptop.ipynb.
+"""Solutions to the exercises of notebooks/10_outgrowing_the_laptop.ipynb.
 
 Run from the repository root:
 
-    .venv/bin/python notebooks/solutions/11_outgrowing_the_laptop.py [--quick]
+    .venv/bin/python notebooks/solutions/10_outgrowing_the_laptop.py [--quick]
 
 It uses the course's fine-tuned triage model (``ftkit.course.triage_job``: the one notebook 04
 trained, or it trains it once) on the local backend and writes recipes to a scratch folder it
