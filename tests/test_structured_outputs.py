@@ -157,8 +157,12 @@ def test_tool_choice_required_always_yields_a_valid_call(client):
         r = client.chat.completions.create(model=MODEL, messages=TICKET, tools=[ORDER_TOOL], tool_choice=choice,
                                            temperature=0, max_tokens=40)
         calls = r.choices[0].message.tool_calls
-        assert r.choices[0].finish_reason == "tool_calls" and calls[0].function.name == "get_order"
+        assert calls[0].function.name == "get_order" and r.choices[0].message.content is None
         validate(json.loads(calls[0].function.arguments), ORDER_TOOL["function"]["parameters"])
+        # "required" allows parallel calls: a further call cut off at max_tokens is reported as
+        # "length" (and left out), as hosted; the complete call before it stays valid.
+        assert r.choices[0].finish_reason == "tool_calls" or (
+            choice == "required" and r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 40)
 
 
 @needs_constrained_engine
