@@ -363,7 +363,7 @@ def tiny_preference_file(path: Path, n: int = 10, *, seed: int = 0) -> Path:
     return path
 
 
-def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 300):
+def wait_for_job(client, job_id: str, statuses=("succeeded", "failed", "cancelled"), timeout: float = 900):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.fine_tuning.jobs.retrieve(job_id)
