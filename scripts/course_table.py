@@ -46,7 +46,8 @@ def render(summary: dict) -> str:
     ]
     for n in summary["notebooks"]:
         heads = "; ".join(f"{h['name']}: {h['value']}" for h in n["headlines"]) or "--"
-        status = n["status"] if n["status"] == "ok" else f"**{n['status']}**: {n.get('error') or ''}"
+        error = re.sub(r"\x1b\[[0-9;]*m", "", n.get("error") or "")  # terminal colours of older summaries
+        status = n["status"] if n["status"] == "ok" else f"**{n['status']}**: {error}"
         lines.append(f"| `{Path(n['notebook']).stem}` | {status} | {n['wall_seconds']:,.0f} s | "
                      f"{(n.get('cpu_seconds') or 0):,.0f} | {heads.replace('|', '/')} |")
     return "\n".join(lines)
