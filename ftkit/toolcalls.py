@@ -190,6 +190,13 @@ def _fill(rng: random.Random, template: str, first: str, last: str) -> tuple[str
     return template.format(**slots), slots
 
 
+def _rotate(table: Mapping[str, list[str]], keys, made: int) -> tuple[str, str]:
+    """The ``made``-th (key, template) pair: keys in turn, and each key's templates in turn."""
+    key = keys[made % len(keys)]
+    templates = table[key]
+    return key, templates[(made // len(keys)) % len(templates)]
+
+
 def _dress(rng: random.Random, text: str, first: str, last: str) -> str:
     """An optional greeting and sign-off around the ticket's text, as customers write them."""
     greeting = rng.choice(["", "", "Hi,\n\n", "Hello,\n\n", "Hi Lumenhive team,\n\n"])
@@ -220,17 +227,15 @@ def make_conversations(seed: int = SEED, plan: Mapping[str, int] | None = None) 
                 text, s = _fill(rng, LOOKUP[made % len(LOOKUP)], first, last)
                 call = tool_call("lookup_order", {"order_id": s["order"]})
             elif kind == "request_refund":
-                reason = REFUND_REASONS[made % len(REFUND_REASONS)]
-                templates = REFUND[reason]
-                text, s = _fill(rng, templates[(made // len(REFUND_REASONS)) % len(templates)], first, last)
+                reason, template = _rotate(REFUND, REFUND_REASONS, made)
+                text, s = _fill(rng, template, first, last)
                 call = tool_call("request_refund", {"order_id": s["order"], "reason": reason})
             elif kind == "send_password_reset":
                 text, s = _fill(rng, RESET[made % len(RESET)], first, last)
                 call = tool_call("send_password_reset", {"email": s["email"]})
             elif kind == "escalate_ticket":
-                team = TEAMS[made % len(TEAMS)]
-                templates = ESCALATE[team]
-                text, s = _fill(rng, templates[(made // len(TEAMS)) % len(templates)], first, last)
+                team, template = _rotate(ESCALATE, TEAMS, made)
+                text, s = _fill(rng, template, first, last)
                 priority = PRIORITIES[rng.random() < 0.45]
                 if priority == "urgent":
                     text = f"{text} {rng.choice(URGENT_CUES)}"

@@ -23,6 +23,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from test_training import _upload  # noqa: E402  (one home for the test upload helper)
 from tiny import load_tiny, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from ftkit import graders  # noqa: E402
@@ -45,14 +46,6 @@ HYPERPARAMETERS = {"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 1
 
 def line(i: int) -> dict:
     return {"messages": [SYSTEM, {"role": "user", "content": f"Subject: ticket {i}"}]}
-
-
-def _upload(store, lines) -> str:
-    file_id = new_id("file")
-    content = "".join(json.dumps(x) + "\n" for x in lines).encode()
-    store.file_path(file_id).write_bytes(content)
-    store.add_file(file_id, filename="t.jsonl", purpose="fine-tune", size=len(content), sha256="x")
-    return file_id
 
 
 def _rft_job(store, model: str, prompts: int) -> tuple[dict, list[float]]:
