@@ -71,13 +71,6 @@ def test_bad_inputs_say_what_is_wrong():
         pw.paired_power(0, 0.1, 0.2)
 
 
-def test_power_table_rows():
-    t = pw.power_table([{"question": "q", "delta": 0.10, "discordant": 0.2, "n": 101}])
-    row = t.iloc[0]
-    assert row["examples needed (80% power)"] == 155 and not row["enough?"]
-    assert 10 < row["smallest detectable (points)"] < 20
-
-
 def test_sizing_text_states_the_figures_it_computed():
     text = pw.sizing_text(101, 20, delta=0.10, margin=0.05)
     share = 20 / 101

@@ -13,8 +13,7 @@ two questions a notebook asks before it spends CPU time:
   difference to sit above ``-margin`` when the two models are in fact equally good;
 * :func:`proportion_sample_size` / :func:`proportion_half_width` -- the precision of a single
   rate (an agreement, an exact match) at ``n``;
-* :func:`power_table` -- one row per question, as the notebooks print it;
-* :func:`sizing_text` -- the same for one paired comparison, as a sentence.
+* :func:`sizing_text` -- all of it for one paired comparison, as the notebooks print it.
 
 The formulas are the normal approximations of Connor (1987) for the paired design: with
 ``psi`` = the share of examples on which the models disagree and ``delta`` = the difference of
@@ -36,7 +35,7 @@ from statistics import NormalDist
 
 __all__ = [
     "noninferiority_sample_size", "paired_detectable", "paired_power", "paired_sample_size",
-    "power_table", "proportion_half_width", "proportion_sample_size", "sizing_text",
+    "proportion_half_width", "proportion_sample_size", "sizing_text",
 ]
 
 
@@ -145,33 +144,6 @@ def proportion_sample_size(rate: float, half_width: float, *, confidence: float 
     rate = min(max(rate, 0.0), 1.0)
     z = _z(0.5 + confidence / 2)
     return math.ceil(z ** 2 * max(rate * (1 - rate), 1e-4) / half_width ** 2)
-
-
-def power_table(questions: list[dict], *, alpha: float = 0.05, power: float = 0.8):
-    """One row per question, as the notebooks print them before running: the effect it must
-    detect, the examples that needs, the examples the mode uses and the smallest effect that many
-    detects.
-
-    Each question is a dict with ``question`` (text), ``delta`` (the effect to detect, a fraction),
-    ``discordant`` (expected share of flips, from a past run or a stated guess) and ``n`` (the
-    examples the current mode evaluates). Returns a pandas DataFrame.
-    """
-    import pandas as pd
-
-    rows = []
-    for q in questions:
-        need = paired_sample_size(q["delta"], q["discordant"], alpha=alpha, power=power)
-        smallest = paired_detectable(q["n"], q["discordant"], alpha=alpha, power=power)
-        rows.append({
-            "question": q["question"],
-            "effect to detect (points)": round(q["delta"] * 100, 1),
-            "share of flips assumed": q["discordant"],
-            f"examples needed ({power:.0%} power)": need,
-            "examples used": q["n"],
-            "smallest detectable (points)": (round(smallest * 100, 1) if math.isfinite(smallest) else None),
-            "enough?": q["n"] >= need,
-        })
-    return pd.DataFrame(rows)
 
 
 def sizing_text(n: int, flipped: int, *, delta: float = 0.10, margin: float | None = None,
