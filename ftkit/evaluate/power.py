@@ -164,7 +164,7 @@ def sizing_text(n: int, flipped: int, *, delta: float = 0.10, margin: float | No
                      else "nothing the flips allow (too few examples)")
     gain = min(delta, share)
     text = (f"{n} examples, {share:.0%} of them flipped: the smallest difference detectable with "
-            f"{power:.0%} power is {smallest_text}; a {gain * 100:.0f}-point gain would need about "
+            f"{power:.0%} power is {smallest_text}; a gain of {gain * 100:.0f} points would need about "
             f"{paired_sample_size(gain, share, alpha=alpha, power=power):,} examples")
     if margin:
         text += (f", and a non-inferiority verdict within {margin * 100:g} points about "
