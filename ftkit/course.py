@@ -270,8 +270,10 @@ def _cpu_seconds() -> dict:
 
 
 def write_summary(results: list[dict], out_dir: Path, *, quick: bool, started: float,
-                  load_at_start: list[float] | None = None) -> Path:
-    """``summary.json``: what ``make course`` measured, in a form the README's tables come from."""
+                  load_at_start: list[float] | None = None, pending: list[str] = ()) -> Path:
+    """``summary.json``: what ``make course`` measured, in a form the README's tables come from.
+    :func:`run` writes it after every notebook, so a run that is stopped keeps what it measured:
+    ``pending`` names the notebooks not run yet (empty once the run is complete)."""
     from .machine import cpu_info
 
     versions = {}
@@ -282,7 +284,9 @@ def write_summary(results: list[dict], out_dir: Path, *, quick: bool, started: f
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "wall_seconds": round(sum(r["seconds"] for r in results), 1),
         "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in results), 1),
-        "all_ok": all(r["ok"] for r in results),
+        "all_ok": all(r["ok"] for r in results) and not pending,
+        "complete": not pending,
+        "pending": list(pending),
         "machine": {**cpu_info(), "load_average_at_start": load_at_start, "python": platform.python_version()},
         "versions": versions,
         "notebooks": [
@@ -370,9 +374,10 @@ def run(
             _to_html(result["executed"])
         print("ok" if result["ok"] else "FAILED", f"({result['seconds']} s)", flush=True)
         results.append(result)
+        pending = [Path(p).name for p in notebooks[len(results):]]
+        write_summary(results, out_dir, quick=quick, started=started, load_at_start=load_at_start, pending=pending)
     if html:
         _index(results, out_dir, quick)
-    write_summary(results, out_dir, quick=quick, started=started, load_at_start=load_at_start)
     if not server_was_running and stop_server(home_dir()):
         print("(stopped the local server the notebooks started)")
     _print_summary(results, out_dir)

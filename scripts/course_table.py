@@ -31,7 +31,7 @@ def _minutes(seconds: float) -> str:
 def render(summary: dict) -> str:
     m = summary["machine"]
     loads = [n.get("load_average_at_end") for n in summary["notebooks"] if n.get("load_average_at_end")]
-    load_text = f"load at start {m.get('load_average_at_start', ['?'])[0]}"
+    load_text = f"load at start {(m.get('load_average_at_start') or ['?'])[0]}"
     if loads:
         load_text += f", 1-minute load at the end of each notebook {min(x[0] for x in loads)}-{max(x[0] for x in loads)}"
     lines = [
@@ -39,7 +39,8 @@ def render(summary: dict) -> str:
         f"{load_text}; Python {m.get('python', '?')}, torch {summary['versions'].get('torch')}, "
         f"transformers {summary['versions'].get('transformers')}. "
         f"All notebooks: **{_minutes(summary['wall_seconds'])}** wall, {summary['cpu_seconds']:,.0f} CPU-seconds"
-        f"{'' if summary['all_ok'] else ' -- NOT ALL OK'}.",
+        f"{'' if summary['all_ok'] or summary.get('pending') else ' -- NOT ALL OK'}"
+        f"{' -- the run was stopped: ' + str(len(summary['pending'])) + ' notebooks not run' if summary.get('pending') else ''}.",
         "",
         "| notebook | status | wall | CPU-s | headline results |",
         "|---|---|---|---|---|",
@@ -50,6 +51,8 @@ def render(summary: dict) -> str:
         status = n["status"] if n["status"] == "ok" else f"**{n['status']}**: {error}"
         lines.append(f"| `{Path(n['notebook']).stem}` | {status} | {n['wall_seconds']:,.0f} s | "
                      f"{(n.get('cpu_seconds') or 0):,.0f} | {heads.replace('|', '/')} |")
+    for name in summary.get("pending", []):
+        lines.append(f"| `{Path(name).stem}` | not run (the run was stopped) | -- | -- | -- |")
     return "\n".join(lines)
 
 
