@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ftkit import lifecycle
     from ftkit.data import read_jsonl
     from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import precision as choose_precision
+    from ftkit.local.inference.weights import precision as choose_precision
 
     lines = list(read_jsonl(ROOT / "data" / "tone" / "preference_train.jsonl"))[: args.pairs]
     valid_lines = list(read_jsonl(ROOT / "data" / "tone" / "preference_validation.jsonl"))

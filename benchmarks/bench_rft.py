@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ftkit import lifecycle
     from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import precision as choose_precision
+    from ftkit.local.inference.weights import precision as choose_precision
 
     lines = rft_lines(args.prompts * (args.steps + 1))
     lr = BASE_LEARNING_RATE[lifecycle.REINFORCEMENT]

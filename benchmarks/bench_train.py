@@ -82,7 +82,7 @@ def _timed(run):
 def naive_epoch(examples, *, seed: int, lr: float, batch_size: int = 8) -> tuple:
     import torch
 
-    from ftkit.local.render import IGNORE_INDEX
+    from ftkit.local.inference.render import IGNORE_INDEX
 
     model, tok = _lora_model(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -144,7 +144,7 @@ def trl_epoch(lines, examples, *, seed: int, lr: float, precision: str, batch_si
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ftkit.local.render import IGNORE_INDEX, template_messages
+    from ftkit.local.inference.render import IGNORE_INDEX, template_messages
     from ftkit.local.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
     from ftkit import lifecycle
     from ftkit.data import read_jsonl
     from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import MAX_EXAMPLE_TOKENS, load_base_model
-    from ftkit.local.models import precision as choose_precision
+    from ftkit.local.inference.weights import MAX_EXAMPLE_TOKENS, load_base_model
+    from ftkit.local.inference.weights import precision as choose_precision
     from ftkit.local.training import steps
     from ftkit.local.training.sft import Supervised
 

@@ -147,7 +147,7 @@ def run_trl(store, start_model: str, train_lines: list[dict], heldout: list[dict
 
     from ftkit import graders
     from ftkit.local import hyperparameters
-    from ftkit.local.render import render_prompt
+    from ftkit.local.inference.render import render_prompt
     from ftkit.local.training import rft, starting, steps
     from ftkit.local.training.recipe import RECIPE
 
@@ -240,9 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     from ftkit import graders
     from ftkit import lifecycle as lc
     from ftkit.local import hyperparameters
-    from ftkit.local.models import DEFAULT_BASE_MODEL
-    from ftkit.local.models import precision as choose_precision
-    from ftkit.local.render import render_prompt
+    from ftkit.local.inference.render import render_prompt
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL
+    from ftkit.local.inference.weights import precision as choose_precision
     from ftkit.local.store import Store
     from ftkit.local.training import starting
 

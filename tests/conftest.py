@@ -409,12 +409,12 @@ def fake_client(fake_server):
 
 def engine_supports_constraints() -> bool:
     """Whether this checkout's engine does constrained decoding and logprobs (the engine side of
-    issue 11 brings ``ftkit/local/grammar.py``)."""
+    issue 11 brings ``ftkit/local/inference/grammar.py``)."""
     import importlib.util
 
-    return importlib.util.find_spec("ftkit.local.grammar") is not None
+    return importlib.util.find_spec("ftkit.local.inference.grammar") is not None
 
 
 needs_constrained_engine = pytest.mark.skipif(
     not engine_supports_constraints(),
-    reason="engine supports constraints and logprobs: needs ftkit/local/grammar.py (the engine side of issue 11)")
+    reason="engine supports constraints and logprobs: needs ftkit/local/inference/grammar.py (the engine side of issue 11)")

@@ -99,7 +99,7 @@ def test_adjust_logits_matches_the_hand_computation():
     """OpenAI's formula by hand: logit[j] -= c[j] * frequency + (c[j] > 0) * presence; += bias[j]."""
     import torch
 
-    from ftkit.local.engine import adjust_logits
+    from ftkit.local.inference.engine import adjust_logits
 
     logits = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     generated = [2, 2, 2, 4]  # token 2 three times, token 4 once

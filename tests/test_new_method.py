@@ -22,7 +22,7 @@ from ftkit import jobs, methods  # noqa: E402
 from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.data import read_jsonl  # noqa: E402
 from ftkit.local import jobstate, wire  # noqa: E402
-from ftkit.local.models import MAX_EXAMPLE_TOKENS  # noqa: E402
+from ftkit.local.inference.weights import MAX_EXAMPLE_TOKENS  # noqa: E402
 from ftkit.local.service import Platform  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
 from ftkit.local.training import steps  # noqa: E402

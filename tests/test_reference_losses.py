@@ -12,7 +12,7 @@ trl = pytest.importorskip("trl")
 
 from tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 
-from ftkit.local.render import IGNORE_INDEX  # noqa: E402
+from ftkit.local.inference.render import IGNORE_INDEX  # noqa: E402
 from ftkit.local.training import dpo, recipe  # noqa: E402
 from ftkit.local.training.loop import RunContext  # noqa: E402
 

@@ -29,7 +29,7 @@ from tiny import load_tiny, tiny_llama, tiny_tokenizer  # noqa: E402
 from ftkit import graders  # noqa: E402
 from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.local import jobstate  # noqa: E402
-from ftkit.local.render import render_prompt  # noqa: E402
+from ftkit.local.inference.render import render_prompt  # noqa: E402
 from ftkit.local.store import Store, new_id  # noqa: E402
 from ftkit.local.training import recipe, rft, sampling, starting, steps  # noqa: E402
 from ftkit.local.training.loop import JobRun, RunContext  # noqa: E402

@@ -17,7 +17,7 @@ from tiny import load_tiny, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.local import jobstate  # noqa: E402
-from ftkit.local.render import IGNORE_INDEX  # noqa: E402
+from ftkit.local.inference.render import IGNORE_INDEX  # noqa: E402
 from ftkit.local.store import Store, new_id  # noqa: E402
 from ftkit.local.training import dpo, recipe, starting, steps  # noqa: E402
 from ftkit.local.training.loop import JobRun, JobStopped  # noqa: E402

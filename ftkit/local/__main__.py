@@ -120,7 +120,7 @@ def export(args: argparse.Namespace) -> int:
     """Export a fine-tuned model (ftkit.local.export); a clear message and exit 2 when it cannot."""
     try:
         from .export import ExportError, export_model
-        from .models import ModelNotAvailable
+        from .inference.weights import ModelNotAvailable
     except ImportError as e:
         print(f"export needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
         return 2

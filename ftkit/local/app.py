@@ -21,9 +21,9 @@ from .batches import BatchRunner
 from .chat import ChatService
 from .completions import CompletionService
 from .control import api_key
-from .engine import Engine
 from .evals import EvalService
 from .grading import GradingService
+from .inference.engine import Engine
 from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
 from .responses import ResponsesService
 from .routes import v1_router

@@ -3,7 +3,7 @@ the Batch API and the Responses API.
 
 A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`ChatCall`:
 
-1. its parameters are read into a :class:`~ftkit.local.engine.GenerationRequest`:
+1. its parameters are read into a :class:`~ftkit.local.inference.engine.GenerationRequest`:
    ``response_format`` and ``tool_choice`` / ``function_call`` become the engine's
    ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``, by the one rule of
    :func:`answer_constraint`), ``logprobs`` and
@@ -14,7 +14,7 @@ A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`Ch
 4. the engine compiles the constraint first (``engine.check_constraint``): a schema feature it
    cannot enforce is a 400 naming it, before anything is generated.
 
-The engine's :class:`~ftkit.local.engine.Choice` list then becomes the hosted response or its
+The engine's :class:`~ftkit.local.inference.engine.Choice` list then becomes the hosted response or its
 stream chunks (:func:`response`, :meth:`ChatService.stream`).
 """
 
@@ -30,8 +30,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from .engine import Choice, GenerationRequest, TokenLogprob
-from .render import MAX_PARALLEL_CALLS, ToolCallReader
+from .inference.engine import Choice, GenerationRequest, TokenLogprob
+from .inference.render import MAX_PARALLEL_CALLS, ToolCallReader
 from .request_check import param_name
 from .wire import APIError, unsupported_value
 

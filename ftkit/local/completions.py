@@ -6,7 +6,7 @@ A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`Co
 1. ``prompt`` (a string, a list of strings, a token array or a list of token arrays; missing or
    null is the spec's default ``<|endoftext|>``) becomes one prompt per entry, tokenised once with
    the model's tokenizer (``engine.encode_text``: a document, not a chat);
-2. each prompt is one :class:`~ftkit.local.engine.GenerationRequest` with ``n`` (or ``best_of``)
+2. each prompt is one :class:`~ftkit.local.inference.engine.GenerationRequest` with ``n`` (or ``best_of``)
    choices and the chat path's sampling: ``temperature``, ``top_p``, ``stop``, ``seed``,
    ``presence_penalty`` / ``frequency_penalty`` and ``logit_bias`` (applied in the engine by
    ``engine.adjust_logits``); ``max_tokens`` defaults to the spec's 16;
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .chat import GREEDY_BELOW, MAX_N, SYSTEM_FINGERPRINT, ChatService
-from .engine import Choice, GenerationRequest, TokenLogprob
+from .inference.engine import Choice, GenerationRequest, TokenLogprob
 from .wire import APIError
 
 DEFAULT_MAX_TOKENS = 16  # the spec's default for this endpoint (chat's is "as many as fit")

@@ -23,7 +23,7 @@ GRPO's rollouts -- and takes the trained adapter back, so the course's evaluatio
   rollouts, the import back).
 
 What stays ftkit's, so the run is the *same* job: the supervised examples are tokenised by
-:func:`ftkit.local.render.encode_for_training` (assistant-only loss: the assistant turns whose
+:func:`ftkit.local.inference.render.encode_for_training` (assistant-only loss: the assistant turns whose
 ``weight`` is not 0, with their end-of-turn token; TRL's own ``assistant_only_loss`` needs a chat
 template with ``{% generation %}`` markers, which SmolLM2's lacks, and knows no ``weight``), and
 RFT's reward is the job's grader run by :mod:`ftkit.graders` (:func:`grader_reward`), on the same
@@ -146,13 +146,13 @@ def _method_parts(method: dict | None, legacy_hp: dict | None) -> tuple[str, dic
 
 def _resolve_model(store, model: str) -> tuple[str, str, Path | None]:
     """(base id, base source, starting adapter) of a job's model."""
-    from . import models
+    from .inference import weights
 
     if store is not None and store.get_model(model) is not None:
         from .training.starting import resolve_start
 
         return resolve_start(store, model)
-    if model in models.SOURCES:
+    if model in weights.SOURCES:
         return model, model, None
     if model.startswith("ft:"):
         raise RecipeError(f"no fine-tuned model {model!r} in the local server's home: pass --home")
@@ -271,7 +271,7 @@ def trl_arguments(job: JobRecipe) -> dict:
       trainer); RFT: TRL's ``loss_type="grpo"`` with rewards normalised per group, one update per
       batch, answers of at most 128 tokens sampled at temperature 1, no KL term (as the local trainer).
     """
-    from .models import MAX_EXAMPLE_TOKENS
+    from .inference.weights import MAX_EXAMPLE_TOKENS
     from .training.steps import MAX_GRAD_NORM, warmup_steps
 
     hp, kind = job.hyperparameters, job.method
@@ -341,7 +341,7 @@ def sft_dataset(path: str | os.PathLike, tokenizer):
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .models import MAX_EXAMPLE_TOKENS
+    from .inference.weights import MAX_EXAMPLE_TOKENS
     from .training.steps import encode_example
 
     rows = []
@@ -355,11 +355,11 @@ def sft_dataset(path: str | os.PathLike, tokenizer):
 def dpo_dataset(path: str | os.PathLike):
     """A ``datasets.Dataset`` in TRL's conversational preference format (``prompt``, ``chosen``,
     ``rejected``), the messages mapped to plain role/content as the local trainer renders them
-    (:func:`ftkit.local.render.template_messages`: tools in the system message, tool calls as text)."""
+    (:func:`ftkit.local.inference.render.template_messages`: tools in the system message, tool calls as text)."""
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .render import template_messages
+    from .inference.render import template_messages
 
     rows = []
     for line in read_jsonl(path):
@@ -378,7 +378,7 @@ def grpo_dataset(path: str | os.PathLike):
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .render import template_messages
+    from .inference.render import template_messages
 
     rows = [{"prompt": template_messages(line["messages"], line.get("tools")),
              "ftkit_item": json.dumps(line, ensure_ascii=False)} for line in read_jsonl(path)]
@@ -644,7 +644,7 @@ def write_recipe(job: JobRecipe, out: str | os.PathLike, *, overwrite: bool = Fa
             "trl": {"class": TRL_CONFIG_CLASSES[job.method], "trainer": TRL_TRAINER_CLASSES[job.method],
                     "args": trl_arguments(job)},
             "lora": lora_arguments(),
-            "loss": ("assistant-only: labels from ftkit.local.render.encode_for_training (assistant turns whose "
+            "loss": ("assistant-only: labels from ftkit.local.inference.render.encode_for_training (assistant turns whose "
                      "weight is not 0, with their end-of-turn token)") if job.method == lc.SUPERVISED else
                     ("completion-only (TRL's preference format)" if job.method == lc.DPO else
                      "GRPO on the grader's rewards"),
@@ -705,10 +705,10 @@ def _base_module_shapes(source: str) -> dict[str, tuple[int, int]]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import models
+    from .inference import weights
 
-    if source in models.SOURCES:
-        config = AutoConfig.from_pretrained(models.ensure_cached(source, progress=None))
+    if source in weights.SOURCES:
+        config = AutoConfig.from_pretrained(weights.ensure_cached(source, progress=None))
     elif Path(source).suffix == ".gguf":
         config = AutoConfig.from_pretrained(Path(source).parent, gguf_file=Path(source).name)
     else:

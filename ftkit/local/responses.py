@@ -30,8 +30,8 @@ from .chat import (
     token_logprob,
     tool_setup,
 )
-from .engine import Choice, GenerationRequest, TokenLogprob
-from .render import MAX_PARALLEL_CALLS, ToolCallReader
+from .inference.engine import Choice, GenerationRequest, TokenLogprob
+from .inference.render import MAX_PARALLEL_CALLS, ToolCallReader
 from .store import Store, new_id, valid_id
 from .wire import APIError, after_cursor, unsupported_value
 

@@ -17,7 +17,7 @@ from typing import BinaryIO
 from .. import lifecycle as lc
 from .. import methods
 from . import hyperparameters, jobstate
-from .models import DEFAULT_BASE_MODEL
+from .inference.weights import DEFAULT_BASE_MODEL
 from .store import Store, new_id, valid_id
 from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
     ORGANIZATION,

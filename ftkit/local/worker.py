@@ -22,7 +22,7 @@ from pathlib import Path
 from .. import lifecycle as lc
 from .. import methods
 from . import jobstate
-from .models import MAX_EXAMPLE_TOKENS
+from .inference.weights import MAX_EXAMPLE_TOKENS
 from .store import Store
 
 MAX_INTERRUPTIONS = 3
@@ -181,7 +181,7 @@ class Worker:
 
     def _validate(self, job: dict) -> None:
         from ..validation import MIN_EXAMPLES_FOR, validate
-        from .render import HFTokenCounter
+        from .inference.render import HFTokenCounter
 
         try:
             tokenizer = self.engine.tokenizer_for(job["model"])

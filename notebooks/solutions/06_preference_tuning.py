@@ -67,7 +67,7 @@ def _one_step_logprobs():
     SFT step (adapter on) and under the reference (adapter off)."""
     import torch
 
-    from ftkit.local.models import load_base_model
+    from ftkit.local.inference.weights import load_base_model
     from ftkit.local.training import dpo, steps
     from ftkit.local.training.recipe import RECIPE
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ... import lifecycle as lc
-from ..models import MAX_EXAMPLE_TOKENS
+from ..inference.weights import MAX_EXAMPLE_TOKENS
 from . import steps
 from .contract import TrainingMethod, step_message
 

@@ -192,7 +192,7 @@ class JobRun:
         the method prepared."""
         import torch
 
-        from ..models import precision as choose_precision
+        from ..inference.weights import precision as choose_precision
 
         job, method = self.job, self.method
         seed = int(job["seed"])

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ... import lifecycle as lc
 from .. import hyperparameters
-from ..models import MAX_EXAMPLE_TOKENS
+from ..inference.weights import MAX_EXAMPLE_TOKENS
 from .contract import TrainingMethod
 
 #: Answers are cut at this many tokens (the grader then sees ``truncated_observation_error``).
@@ -166,7 +166,7 @@ def completion_logprobs(model, samples: list[Sampled], pad_id: int, precision: s
 def _choice(sample: Sampled) -> dict:
     """A sampled answer as a chat completions choice (tool calls parsed when the line has tools),
     which the graders read as ``sample.output_text`` / ``output_json`` / ``output_tools``."""
-    from ..render import parse_tool_calls
+    from ..inference.render import parse_tool_calls
 
     content, calls = parse_tool_calls(sample.text) if sample.prompt.tools else (sample.text, [])
     message = {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
@@ -186,7 +186,7 @@ class Reinforcement(TrainingMethod):
 
     def load(self, path: Path, tokenizer) -> list[Prompt]:
         from ...data import read_jsonl
-        from ..render import render_prompt
+        from ..inference.render import render_prompt
 
         prompts = []
         for line in read_jsonl(path):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ... import lifecycle as lc
-from ..models import MAX_EXAMPLE_TOKENS
+from ..inference.weights import MAX_EXAMPLE_TOKENS
 from . import steps
 from .contract import TrainingMethod, step_message
 

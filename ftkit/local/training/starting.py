@@ -33,24 +33,24 @@ class StartingModel:
 
 def resolve_start(store, model_id: str) -> tuple[str, str, Path | None]:
     """(base model id, base model source, starting adapter or None) for a job's ``model``."""
-    from .. import models
+    from ..inference import weights
 
     row = store.get_model(model_id)
     if row is None:
         raise ValueError(f"unknown model {model_id}")
     if row["kind"] == "base":
-        return row["id"], row["source"] or models.DEFAULT_BASE_MODEL, None
+        return row["id"], row["source"] or weights.DEFAULT_BASE_MODEL, None
     base = store.get_model(row["base"])
-    source = (base or {}).get("source") or models.DEFAULT_BASE_MODEL
+    source = (base or {}).get("source") or weights.DEFAULT_BASE_MODEL
     return row["base"], source, Path(row["adapter_path"])
 
 
 def load_starting_model(store, model_id: str, *, load_base=None, progress=print) -> StartingModel:
     """The job's starting model, ready for a trainable adapter (float32, on CUDA when present)."""
-    from .. import models
+    from ..inference import weights
 
     base_id, source, adapter = resolve_start(store, model_id)
-    load_base = load_base or models.load_base_model
+    load_base = load_base or weights.load_base_model
     model, tokenizer = load_base(source, progress=progress)
     if adapter is not None:
         from peft import PeftModel

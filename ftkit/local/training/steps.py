@@ -2,7 +2,7 @@
 
 Batching groups examples of similar length so padding is paid only up to the longest member of
 a batch; collation pads to the right; losses are computed in float32 from logits produced under
-bf16 autocast where the hardware does bf16 natively (see :func:`ftkit.local.models.precision`);
+bf16 autocast where the hardware does bf16 natively (see :func:`ftkit.local.inference.weights.precision`);
 the learning rate warms up linearly and then decays linearly to zero
 (:func:`warmup_linear_decay`).
 
@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..render import IGNORE_INDEX, encode_for_training
+from ..inference.render import IGNORE_INDEX, encode_for_training
 
 #: Largest gradient norm before clipping (all methods).
 MAX_GRAD_NORM = 1.0

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..hashing import sha256_file
+from ...hashing import sha256_file
 
 DEFAULT_BASE_MODEL = "SmolLM2-135M-Instruct"
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from .models import DEFAULT_BASE_MODEL, precision
+from .weights import DEFAULT_BASE_MODEL, precision
 
 
 class ModelNotFound(LookupError):
@@ -80,7 +80,7 @@ class GenerationRequest:
     on_delta: Callable[[int, str], None] | None = None  # (choice index, new text) while decoding
     future: Future = field(default_factory=Future)
     prompt_tokens: int = 0
-    #: None: free text; else a plain-data spec (see ftkit.local.grammar): {"type": "json_object"},
+    #: None: free text; else a plain-data spec (see ftkit.local.inference.grammar): {"type": "json_object"},
     #: {"type": "json_schema", "schema": {...}, "strict": bool}, {"type": "tool_call", "tools": [...], "name": ...}
     constraint: dict | None = None
     logprobs: bool = False
@@ -258,7 +258,7 @@ class Engine:
 
     def check_constraint(self, model_id: str, spec: dict) -> None:
         """Compile (and cache) the grammar of a constraint spec for this model's tokenizer; raises
-        :class:`ftkit.local.grammar.UnsupportedSchema` (message, param) for what cannot be enforced,
+        :class:`ftkit.local.inference.grammar.UnsupportedSchema` (message, param) for what cannot be enforced,
         so the caller can answer 400 before anything is generated."""
         from .grammar import compile_constraint
 
@@ -274,7 +274,7 @@ class Engine:
             if slot is None:
                 import torch  # noqa: F401 -- loaded lazily: the HTTP layer never imports torch
 
-                from .models import load_base_model
+                from .weights import load_base_model
 
                 model, tokenizer = load_base_model(source or base, progress=self.log)
                 slot = self._slots[base] = _Slot(model, tokenizer, eos_ids(model, tokenizer))

@@ -404,7 +404,7 @@ class HFTokenCounter:
         self.encoding_name = getattr(tokenizer, "name_or_path", "local tokenizer")
 
     def count_examples(self, examples):
-        from ..tokens import ExampleTokens
+        from ...tokens import ExampleTokens
 
         out = []
         for ex in examples:
