@@ -69,8 +69,8 @@ def test_the_results_file_is_base64_csv_as_hosted_and_readers_take_both(tmp_path
 
     from ftkit import jobs
     from ftkit import lifecycle as lc
+    from ftkit.local.jobs.training.loop import JobRun
     from ftkit.local.store import Store
-    from ftkit.local.training.loop import JobRun
 
     store = Store(tmp_path)
     rows = [{"step": 1, "train_loss": 2.5, "train_accuracy": 0.4},

@@ -33,7 +33,7 @@ from ftkit.course import (
     TRIAGE_SETTINGS,
     learning_curve_settings,
 )
-from ftkit.local.training.recipe import RECIPE
+from ftkit.local.jobs.training.recipe import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"

@@ -18,10 +18,10 @@ pytest.importorskip("peft")
 from tiny import load_tiny  # noqa: E402
 
 from ftkit import lifecycle as lc  # noqa: E402
-from ftkit.local import jobstate  # noqa: E402
+from ftkit.local.jobs import jobstate  # noqa: E402
+from ftkit.local.jobs.training import tracking  # noqa: E402
+from ftkit.local.jobs.training.loop import JobRun  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
-from ftkit.local.training import tracking  # noqa: E402
-from ftkit.local.training.loop import JobRun  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket. Reply with JSON: category, urgency, product."}
 LABELS = ["billing", "technical", "shipping"]

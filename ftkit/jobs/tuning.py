@@ -4,7 +4,7 @@ server's value, and what to try first when a run under- or overfits.
 The hosted ranges are read from OpenAI's spec (the request schemas ftkit checks every job
 against, ``ftkit/local/openapi_requests.json``) and the descriptions quote it; the local values
 come from the method registry (:mod:`ftkit.methods`) and the LoRA recipe the trainer uses
-(:data:`ftkit.local.training.recipe.RECIPE`), so the table cannot drift from what runs.
+(:data:`ftkit.local.jobs.training.recipe.RECIPE`), so the table cannot drift from what runs.
 
 Taught in notebooks/04_job_lifecycle.ipynb.
 """

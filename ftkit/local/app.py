@@ -24,13 +24,13 @@ from .control import api_key
 from .evals import EvalService
 from .grading import GradingService
 from .inference.engine import Engine
+from .jobs.worker import Worker
 from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
 from .responses import ResponsesService
 from .routes import v1_router
 from .service import Platform
 from .store import Store
 from .stored import StoredCompletions
-from .worker import Worker
 
 
 def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background: bool = True,

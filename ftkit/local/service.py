@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 from .. import lifecycle as lc
 from .. import methods
-from . import hyperparameters, jobstate
 from .inference.weights import DEFAULT_BASE_MODEL
+from .jobs import hyperparameters, jobstate
 from .store import Store, new_id, valid_id
 from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
     ORGANIZATION,

@@ -1,4 +1,4 @@
-"""The method contract: the hooks :class:`~ftkit.local.training.loop.JobRun` calls on a method.
+"""The method contract: the hooks :class:`~ftkit.local.jobs.training.loop.JobRun` calls on a method.
 
 Every training method (``sft.Supervised``, ``dpo.DirectPreference``, ``rft.Reinforcement``, or a
 new one) subclasses :class:`TrainingMethod` and implements **every** hook -- the loop never
@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from ... import lifecycle as lc
+from .... import lifecycle as lc
 
 
 class TrainingMethod(ABC):
@@ -20,7 +20,7 @@ class TrainingMethod(ABC):
 
     ``name``: the method's registry name (``"supervised"`` ...). Examples are whatever the method's
     :meth:`load` returns (encoded chats, preference pairs, prompts); the loop only passes them back.
-    ``ctx`` is the loop's :class:`~ftkit.local.training.loop.RunContext` (model, tokenizer,
+    ``ctx`` is the loop's :class:`~ftkit.local.jobs.training.loop.RunContext` (model, tokenizer,
     hyperparameters, seed, precision ...).
     """
 

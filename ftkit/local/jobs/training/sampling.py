@@ -20,8 +20,8 @@ class Completion:
 def generate(model, tokenizer, prompts: list[list[int]], *, n: int, max_tokens: int, temperature: float,
              seed: int | None, precision: str = "fp32") -> list[list[Completion]]:
     """``n`` answers to each prompt (token ids), decoded in shared batches: one list per prompt."""
-    from ..inference.engine import GenerationRequest
-    from ..inference.engine import generate as decode
+    from ...inference.engine import GenerationRequest
+    from ...inference.engine import generate as decode
 
     requests = [GenerationRequest(model="trainer", messages=[], max_tokens=max_tokens, temperature=temperature,
                                   n=n, seed=None if seed is None else seed + 1000 * k, prompt_ids=list(ids))
@@ -58,9 +58,9 @@ class LocalJudge:
     def __call__(self, model: str, messages: list[dict], sampling_params: dict, response_format: dict | None):
         import torch
 
-        from ..inference.engine import GenerationRequest
-        from ..inference.engine import generate as decode
-        from ..inference.render import render_prompt
+        from ...inference.engine import GenerationRequest
+        from ...inference.engine import generate as decode
+        from ...inference.render import render_prompt
 
         with self._lock:
             judge, tok = self._load(model)

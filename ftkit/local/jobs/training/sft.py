@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ... import lifecycle as lc
-from ..inference.weights import MAX_EXAMPLE_TOKENS
+from .... import lifecycle as lc
+from ...inference.weights import MAX_EXAMPLE_TOKENS
 from . import steps
 from .contract import TrainingMethod, step_message
 
@@ -23,7 +23,7 @@ class Supervised(TrainingMethod):
     def load(self, path: Path, tokenizer) -> list[steps.Encoded]:
         """The file's chat examples, tokenised with their label masks (examples with nothing to
         learn are left out)."""
-        from ...data import read_jsonl
+        from ....data import read_jsonl
 
         encoded = (steps.encode_example(tokenizer, ex, MAX_EXAMPLE_TOKENS) for ex in read_jsonl(path))
         return [e for e in encoded if e.learned_tokens]

@@ -5,7 +5,7 @@ Each training line is a conversation ending with a user turn, plus any fields th
 
 1. **samples** a group of G answers from the model being trained (temperature 1), all prompts and
    samples decoded together by the server's batched engine; G = 4 x ``compute_multiplier``
-   (:func:`ftkit.local.hyperparameters.samples_per_prompt`);
+   (:func:`ftkit.local.jobs.hyperparameters.samples_per_prompt`);
 2. **grades** every answer with the job's grader (:func:`ftkit.graders.grade_many`): the reward;
 3. **normalises** rewards within each group: advantage = (r - group mean) / (group std + 1e-4),
    so an answer is pushed up only for being better than its siblings (GRPO: Shao et al., 2024,
@@ -33,9 +33,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ... import lifecycle as lc
+from .... import lifecycle as lc
+from ...inference.weights import MAX_EXAMPLE_TOKENS
 from .. import hyperparameters
-from ..inference.weights import MAX_EXAMPLE_TOKENS
 from .contract import TrainingMethod
 
 #: Answers are cut at this many tokens (the grader then sees ``truncated_observation_error``).
@@ -166,7 +166,7 @@ def completion_logprobs(model, samples: list[Sampled], pad_id: int, precision: s
 def _choice(sample: Sampled) -> dict:
     """A sampled answer as a chat completions choice (tool calls parsed when the line has tools),
     which the graders read as ``sample.output_text`` / ``output_json`` / ``output_tools``."""
-    from ..inference.render import parse_tool_calls
+    from ...inference.render import parse_tool_calls
 
     content, calls = parse_tool_calls(sample.text) if sample.prompt.tools else (sample.text, [])
     message = {"role": "assistant", "content": content, **({"tool_calls": calls} if calls else {})}
@@ -185,8 +185,8 @@ class Reinforcement(TrainingMethod):
     # -- data -----------------------------------------------------------------------------------
 
     def load(self, path: Path, tokenizer) -> list[Prompt]:
-        from ...data import read_jsonl
-        from ..inference.render import render_prompt
+        from ....data import read_jsonl
+        from ...inference.render import render_prompt
 
         prompts = []
         for line in read_jsonl(path):
@@ -203,7 +203,7 @@ class Reinforcement(TrainingMethod):
         return len(prompt.prompt_ids)
 
     def prepare(self, ctx, train, valid) -> None:
-        from ... import graders
+        from .... import graders
 
         job_method = ctx.job["method"] if ctx.job else {}
         grader = (job_method.get(lc.REINFORCEMENT) or {}).get("grader")
@@ -233,7 +233,7 @@ class Reinforcement(TrainingMethod):
 
     def grade(self, samples: list[Sampled]) -> None:
         """Reward every sample with the job's grader (the line is the grader's ``item``)."""
-        from ... import graders
+        from .... import graders
 
         results = graders.grade_many(self.grader, [_choice(s) for s in samples], [s.prompt.item for s in samples],
                                      judge=self.judge, sandbox=self.sandbox)

@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import lifecycle as lc
-from ..inference.weights import MAX_EXAMPLE_TOKENS
+from .... import lifecycle as lc
+from ...inference.weights import MAX_EXAMPLE_TOKENS
 from . import steps
 from .contract import TrainingMethod, step_message
 
@@ -88,7 +88,7 @@ class DirectPreference(TrainingMethod):
     name = lc.DPO
 
     def load(self, path: Path, tokenizer) -> list[Pair]:
-        from ...data import read_jsonl
+        from ....data import read_jsonl
 
         pairs = [encode_pair(tokenizer, ex) for ex in read_jsonl(path)]
         return [p for p in pairs if p.chosen.learned_tokens and p.rejected.learned_tokens]

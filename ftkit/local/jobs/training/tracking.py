@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ... import lifecycle as lc
+from .... import lifecycle as lc
 
 WANDB = "wandb"
 

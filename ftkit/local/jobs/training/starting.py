@@ -33,7 +33,7 @@ class StartingModel:
 
 def resolve_start(store, model_id: str) -> tuple[str, str, Path | None]:
     """(base model id, base model source, starting adapter or None) for a job's ``model``."""
-    from ..inference import weights
+    from ...inference import weights
 
     row = store.get_model(model_id)
     if row is None:
@@ -47,7 +47,7 @@ def resolve_start(store, model_id: str) -> tuple[str, str, Path | None]:
 
 def load_starting_model(store, model_id: str, *, load_base=None, progress=print) -> StartingModel:
     """The job's starting model, ready for a trainable adapter (float32, on CUDA when present)."""
-    from ..inference import weights
+    from ...inference import weights
 
     base_id, source, adapter = resolve_start(store, model_id)
     load_base = load_base or weights.load_base_model

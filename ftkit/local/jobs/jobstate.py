@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import time
 
-from .. import lifecycle as lc
-from .store import Store
+from ... import lifecycle as lc
+from ..store import Store
 
 
 def _now() -> int:

@@ -17,7 +17,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..inference.render import IGNORE_INDEX, encode_for_training
+from ...inference.render import IGNORE_INDEX, encode_for_training
 
 #: Largest gradient norm before clipping (all methods).
 MAX_GRAD_NORM = 1.0

@@ -1,7 +1,7 @@
-"""The trainer process: ``python -m ftkit.local.trainer --home DIR --job ftjob-…``.
+"""The trainer process: ``python -m ftkit.local.jobs.trainer --home DIR --job ftjob-…``.
 
 Started by the server's worker, one per running job, so the API keeps answering while it trains
-and a cancel or pause can stop it. It runs the job with :class:`ftkit.local.training.loop.JobRun`
+and a cancel or pause can stop it. It runs the job with :class:`ftkit.local.jobs.training.loop.JobRun`
 and reports only through the store (events, metrics, checkpoints, the job's status); it never
 touches HTTP.
 
@@ -16,8 +16,8 @@ import os
 import sys
 import threading
 
+from ..store import Store
 from . import jobstate
-from .store import Store
 
 
 def _die_with_parent() -> None:
@@ -33,7 +33,7 @@ def _die_with_parent() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ftkit.local.trainer")
+    parser = argparse.ArgumentParser(prog="python -m ftkit.local.jobs.trainer")
     parser.add_argument("--home", required=True)
     parser.add_argument("--job", required=True)
     parser.add_argument("--threads", type=int, default=None)

@@ -19,7 +19,7 @@ What is the same lives here, once:
 * for a job with a ``wandb`` integration, the same config, steps and final metrics go to a W&B run
   (:mod:`.tracking`; offline under the job's folder when no ``WANDB_API_KEY`` is set).
 
-Job transitions go through :mod:`ftkit.local.jobstate`; the trainer never touches HTTP.
+Job transitions go through :mod:`ftkit.local.jobs.jobstate`; the trainer never touches HTTP.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ... import lifecycle as lc
-from ... import methods
+from .... import lifecycle as lc
+from .... import methods
+from ...store import Store, new_id
 from .. import hyperparameters, jobstate
-from ..store import Store, new_id
 from . import starting, steps, tracking
 from .contract import TrainingMethod
 
@@ -129,7 +129,7 @@ def method_for(job: dict):
     module, _, name = spec.trainer.partition(":")
     method = getattr(importlib.import_module(module), name)()
     if not isinstance(method, TrainingMethod):  # the contract: every hook, none probed for
-        raise TypeError(f"{spec.trainer} (method {spec.name!r}) must subclass ftkit.local.training.contract."
+        raise TypeError(f"{spec.trainer} (method {spec.name!r}) must subclass ftkit.local.jobs.training.contract."
                         "TrainingMethod")
     return method
 
@@ -192,7 +192,7 @@ class JobRun:
         the method prepared."""
         import torch
 
-        from ..inference.weights import precision as choose_precision
+        from ...inference.weights import precision as choose_precision
 
         job, method = self.job, self.method
         seed = int(job["seed"])

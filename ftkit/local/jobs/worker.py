@@ -1,8 +1,8 @@
 """The job worker: moves jobs through the hosted lifecycle, one training at a time.
 
 ``validating_files`` → ``queued`` → ``running`` → ``succeeded`` | ``failed`` | ``cancelled``, plus
-``paused`` (transitions: :mod:`ftkit.local.jobstate`). Validation runs here (ftkit's validator with the model's own tokenizer); training runs
-in a child process (``ftkit.local.trainer``) so the API keeps answering and a cancel can stop it.
+``paused`` (transitions: :mod:`ftkit.local.jobs.jobstate`). Validation runs here (ftkit's validator with the model's own tokenizer); training runs
+in a child process (``ftkit.local.jobs.trainer``) so the API keeps answering and a cancel can stop it.
 The child reports through the store; the worker watches it and makes sure no job is ever left
 ``running`` without a trainer: on start-up, jobs cut off by a crash or kill are queued again and
 resume from their last saved state.
@@ -19,11 +19,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import lifecycle as lc
-from .. import methods
+from ... import lifecycle as lc
+from ... import methods
+from ..inference.weights import MAX_EXAMPLE_TOKENS
+from ..store import Store
 from . import jobstate
-from .inference.weights import MAX_EXAMPLE_TOKENS
-from .store import Store
 
 MAX_INTERRUPTIONS = 3
 CLEANUP_EVERY_SECONDS = 5.0
@@ -180,8 +180,8 @@ class Worker:
                 shutil.rmtree(resume, ignore_errors=True)
 
     def _validate(self, job: dict) -> None:
-        from ..validation import MIN_EXAMPLES_FOR, validate
-        from .inference.render import HFTokenCounter
+        from ...validation import MIN_EXAMPLES_FOR, validate
+        from ..inference.render import HFTokenCounter
 
         try:
             tokenizer = self.engine.tokenizer_for(job["model"])
@@ -192,7 +192,7 @@ class Worker:
         counter = HFTokenCounter(tokenizer, MAX_EXAMPLE_TOKENS)
         grader_fields: set[str] = set()
         if methods.get(method).needs_grader:
-            from .. import graders
+            from ... import graders
 
             grader_fields = graders.compile_grader(job["method"][method]["grader"]).item_fields()
         for kind, file_id in (("training", job["training_file"]), ("validation", job["validation_file"])):
@@ -213,7 +213,7 @@ class Worker:
     def _start(self, job: dict) -> None:
         if not jobstate.start(self.store, job["id"]):
             return
-        cmd = [sys.executable, "-m", "ftkit.local.trainer", "--home", str(self.store.home), "--job", job["id"]]
+        cmd = [sys.executable, "-m", "ftkit.local.jobs.trainer", "--home", str(self.store.home), "--job", job["id"]]
         if self.trainer_threads:
             cmd += ["--threads", str(self.trainer_threads)]
         log_path = self.store.job_dir(job["id"]) / "trainer.log"

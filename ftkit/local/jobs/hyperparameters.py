@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from .. import methods
-from ..methods import DEFAULT_BETA, MAX_BATCH_SIZE, REASONING_EFFORTS, SAMPLES_PER_PROMPT, Rule  # noqa: F401
+from ... import methods
+from ...methods import DEFAULT_BETA, MAX_BATCH_SIZE, REASONING_EFFORTS, SAMPLES_PER_PROMPT, Rule  # noqa: F401
 
 #: LoRA learning rate for ``learning_rate_multiplier`` = 1, per method (a view of the registry).
 BASE_LEARNING_RATE = methods.view("base_learning_rate")

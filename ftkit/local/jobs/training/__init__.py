@@ -14,5 +14,5 @@
   into the base), with a fresh LoRA adapter on top; saving the result as one adapter over the base.
 
 Everything here imports torch lazily or is only imported in the trainer process; the HTTP side
-never imports this package (it uses :mod:`ftkit.local.hyperparameters` for the rules).
+never imports this package (it uses :mod:`ftkit.local.jobs.hyperparameters` for the rules).
 """
