@@ -4,7 +4,7 @@ Per method (:class:`Method`): the kind of file it trains on (as :mod:`ftkit.vali
 it), its hyperparameters -- ranges (:class:`Rule`) and what ``"auto"`` means for a file of n
 examples --, its LoRA base learning rate, the columns of its results file, its checkpoint
 metrics and metric names, whether it needs a grader, and the class that trains it. The local
-server (``ftkit.local.service`` checks a job, ``ftkit.local.jobs.hyperparameters`` resolves "auto",
+server (``ftkit.local.services.platform`` checks a job, ``ftkit.local.jobs.hyperparameters`` resolves "auto",
 ``ftkit.local.jobs.worker`` checks the files, ``ftkit.local.jobs.training.loop`` trains), the validator and
 :mod:`ftkit.jobs` all read it. Torch-free and HTTP-free: the server's edge and its trainer import
 it alike, and so does a lesson.

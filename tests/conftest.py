@@ -131,7 +131,7 @@ def tiny_model_dir(folder: Path) -> Path:
 
 def register_tiny_model(home: Path, folder: Path) -> str:
     """Register the tiny model in ``home`` as ``register-model`` does (the server may be running)."""
-    from ftkit.local.service import Platform
+    from ftkit.local.services.platform import Platform
     from ftkit.local.store import Store
 
     home.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The chat service (``ftkit/local/chat.py``) through the real routes and the official SDK, on a
+"""The chat service (``ftkit/local/services/chat.py``) through the real routes and the official SDK, on a
 fake engine (tests/fake_engine.py): what reaches the engine (constraint, logprobs, prompt ids,
 max_tokens) and what comes back (hosted shapes, checked against the spec), streaming, ``n``,
 tool choice, the Batch API. Fast: no model is loaded.

@@ -28,7 +28,7 @@ from ftkit.local.jobs.training import steps  # noqa: E402
 from ftkit.local.jobs.training.contract import TrainingMethod, step_message  # noqa: E402
 from ftkit.local.jobs.training.loop import JobRun  # noqa: E402
 from ftkit.local.jobs.worker import Worker  # noqa: E402
-from ftkit.local.service import Platform  # noqa: E402
+from ftkit.local.services.platform import Platform  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
 
 NAME = "last_turn"

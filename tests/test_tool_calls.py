@@ -55,7 +55,7 @@ def tiny_smollm2(local_server, tmp_path_factory) -> str:
     """The tiny random Llama with SmolLM2's vocabulary, registered on the shared server."""
     from tiny_models import save_tiny_llama, smollm2_tokenizer
 
-    from ftkit.local.service import Platform
+    from ftkit.local.services.platform import Platform
     from ftkit.local.store import Store
 
     store = Store(local_server.home)

@@ -99,7 +99,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def register(args: argparse.Namespace) -> int:
-    from .service import APIError, Platform
+    from .services.platform import APIError, Platform
     from .store import Store
 
     home = home_dir(args.home)

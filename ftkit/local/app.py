@@ -17,20 +17,20 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 
 from . import request_check
-from .batches import BatchRunner
-from .chat import ChatService
-from .completions import CompletionService
 from .control import api_key
-from .evals import EvalService
-from .grading import GradingService
 from .inference.engine import Engine
 from .jobs.worker import Worker
 from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
-from .responses import ResponsesService
 from .routes import v1_router
-from .service import Platform
+from .services.batches import BatchRunner
+from .services.chat import ChatService
+from .services.completions import CompletionService
+from .services.evals import EvalService
+from .services.grading import GradingService
+from .services.platform import Platform
+from .services.responses import ResponsesService
+from .services.stored_completions import StoredCompletions
 from .store import Store
-from .stored import StoredCompletions
 
 
 def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background: bool = True,

@@ -14,7 +14,7 @@ ignored silently). A parameter is
 A parameter the spec does not know answers 400 ``unknown_parameter``. Values *inside* an
 implemented parameter that the server cannot honour (an image content part, a built-in tool, a
 reasoning input item, a ``tool_choice`` of an unsupported kind, ...) are refused where that
-parameter is read (:mod:`ftkit.local.chat`, :mod:`ftkit.local.responses`) with the same codes;
+parameter is read (:mod:`ftkit.local.services.chat`, :mod:`ftkit.local.services.responses`) with the same codes;
 :data:`NESTED_REFUSALS` lists them for the README's table.
 """
 

@@ -764,7 +764,7 @@ def import_adapter(adapter: str | os.PathLike, base: str, *, suffix: str | None 
     base (:func:`check_adapter`) and copied into the home, so the server -- running or not -- serves it
     and the course's evaluation runs on it."""
     from .control import home_dir
-    from .service import Platform
+    from .services.platform import Platform
     from .store import Store, short_id
 
     adapter = Path(adapter).expanduser().resolve()

@@ -1,4 +1,4 @@
-"""``/v1/batches``: create, list, retrieve, cancel (the runner lives in ``ftkit.local.batches``)."""
+"""``/v1/batches``: create, list, retrieve, cancel (the runner lives in ``ftkit.local.services.batches``)."""
 
 from __future__ import annotations
 

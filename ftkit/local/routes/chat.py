@@ -1,6 +1,6 @@
 """``/v1/chat/completions``: create (a whole answer, or server-sent events with ``stream``; kept
 with ``store: true``), and the stored completions: list, retrieve, update metadata, delete,
-messages (:mod:`ftkit.local.stored`)."""
+messages (:mod:`ftkit.local.services.stored_completions`)."""
 
 from __future__ import annotations
 

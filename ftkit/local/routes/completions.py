@@ -1,5 +1,5 @@
 """``/v1/completions``: the legacy text completion (a whole answer, or server-sent events with
-``stream``), served by :mod:`ftkit.local.completions`."""
+``stream``), served by :mod:`ftkit.local.services.completions`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``/v1/evals``: evals (create, list, retrieve, update, delete), their runs (create, list,
-retrieve, cancel, delete) and the runs' output items (:mod:`ftkit.local.evals`)."""
+retrieve, cancel, delete) and the runs' output items (:mod:`ftkit.local.services.evals`)."""
 
 from __future__ import annotations
 

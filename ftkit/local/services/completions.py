@@ -1,5 +1,5 @@
 """Legacy text completions (``POST /v1/completions``), served: text in, text out, with the engine
-and sampling of chat completions (:mod:`ftkit.local.chat`), but no chat template.
+and sampling of chat completions (:mod:`ftkit.local.services.chat`), but no chat template.
 
 A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`CompletionCall`:
 
@@ -36,9 +36,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..inference.engine import Choice, GenerationRequest, TokenLogprob
+from ..wire import APIError
 from .chat import GREEDY_BELOW, MAX_N, SYSTEM_FINGERPRINT, ChatService
-from .inference.engine import Choice, GenerationRequest, TokenLogprob
-from .wire import APIError
 
 DEFAULT_MAX_TOKENS = 16  # the spec's default for this endpoint (chat's is "as many as fit")
 DEFAULT_PROMPT = "<|endoftext|>"  # the spec's default prompt: a document start

@@ -2,8 +2,8 @@
 
 Routes (``ftkit.local.routes``) call these methods and serialise the results with
 :mod:`ftkit.local.wire`. Errors are :class:`APIError` with the status, type, param and code
-OpenAI would return. Chat serving lives in :mod:`ftkit.local.chat`, the Responses API in
-:mod:`ftkit.local.responses`, the Batch API in :mod:`ftkit.local.batches`.
+OpenAI would return. Chat serving lives in :mod:`ftkit.local.services.chat`, the Responses API in
+:mod:`ftkit.local.services.responses`, the Batch API in :mod:`ftkit.local.services.batches`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from .. import lifecycle as lc
-from .. import methods
-from .inference.weights import DEFAULT_BASE_MODEL
-from .jobs import hyperparameters, jobstate
-from .store import Store, new_id, valid_id
-from .wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
+from ... import lifecycle as lc
+from ... import methods
+from ..inference.weights import DEFAULT_BASE_MODEL
+from ..jobs import hyperparameters, jobstate
+from ..store import Store, new_id, valid_id
+from ..wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
     ORGANIZATION,
     APIError,
     after_cursor,
@@ -181,7 +181,7 @@ class Platform:
     def _grader(self, grader, kind: str = lc.REINFORCEMENT) -> dict:
         """A reinforcement job's grader, checked as the graders endpoint checks it (model graders
         may name any model this server serves)."""
-        from .. import graders
+        from ... import graders
 
         if grader is None:
             raise APIError(400, f"Missing required parameter: 'method.{kind}.grader'",

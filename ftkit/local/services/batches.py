@@ -15,10 +15,10 @@ import secrets
 import threading
 import time
 
+from ..request_check import check_body, parse_json
+from ..store import Store, new_id, valid_id
+from ..wire import APIError, after_cursor, batch_object, not_found  # noqa: F401 -- batch_object: kept importable
 from .chat import ChatService, response
-from .request_check import check_body, parse_json
-from .store import Store, new_id, valid_id
-from .wire import APIError, after_cursor, batch_object, not_found  # noqa: F401 -- batch_object: kept importable
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOWS = ("24h",)

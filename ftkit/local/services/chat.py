@@ -8,7 +8,7 @@ A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`Ch
    ``constraint`` spec (``json_object``, ``json_schema``, ``tool_call``, by the one rule of
    :func:`answer_constraint`), ``logprobs`` and
    ``top_logprobs`` ask the engine for token log probabilities;
-2. the model is looked up once (:meth:`ftkit.local.service.Platform.get_model`: the hosted 404);
+2. the model is looked up once (:meth:`ftkit.local.services.platform.Platform.get_model`: the hosted 404);
 3. the prompt is rendered and tokenised once (``engine.encode_prompt`` -> ``prompt_ids``), and
    the context-length check happens where the prompt ids and ``max_tokens`` meet;
 4. the engine compiles the constraint first (``engine.check_constraint``): a schema feature it
@@ -30,10 +30,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from .inference.engine import Choice, GenerationRequest, TokenLogprob
-from .inference.render import MAX_PARALLEL_CALLS, ToolCallReader
-from .request_check import param_name
-from .wire import APIError, unsupported_value
+from ..inference.engine import Choice, GenerationRequest, TokenLogprob
+from ..inference.render import MAX_PARALLEL_CALLS, ToolCallReader
+from ..request_check import param_name
+from ..wire import APIError, unsupported_value
 
 SYSTEM_FINGERPRINT = "fp_ftkit_local"
 # Sampling's limit: as the temperature or top_p approaches 0 only the most likely token remains.

@@ -27,7 +27,7 @@ is no dashboard (the output items are the report).
 Why one module of ~730 lines: :class:`EvalService` checks an eval, runs it and serialises it
 against the same two pieces of state -- the eval's data-source config and its criteria -- and
 the helpers below it (row checks, templates, tallies) serve only it; the graders themselves are
-:mod:`ftkit.graders`, the answers :mod:`ftkit.local.chat`.
+:mod:`ftkit.graders`, the answers :mod:`ftkit.local.services.chat`.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import graders
-from ..graders import templates
+from ... import graders
+from ...graders import templates
+from ..request_check import parse_json
+from ..store import Store, valid_id
+from ..wire import APIError, after_cursor, not_found, unsupported_value
 from .chat import ChatService, response
-from .request_check import parse_json
-from .store import Store, valid_id
-from .stored import StoredCompletions, check_metadata, matches
-from .wire import APIError, after_cursor, not_found, unsupported_value
+from .stored_completions import StoredCompletions, check_metadata, matches
 
 MAX_ROWS = 10_000
 RUN_STATUSES = ("queued", "in_progress", "completed", "canceled", "failed")

@@ -21,6 +21,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ..inference.engine import Choice, GenerationRequest, TokenLogprob
+from ..inference.render import MAX_PARALLEL_CALLS, ToolCallReader
+from ..store import Store, new_id, valid_id
+from ..wire import APIError, after_cursor, unsupported_value
 from .chat import (
     FUNCTION_NAME,
     ChatService,
@@ -30,10 +34,6 @@ from .chat import (
     token_logprob,
     tool_setup,
 )
-from .inference.engine import Choice, GenerationRequest, TokenLogprob
-from .inference.render import MAX_PARALLEL_CALLS, ToolCallReader
-from .store import Store, new_id, valid_id
-from .wire import APIError, after_cursor, unsupported_value
 
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
