@@ -218,7 +218,7 @@ def test_runs_survive_a_restart(tmp_path, fake_engine):
     """A run is kept in the store: a new app over the same home lists it, with its output items."""
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     def client_for(http):
         return openai.OpenAI(base_url="http://local.test/v1", api_key=http.headers["Authorization"][7:],

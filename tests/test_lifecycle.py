@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ftkit import lifecycle as lc
-from ftkit.local import wire
+from ftkit.local.api import wire
 from ftkit.local.jobs import hyperparameters, jobstate
 from ftkit.local.store import Store, new_id
 

@@ -21,7 +21,7 @@ from tiny import load_tiny, tiny_tokenizer  # noqa: E402
 from ftkit import jobs, methods  # noqa: E402
 from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.data import read_jsonl  # noqa: E402
-from ftkit.local import wire  # noqa: E402
+from ftkit.local.api import wire  # noqa: E402
 from ftkit.local.inference.weights import MAX_EXAMPLE_TOKENS  # noqa: E402
 from ftkit.local.jobs import jobstate  # noqa: E402
 from ftkit.local.jobs.training import steps  # noqa: E402

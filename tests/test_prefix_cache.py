@@ -157,7 +157,7 @@ def test_chat_responses_and_batch_report_cached_tokens_per_the_spec(tmp_path, ch
 
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     model_dir = save_tiny_llama(tmp_path / "tiny-llama", smollm2_tokenizer())
     app = create_app(tmp_path / "home", log=lambda message: None)

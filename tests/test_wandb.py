@@ -104,7 +104,7 @@ def trained(tmp_path_factory):
     from fake_engine import FakeEngine
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     home = tmp_path_factory.mktemp("wandb-home")
     Store(home).add_model("tiny", kind="base", owned_by="system", source="tiny")

@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from .api.app import create_app
     except ImportError as e:
         print(f"the local server needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
         return 2

@@ -15,9 +15,9 @@ import secrets
 import threading
 import time
 
-from ..request_check import check_body, parse_json
+from ..api.request_check import check_body, parse_json
+from ..api.wire import APIError, after_cursor, batch_object, not_found  # noqa: F401 -- batch_object: kept importable
 from ..store import Store, new_id, valid_id
-from ..wire import APIError, after_cursor, batch_object, not_found  # noqa: F401 -- batch_object: kept importable
 from .chat import ChatService, response
 
 ENDPOINT = "/v1/chat/completions"

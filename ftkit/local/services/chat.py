@@ -1,7 +1,7 @@
 """Chat completions, served: one code path for the HTTP route (a whole answer or an SSE stream),
 the Batch API and the Responses API.
 
-A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`ChatCall`:
+A request body that passed :mod:`ftkit.local.api.request_check` becomes a :class:`ChatCall`:
 
 1. its parameters are read into a :class:`~ftkit.local.inference.engine.GenerationRequest`:
    ``response_format`` and ``tool_choice`` / ``function_call`` become the engine's
@@ -30,10 +30,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+from ..api.request_check import param_name
+from ..api.wire import APIError, unsupported_value
 from ..inference.engine import Choice, GenerationRequest, TokenLogprob
 from ..inference.render import MAX_PARALLEL_CALLS, ToolCallReader
-from ..request_check import param_name
-from ..wire import APIError, unsupported_value
 
 SYSTEM_FINGERPRINT = "fp_ftkit_local"
 # Sampling's limit: as the temperature or top_p approaches 0 only the most likely token remains.

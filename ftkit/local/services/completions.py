@@ -1,7 +1,7 @@
 """Legacy text completions (``POST /v1/completions``), served: text in, text out, with the engine
 and sampling of chat completions (:mod:`ftkit.local.services.chat`), but no chat template.
 
-A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`CompletionCall`:
+A request body that passed :mod:`ftkit.local.api.request_check` becomes a :class:`CompletionCall`:
 
 1. ``prompt`` (a string, a list of strings, a token array or a list of token arrays; missing or
    null is the spec's default ``<|endoftext|>``) becomes one prompt per entry, tokenised once with
@@ -18,7 +18,7 @@ A request body that passed :mod:`ftkit.local.request_check` becomes a :class:`Co
 ``best_of`` > ``n`` generates ``best_of`` candidates per prompt and returns the ``n`` with the
 highest mean token log probability (the model's own, as ``logprobs`` reports it); ``usage`` counts
 every candidate's tokens, as the hosted API bills them. Not implemented, and refused with a 400
-naming the parameter (see :mod:`ftkit.local.parameters`): ``suffix`` (insertion), and ``echo``
+naming the parameter (see :mod:`ftkit.local.api.parameters`): ``suffix`` (insertion), and ``echo``
 together with ``logprobs`` (the engine scores generated tokens, not the prompt's; the hosted API
 refuses the pair for gpt-3.5-turbo-instruct too, fastai/lm-hackers#7). ``text_offset`` counts from
 the start of the prompt, echoed or not, as the hosted API's stream shows (simonw/llm#284: a
@@ -36,8 +36,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..api.wire import APIError
 from ..inference.engine import Choice, GenerationRequest, TokenLogprob
-from ..wire import APIError
 from .chat import GREEDY_BELOW, MAX_N, SYSTEM_FINGERPRINT, ChatService
 
 DEFAULT_MAX_TOKENS = 16  # the spec's default for this endpoint (chat's is "as many as fit")

@@ -42,9 +42,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ... import graders
 from ...graders import templates
-from ..request_check import parse_json
+from ..api.request_check import parse_json
+from ..api.wire import APIError, after_cursor, not_found, unsupported_value
 from ..store import Store, valid_id
-from ..wire import APIError, after_cursor, not_found, unsupported_value
 from .chat import ChatService, response
 from .stored_completions import StoredCompletions, check_metadata, matches
 

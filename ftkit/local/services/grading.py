@@ -10,7 +10,7 @@ so a grader naming an unknown judge model is a 400. A bad grader is a 400 naming
 from __future__ import annotations
 
 from ... import graders
-from ..wire import APIError
+from ..api.wire import APIError
 from .chat import ChatService
 
 #: Judge requests keep at most this many tokens of completion (a grader's

@@ -1,7 +1,7 @@
 """What the local platform does, independent of HTTP: files, fine-tuning jobs, models.
 
-Routes (``ftkit.local.routes``) call these methods and serialise the results with
-:mod:`ftkit.local.wire`. Errors are :class:`APIError` with the status, type, param and code
+Routes (``ftkit.local.api.routes``) call these methods and serialise the results with
+:mod:`ftkit.local.api.wire`. Errors are :class:`APIError` with the status, type, param and code
 OpenAI would return. Chat serving lives in :mod:`ftkit.local.services.chat`, the Responses API in
 :mod:`ftkit.local.services.responses`, the Batch API in :mod:`ftkit.local.services.batches`.
 """
@@ -16,10 +16,7 @@ from typing import BinaryIO
 
 from ... import lifecycle as lc
 from ... import methods
-from ..inference.weights import DEFAULT_BASE_MODEL
-from ..jobs import hyperparameters, jobstate
-from ..store import Store, new_id, valid_id
-from ..wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
+from ..api.wire import (  # noqa: F401 -- the wire shapes live in .wire; kept importable from here
     ORGANIZATION,
     APIError,
     after_cursor,
@@ -32,6 +29,9 @@ from ..wire import (  # noqa: F401 -- the wire shapes live in .wire; kept import
     not_found,
     page,
 )
+from ..inference.weights import DEFAULT_BASE_MODEL
+from ..jobs import hyperparameters, jobstate
+from ..store import Store, new_id, valid_id
 
 FILE_PURPOSES = ("fine-tune", "batch", "evals")
 

@@ -9,7 +9,7 @@ puts the stored conversation before them. ``text.format`` is ``response_format``
 ``response.*`` events with ``sequence_number``. Responses are stored (``store``, default true)
 so that ``GET`` / ``DELETE /v1/responses/{id}``, ``/input_items`` and ``previous_response_id`` work.
 What the local server cannot do (built-in tools, reasoning, images, background runs, ...) is
-refused with 400 (see :mod:`ftkit.local.parameters`).
+refused with 400 (see :mod:`ftkit.local.api.parameters`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from ..api.wire import APIError, after_cursor, unsupported_value
 from ..inference.engine import Choice, GenerationRequest, TokenLogprob
 from ..inference.render import MAX_PARALLEL_CALLS, ToolCallReader
 from ..store import Store, new_id, valid_id
-from ..wire import APIError, after_cursor, unsupported_value
 from .chat import (
     FUNCTION_NAME,
     ChatService,

@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 
+from ..api.wire import APIError, after_cursor, deleted_object
 from ..store import Store
-from ..wire import APIError, after_cursor, deleted_object
 
 MAX_METADATA_KEYS, MAX_KEY, MAX_VALUE = 16, 64, 512
 

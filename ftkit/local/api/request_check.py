@@ -13,7 +13,7 @@ In this order:
    (``openapi_requests.json``, made by ``scripts/extract_request_schemas.py``), with the hosted
    API's wording: ``Invalid type for 'messages[0].content[0].text': expected a string, but got
    an integer instead.``;
-5. **parameters** the server does not implement are refused (:mod:`ftkit.local.parameters`).
+5. **parameters** the server does not implement are refused (:mod:`ftkit.local.api.parameters`).
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ def authorize(request: Request) -> None:
 
 def body(operation: str):
     """A dependency: the request's JSON body, bounded, parsed and checked against the spec's
-    request schema for ``operation`` (see :mod:`ftkit.local.request_check`)."""
+    request schema for ``operation`` (see :mod:`ftkit.local.api.request_check`)."""
 
     async def checked(request: Request) -> dict:
         raw = await read_body(request)

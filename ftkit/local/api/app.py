@@ -2,9 +2,9 @@
 
 :func:`create_app` builds the store, platform, engine, worker, chat / responses services and the
 batch runner, puts them on ``app.state`` and includes one router per resource
-(:mod:`ftkit.local.routes`). Every ``/v1`` route needs ``Authorization: Bearer <key>`` (the key in
-``<home>/api_key``); every error leaves in OpenAI's envelope (:mod:`ftkit.local.middleware`);
-every JSON body is checked before a handler reads it (:mod:`ftkit.local.request_check`).
+(:mod:`ftkit.local.api.routes`). Every ``/v1`` route needs ``Authorization: Bearer <key>`` (the key in
+``<home>/api_key``); every error leaves in OpenAI's envelope (:mod:`ftkit.local.api.middleware`);
+every JSON body is checked before a handler reads it (:mod:`ftkit.local.api.request_check`).
 """
 
 from __future__ import annotations
@@ -16,21 +16,21 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 
+from ..control import api_key
+from ..inference.engine import Engine
+from ..jobs.worker import Worker
+from ..services.batches import BatchRunner
+from ..services.chat import ChatService
+from ..services.completions import CompletionService
+from ..services.evals import EvalService
+from ..services.grading import GradingService
+from ..services.platform import Platform
+from ..services.responses import ResponsesService
+from ..services.stored_completions import StoredCompletions
+from ..store import Store
 from . import request_check
-from .control import api_key
-from .inference.engine import Engine
-from .jobs.worker import Worker
 from .middleware import BodyLimit, Faults, RequestId, install_error_handlers
 from .routes import v1_router
-from .services.batches import BatchRunner
-from .services.chat import ChatService
-from .services.completions import CompletionService
-from .services.evals import EvalService
-from .services.grading import GradingService
-from .services.platform import Platform
-from .services.responses import ResponsesService
-from .services.stored_completions import StoredCompletions
-from .store import Store
 
 
 def create_app(home: str | Path, *, max_upload_mb: float = 512, start_background: bool = True,
