@@ -27,9 +27,9 @@ def label_mask_table(tokenizer, example: dict, max_tokens: int | None = None):
     """
     import pandas as pd
 
-    from .local.models import MAX_EXAMPLE_TOKENS
-    from .local.render import IGNORE_INDEX
-    from .local.training import steps
+    from .local.inference.weights import MAX_EXAMPLE_TOKENS
+    from .local.inference.render import IGNORE_INDEX
+    from .local.jobs.training import steps
 
     encoded = steps.encode_example(tokenizer, example, max_tokens or MAX_EXAMPLE_TOKENS)
     rows = [{"position": i, "id": token_id, "token": tokenizer.decode([token_id]), "learned": label != IGNORE_INDEX,

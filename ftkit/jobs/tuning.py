@@ -75,7 +75,7 @@ def hyperparameter_table(method: str = lifecycle.SUPERVISED):
     """
     import pandas as pd
 
-    from ..local.training.recipe import RECIPE
+    from ..local.jobs.training.recipe import RECIPE
 
     spec = methods.get(method)
     base_lr = spec.base_learning_rate
