@@ -27,8 +27,8 @@ def label_mask_table(tokenizer, example: dict, max_tokens: int | None = None):
     """
     import pandas as pd
 
-    from .local.inference.weights import MAX_EXAMPLE_TOKENS
     from .local.inference.render import IGNORE_INDEX
+    from .local.inference.weights import MAX_EXAMPLE_TOKENS
     from .local.jobs.training import steps
 
     encoded = steps.encode_example(tokenizer, example, max_tokens or MAX_EXAMPLE_TOKENS)
