@@ -20,7 +20,7 @@ def fresh_model(seed: int):
     """SmolLM2-135M-Instruct and its tokenizer, loaded afresh after seeding torch."""
     import torch
 
-    from ftkit.local.models import load_base_model
+    from ftkit.local.inference.weights import load_base_model
 
     torch.manual_seed(seed)
     return load_base_model(progress=None)

@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> dict:
     import jsonschema
 
     from ftkit.course import data_path
-    from ftkit.local import grammar
-    from ftkit.local.engine import Engine, GenerationRequest
-    from ftkit.local.models import DEFAULT_BASE_MODEL
+    from ftkit.local.inference import grammar
+    from ftkit.local.inference.engine import Engine, GenerationRequest
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL
     from ftkit.local.store import Store
 
     if args.threads:

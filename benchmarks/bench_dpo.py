@@ -8,7 +8,7 @@ preference pairs (``data/tone/preference_train.jsonl``), with the same batch siz
 rate (the server's DPO base rate), AdamW without weight decay, gradient clipping at 1.0 and a linear
 decay. The reference model is, for both, the starting model with the new adapter switched off.
 
-* ftkit: what the trainer runs (``ftkit.local.training.dpo`` with ``steps``): pairs encoded with
+* ftkit: what the trainer runs (``ftkit.local.jobs.training.dpo`` with ``steps``): pairs encoded with
   their label masks, the reference log-probabilities computed once per pair before training
   (counted in the time), length-grouped batches padded to their longest member, one forward pass
   over the chosen and rejected sequences of a batch, ``dpo_loss``, ``steps.optimizer_step``;
@@ -42,7 +42,7 @@ def validation_metrics(model, pairs, pad_id: int, beta: float, precision: str) -
     reference being the same model with its adapter off -- one function for both runs."""
     import torch
 
-    from ftkit.local.training import dpo
+    from ftkit.local.jobs.training import dpo
 
     model.eval()
     with torch.no_grad():
@@ -58,8 +58,8 @@ def run_ftkit(lines, valid_lines, *, steps_n: int, batch_size: int, beta: float,
               precision: str) -> dict:
     import torch
 
-    from ftkit.local.training import dpo, steps
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training import dpo, steps
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     model = RECIPE.apply(base)
@@ -103,8 +103,8 @@ def run_trl(lines, valid_lines, *, steps_n: int, batch_size: int, beta: float, l
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from ftkit.local.training import dpo
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training import dpo
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     rows = [{"prompt": line["input"]["messages"], "chosen": line["preferred_output"],
@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ftkit import lifecycle
     from ftkit.data import read_jsonl
-    from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import precision as choose_precision
+    from ftkit.local.inference.weights import precision as choose_precision
+    from ftkit.local.jobs.hyperparameters import BASE_LEARNING_RATE
 
     lines = list(read_jsonl(ROOT / "data" / "tone" / "preference_train.jsonl"))[: args.pairs]
     valid_lines = list(read_jsonl(ROOT / "data" / "tone" / "preference_validation.jsonl"))

@@ -5,7 +5,7 @@
 
 Notebook 05's "base, few-shot" configuration (long system prompt, the 5 worked examples of
 ``prompts.json`` ``few_shot_ids``, greedy, ``max_tokens`` 40) on SmolLM2-135M-Instruct, decoded by
-the serving engine's batched decoder (:meth:`ftkit.local.engine.Engine.decode_requests`, the path
+the serving engine's batched decoder (:meth:`ftkit.local.inference.engine.Engine.decode_requests`, the path
 every chat request takes) twice in the same process: with the prompt cache off
 (``prompt_cache_bytes=0``) and on (the default budget). Both runs must give the same answers
 (reported). Goal: >= 3x faster with the cache. The CPU model and flags and the load average are
@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ftkit import evaluate as ev
     from ftkit.course import data_path
-    from ftkit.local.engine import Engine, GenerationRequest, eos_ids
-    from ftkit.local.render import render_prompt
+    from ftkit.local.inference.engine import Engine, GenerationRequest, eos_ids
+    from ftkit.local.inference.render import render_prompt
 
     torch.set_grad_enabled(False)
     model, tok = fresh_model(0)

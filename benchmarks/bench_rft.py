@@ -14,7 +14,7 @@ one point per JSON field -- category, urgency, product -- that matches the ticke
 of the three), normalises the rewards within each group and takes one AdamW step on the clipped
 policy-gradient loss (GRPO; no KL term), at the server's reinforcement learning rate.
 
-* ftkit: what the trainer runs, ``Reinforcement.step`` (``ftkit.local.training.rft``) then
+* ftkit: what the trainer runs, ``Reinforcement.step`` (``ftkit.local.jobs.training.rft``) then
   ``steps.optimizer_step``, as ``JobRun.train_epochs`` does. Sampling is
   ``Reinforcement.sample`` (every prompt and every sample of the step decoded together by the
   serving engine's batched decoder, ``training.sampling.generate``), grading is
@@ -131,9 +131,9 @@ def split_row(step_wall: float, step_cpu: float, sampling: tuple, grading: tuple
 def run_ftkit(lines, *, prompts: int, group_size: int, max_tokens: int, steps_n: int, lr: float, seed: int,
               precision: str) -> dict:
     from ftkit import lifecycle as lc
-    from ftkit.local.training import rft, steps
-    from ftkit.local.training.loop import RunContext
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training import rft, steps
+    from ftkit.local.jobs.training.loop import RunContext
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     model = RECIPE.apply(base)
@@ -192,7 +192,7 @@ def run_trl(lines, *, prompts: int, group_size: int, max_tokens: int, steps_n: i
     from trl import GRPOConfig, GRPOTrainer
 
     from ftkit import graders
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     grader = graders.compile_grader(GRADER)
@@ -267,8 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
 
     from ftkit import lifecycle
-    from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import precision as choose_precision
+    from ftkit.local.inference.weights import precision as choose_precision
+    from ftkit.local.jobs.hyperparameters import BASE_LEARNING_RATE
 
     lines = rft_lines(args.prompts * (args.steps + 1))
     lr = BASE_LEARNING_RATE[lifecycle.REINFORCEMENT]

@@ -11,7 +11,7 @@ validation examples by the same function (``steps.evaluate_tokens``, fp32).
 
 * naive: one example at a time, every example padded to the longest in the set, float32,
   gradients accumulated over 8 examples -- the loop people write first (issue 3's baseline);
-* ftkit: the trainer's own step functions (``ftkit.local.training.steps``: length-grouped batches
+* ftkit: the trainer's own step functions (``ftkit.local.jobs.training.steps``: length-grouped batches
   of 8 padded only to their longest member, collation, the token loss computed only at labelled
   positions, the optimiser step; one warm-up step of the 5% rule, then linear decay), in fp32 and,
   where the CPU does bf16 natively, in bf16 mixed precision;
@@ -63,7 +63,7 @@ SMOLLM2_TRAINING_TEMPLATE = (
 
 
 def _lora_model(seed: int):
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     model = RECIPE.apply(base)  # the server's own LoRA recipe
@@ -82,7 +82,7 @@ def _timed(run):
 def naive_epoch(examples, *, seed: int, lr: float, batch_size: int = 8) -> tuple:
     import torch
 
-    from ftkit.local.render import IGNORE_INDEX
+    from ftkit.local.inference.render import IGNORE_INDEX
 
     model, tok = _lora_model(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -115,7 +115,7 @@ def naive_epoch(examples, *, seed: int, lr: float, batch_size: int = 8) -> tuple
 
 
 def ftkit_epoch(examples, *, seed: int, lr: float, precision: str, batch_size: int = 8) -> tuple:
-    from ftkit.local.training import steps
+    from ftkit.local.jobs.training import steps
 
     model, tok = _lora_model(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -144,8 +144,8 @@ def trl_epoch(lines, examples, *, seed: int, lr: float, precision: str, batch_si
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ftkit.local.render import IGNORE_INDEX, template_messages
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.inference.render import IGNORE_INDEX, template_messages
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     base, tok = fresh_model(seed)
     tok.chat_template = SMOLLM2_TRAINING_TEMPLATE
@@ -205,11 +205,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ftkit import lifecycle
     from ftkit.data import read_jsonl
-    from ftkit.local.hyperparameters import BASE_LEARNING_RATE
-    from ftkit.local.models import MAX_EXAMPLE_TOKENS, load_base_model
-    from ftkit.local.models import precision as choose_precision
-    from ftkit.local.training import steps
-    from ftkit.local.training.sft import Supervised
+    from ftkit.local.inference.weights import MAX_EXAMPLE_TOKENS, load_base_model
+    from ftkit.local.inference.weights import precision as choose_precision
+    from ftkit.local.jobs.hyperparameters import BASE_LEARNING_RATE
+    from ftkit.local.jobs.training import steps
+    from ftkit.local.jobs.training.sft import Supervised
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -16,7 +16,7 @@ way the engine would use it (JSON with the separators ", " and ": ", no other wh
   or "wrong" (the valid one is refused).
 
 A library that is not installed is reported as such. The table in benchmarks/README.md comes from
-this script; the engine uses the winner (see ftkit/local/grammar.py).
+this script; the engine uses the winner (see ftkit/local/inference/grammar.py).
 """
 
 from __future__ import annotations
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import AutoTokenizer
 
-    from ftkit.local.models import DEFAULT_BASE_MODEL, ensure_cached
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL, ensure_cached
 
     tok = AutoTokenizer.from_pretrained(ensure_cached(DEFAULT_BASE_MODEL))
     result: dict = {"cpu": cpu_info()["cpu"], "avx512_bf16": cpu_info()["avx512_bf16"], "vocabulary": len(tok), "libraries": {}}

@@ -15,7 +15,7 @@ The task is issue 23's routing check, as a new user would try it:
 * **start model**: SmolLM2-135M-Instruct after an ftkit supervised job of ``--sft-epochs`` epochs
   on the same training tickets with their answers (an ``ft:`` model, as the issue's user had);
 * **ftkit**: an RFT job from that ``ft:`` model, run by the trainer's own loop
-  (``ftkit.local.training.loop.JobRun`` on a temporary store, exactly what the server's worker
+  (``ftkit.local.jobs.training.loop.JobRun`` on a temporary store, exactly what the server's worker
   runs) with the given hyperparameters (``auto`` = the server's defaults), the held-out tickets as
   its validation file and ``eval_interval`` 1, so every step reports the greedy held-out reward;
 * **TRL**: ``trl.GRPOTrainer`` on the SFT model merged (what ftkit starts from), a fresh LoRA
@@ -86,9 +86,9 @@ def write_file(store, lines: list[dict]) -> str:
 
 def run_job(store, model: str, method: dict, train: str, valid: str | None, seed: int) -> dict:
     from ftkit import lifecycle as lc
-    from ftkit.local import jobstate
+    from ftkit.local.jobs import jobstate
+    from ftkit.local.jobs.training.loop import JobRun
     from ftkit.local.store import new_id
-    from ftkit.local.training.loop import JobRun
 
     job = jobstate.create(store, {"id": new_id("ftjob"), "model": model, "training_file": train,
                                   "validation_file": valid, "suffix": "diag", "seed": seed, "method": method,
@@ -107,7 +107,7 @@ def heldout_reward(model, tok, prompts: list, items: list[dict], grader, precisi
     import torch
 
     from ftkit import graders
-    from ftkit.local.training import rft, sampling
+    from ftkit.local.jobs.training import rft, sampling
 
     was_training = model.training
     model.eval()
@@ -146,10 +146,10 @@ def run_trl(store, start_model: str, train_lines: list[dict], heldout: list[dict
     from trl import GRPOConfig, GRPOTrainer
 
     from ftkit import graders
-    from ftkit.local import hyperparameters
-    from ftkit.local.render import render_prompt
-    from ftkit.local.training import rft, starting, steps
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.inference.render import render_prompt
+    from ftkit.local.jobs import hyperparameters
+    from ftkit.local.jobs.training import rft, starting, steps
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     t0 = time.time()
     torch.manual_seed(seed)
@@ -239,12 +239,12 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     from ftkit import graders
     from ftkit import lifecycle as lc
-    from ftkit.local import hyperparameters
-    from ftkit.local.models import DEFAULT_BASE_MODEL
-    from ftkit.local.models import precision as choose_precision
-    from ftkit.local.render import render_prompt
+    from ftkit.local.inference.render import render_prompt
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL
+    from ftkit.local.inference.weights import precision as choose_precision
+    from ftkit.local.jobs import hyperparameters
+    from ftkit.local.jobs.training import starting
     from ftkit.local.store import Store
-    from ftkit.local.training import starting
 
     info = cpu_info()
     precision = choose_precision("FTKIT_TRAIN_PRECISION")

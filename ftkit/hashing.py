@@ -2,7 +2,7 @@
 however large the file -- model weights included).
 
 Used by the upload record (:mod:`ftkit.jobs`), the migration snapshot (:mod:`ftkit.migrate`), the
-local server's model check (:mod:`ftkit.local.models`) and the export's model card
+local server's model check (:mod:`ftkit.local.inference.weights`) and the export's model card
 (:mod:`ftkit.local.export`). Torch-free and dependency-free.
 """
 

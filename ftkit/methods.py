@@ -4,12 +4,12 @@ Per method (:class:`Method`): the kind of file it trains on (as :mod:`ftkit.vali
 it), its hyperparameters -- ranges (:class:`Rule`) and what ``"auto"`` means for a file of n
 examples --, its LoRA base learning rate, the columns of its results file, its checkpoint
 metrics and metric names, whether it needs a grader, and the class that trains it. The local
-server (``ftkit.local.service`` checks a job, ``ftkit.local.hyperparameters`` resolves "auto",
-``ftkit.local.worker`` checks the files, ``ftkit.local.training.loop`` trains), the validator and
+server (``ftkit.local.services.platform`` checks a job, ``ftkit.local.jobs.hyperparameters`` resolves "auto",
+``ftkit.local.jobs.worker`` checks the files, ``ftkit.local.jobs.training.loop`` trains), the validator and
 :mod:`ftkit.jobs` all read it. Torch-free and HTTP-free: the server's edge and its trainer import
 it alike, and so does a lesson.
 
-Adding a method is one module (its trainer class under ``ftkit/local/training/``, see
+Adding a method is one module (its trainer class under ``ftkit/local/jobs/training/``, see
 ``loop.py``'s method contract) and one :func:`register` call here (or in a test).
 
 Ranges are the hosted API's (OpenAI's OpenAPI spec: ``FineTuneSupervisedHyperparameters``,
@@ -233,14 +233,14 @@ def _without_step(columns: list[str]) -> list[str]:
 register(Method(
     lc.SUPERVISED, file_kind=CHAT_FILE, rules=dict(COMMON_RULES), base_learning_rate=4e-4,
     result_columns=lc.RESULT_COLUMNS[lc.SUPERVISED], checkpoint_metrics=lc.CHECKPOINT_METRICS,
-    trainer="ftkit.local.training.sft:Supervised"))
+    trainer="ftkit.local.jobs.training.sft:Supervised"))
 register(Method(
     lc.DPO, file_kind=PREFERENCE_FILE, rules={**COMMON_RULES, "beta": Rule(float, 0, 2, low_exclusive=True)},
     base_learning_rate=1e-4, result_columns=lc.RESULT_COLUMNS[lc.DPO],
     # the last step's figures (as in its results file) and the full-validation ones
     checkpoint_metrics=[*_without_step(lc.RESULT_COLUMNS[lc.DPO]), lc.FULL_VALID_LOSS,
                         *(lc.dpo_metric("full_valid", q) for q in lc.DPO_QUANTITIES)],
-    trainer="ftkit.local.training.dpo:DirectPreference", auto=_dpo_auto, quantities=lc.DPO_QUANTITIES))
+    trainer="ftkit.local.jobs.training.dpo:DirectPreference", auto=_dpo_auto, quantities=lc.DPO_QUANTITIES))
 register(Method(
     lc.REINFORCEMENT, file_kind=PROMPT_FILE,
     rules={**COMMON_RULES, "reasoning_effort": Rule(str, choices=REASONING_EFFORTS, default="default"),
@@ -250,5 +250,5 @@ register(Method(
     # the last step's figures and the whole validation file answered greedily and graded
     checkpoint_metrics=[*_without_step(lc.RESULT_COLUMNS[lc.REINFORCEMENT]),
                         *(f"full_valid_{q}" for q in lc.RFT_QUANTITIES)],
-    trainer="ftkit.local.training.rft:Reinforcement", auto=_reinforcement_auto, quantities=lc.RFT_QUANTITIES,
+    trainer="ftkit.local.jobs.training.rft:Reinforcement", auto=_reinforcement_auto, quantities=lc.RFT_QUANTITIES,
     needs_grader=True))

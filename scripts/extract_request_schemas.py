@@ -1,12 +1,12 @@
-"""Regenerate ``ftkit/local/openapi_requests.json``: the request-body schemas of the operations the
+"""Regenerate ``ftkit/local/api/openapi_requests.json``: the request-body schemas of the operations the
 local server implements, cut out of OpenAI's OpenAPI spec (MIT licence, kept in the file).
 
 The server type-checks every JSON body against these before a handler reads it (see
-``ftkit/local/request_check.py``); the full spec (87k lines of YAML) is not needed at run time.
+``ftkit/local/api/request_check.py``); the full spec (87k lines of YAML) is not needed at run time.
 
     python scripts/extract_request_schemas.py [SPEC.yaml] [OUT.json]
 
-Defaults: ``tests/data/openai-openapi.yaml`` -> ``ftkit/local/openapi_requests.json``.
+Defaults: ``tests/data/openai-openapi.yaml`` -> ``ftkit/local/api/openapi_requests.json``.
 ``tests/test_request_check.py`` checks that the committed file is what this script makes.
 
 What the extract changes, so that a JSON Schema 2020-12 validator reads it as the spec means it:
@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "tests" / "data" / "openai-openapi.yaml"
-OUT = ROOT / "ftkit" / "local" / "openapi_requests.json"
+OUT = ROOT / "ftkit" / "local" / "api" / "openapi_requests.json"
 LICENSE = ROOT / "tests" / "data" / "openai-openapi.LICENSE"
 VERSION = ROOT / "tests" / "data" / "openai-openapi.VERSION"
 

@@ -131,7 +131,7 @@ def tiny_model_dir(folder: Path) -> Path:
 
 def register_tiny_model(home: Path, folder: Path) -> str:
     """Register the tiny model in ``home`` as ``register-model`` does (the server may be running)."""
-    from ftkit.local.service import Platform
+    from ftkit.local.services.platform import Platform
     from ftkit.local.store import Store
 
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -162,10 +162,14 @@ def load_spec() -> dict:
 
 def amend_spec(spec: dict, operations=()) -> dict:
     """``spec`` amended, in place, by the local server's documented deviations and nothing else
-    (``ftkit.local.parameters``: ``RESPONSE_DEVIATIONS``, ``MEDIA_TYPE_DEVIATIONS``,
+    (``ftkit.local.api.parameters``: ``RESPONSE_DEVIATIONS``, ``MEDIA_TYPE_DEVIATIONS``,
     ``ERROR_RESPONSE``): the values those response fields may also take, and, for each operationId
     in ``operations``, its media type and errors as a 4xx with OpenAI's error envelope."""
-    from ftkit.local.parameters import ERROR_RESPONSE, MEDIA_TYPE_DEVIATIONS, RESPONSE_DEVIATIONS
+    from ftkit.local.api.parameters import (
+        ERROR_RESPONSE,
+        MEDIA_TYPE_DEVIATIONS,
+        RESPONSE_DEVIATIONS,
+    )
 
     schemas = spec["components"]["schemas"]
     for deviation in RESPONSE_DEVIATIONS:
@@ -206,7 +210,7 @@ def check_schema(openapi_spec):
     from referencing import Registry
     from referencing.jsonschema import DRAFT202012
 
-    # the local server's documented deviations (ftkit/local/parameters.py), and nothing else
+    # the local server's documented deviations (ftkit/local/api/parameters.py), and nothing else
     spec = _to_2020_12(amend_spec(copy.deepcopy(openapi_spec)))
     registry = Registry().with_resource("urn:openai", DRAFT202012.create_resource(spec))
 
@@ -389,7 +393,7 @@ def fake_server(fake_engine, tmp_path_factory):
     a ``TestClient`` (an ``httpx.Client``) with the app's key set."""
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     app = create_app(tmp_path_factory.mktemp("ftkit-fake-home"), engine=fake_engine, log=lambda message: None)
     # server errors come back as the 500 a client sees (tests check status codes), not as exceptions
@@ -409,12 +413,12 @@ def fake_client(fake_server):
 
 def engine_supports_constraints() -> bool:
     """Whether this checkout's engine does constrained decoding and logprobs (the engine side of
-    issue 11 brings ``ftkit/local/grammar.py``)."""
+    issue 11 brings ``ftkit/local/inference/grammar.py``)."""
     import importlib.util
 
-    return importlib.util.find_spec("ftkit.local.grammar") is not None
+    return importlib.util.find_spec("ftkit.local.inference.grammar") is not None
 
 
 needs_constrained_engine = pytest.mark.skipif(
     not engine_supports_constraints(),
-    reason="engine supports constraints and logprobs: needs ftkit/local/grammar.py (the engine side of issue 11)")
+    reason="engine supports constraints and logprobs: needs ftkit/local/inference/grammar.py (the engine side of issue 11)")

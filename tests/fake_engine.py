@@ -1,4 +1,4 @@
-"""A small stand-in for ``ftkit.local.engine.Engine`` that drives the chat service in fast tests.
+"""A small stand-in for ``ftkit.local.inference.engine.Engine`` that drives the chat service in fast tests.
 
 It implements the engine's interface (``submit``, ``encode_prompt``, ``context_length``,
 ``check_constraint``, the streaming callbacks and logprobs) without a model: a "token" is a word
@@ -14,15 +14,15 @@ import re
 import threading
 from concurrent.futures import Future
 
-from ftkit.local.engine import Choice, GenerationRequest, TokenLogprob
-from ftkit.local.render import template_messages
+from ftkit.local.inference.engine import Choice, GenerationRequest, TokenLogprob
+from ftkit.local.inference.render import template_messages
 
 WORD = re.compile(r"\S+\s*|\s+")
 DEFAULT_TEXT = "Hello from the fake engine, one word at a time."
 
 
 class Unsupported(ValueError):
-    """Like ``ftkit.local.grammar.UnsupportedSchema``: a message and the path inside the schema."""
+    """Like ``ftkit.local.inference.grammar.UnsupportedSchema``: a message and the path inside the schema."""
 
     def __init__(self, message: str, param_path) -> None:
         super().__init__(message)

@@ -1,4 +1,4 @@
-"""The chat service (``ftkit/local/chat.py``) through the real routes and the official SDK, on a
+"""The chat service (``ftkit/local/services/chat.py``) through the real routes and the official SDK, on a
 fake engine (tests/fake_engine.py): what reaches the engine (constraint, logprobs, prompt ids,
 max_tokens) and what comes back (hosted shapes, checked against the spec), streaming, ``n``,
 tool choice, the Batch API. Fast: no model is loaded.
@@ -355,7 +355,7 @@ def test_langchain_structured_output_on_both_apis(fake_server, fake_engine):
 def test_the_tool_call_reader_gives_the_same_answer_whole_or_piece_by_piece():
     """The one reader behind whole answers and streams: content without markup, calls as soon as
     their names are whole, repeats dropped, a cut-off call kept as far as it was written."""
-    from ftkit.local.render import ToolCallReader
+    from ftkit.local.inference.render import ToolCallReader
 
     def read(text: str, step: int, max_calls=None, cut=False):
         reader, events = ToolCallReader(max_calls), []
@@ -397,7 +397,7 @@ def test_the_tool_call_reader_gives_the_same_answer_whole_or_piece_by_piece():
 def test_without_max_tokens_the_answer_may_fill_the_context(fake_client, fake_engine):
     """As hosted: no max_tokens (or max_completion_tokens, or Responses' max_output_tokens) means
     up to the context's end, not a fixed default; the engine plans its batches for shorter answers."""
-    from ftkit.local.engine import PLANNED_ANSWER_TOKENS, GenerationRequest, _planned
+    from ftkit.local.inference.engine import PLANNED_ANSWER_TOKENS, GenerationRequest, _planned
 
     fake_client.chat.completions.create(model=MODEL, messages=HI)
     assert _last(fake_engine).max_tokens == 4096 - len(_last(fake_engine).prompt_ids) > 512

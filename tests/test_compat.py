@@ -69,8 +69,8 @@ def test_the_results_file_is_base64_csv_as_hosted_and_readers_take_both(tmp_path
 
     from ftkit import jobs
     from ftkit import lifecycle as lc
+    from ftkit.local.jobs.training.loop import JobRun
     from ftkit.local.store import Store
-    from ftkit.local.training.loop import JobRun
 
     store = Store(tmp_path)
     rows = [{"step": 1, "train_loss": 2.5, "train_accuracy": 0.4},
@@ -99,7 +99,7 @@ def test_adjust_logits_matches_the_hand_computation():
     """OpenAI's formula by hand: logit[j] -= c[j] * frequency + (c[j] > 0) * presence; += bias[j]."""
     import torch
 
-    from ftkit.local.engine import adjust_logits
+    from ftkit.local.inference.engine import adjust_logits
 
     logits = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
     generated = [2, 2, 2, 4]  # token 2 three times, token 4 once

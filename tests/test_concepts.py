@@ -79,7 +79,7 @@ def test_measure_needs_a_tokenizer(tiny):
 
 @pytest.mark.slow
 def test_real_smollm2_counts():
-    from ftkit.local.models import load_base_model
+    from ftkit.local.inference.weights import load_base_model
 
     model, _ = load_base_model(progress=None)
     assert concepts.count_parameters(model).total == 134_515_008

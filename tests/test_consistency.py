@@ -33,7 +33,7 @@ from ftkit.course import (
     TRIAGE_SETTINGS,
     learning_curve_settings,
 )
-from ftkit.local.training.recipe import RECIPE
+from ftkit.local.jobs.training.recipe import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
@@ -90,7 +90,7 @@ CLAIMS = [
     Claim("02_data_formatting", "The course's {} test tickets", lambda: (_split_size("tickets.csv", "test"),)),
     Claim("02_data_formatting", "{} tickets with the", lambda: (_split_size("test_ood.csv", "test_ood"),)),
     Claim("02_data_formatting", "the server refuses uploads above {} MB",
-          lambda: _from_code_module("ftkit/local/app.py", r"max_upload_mb: float = (\d+)")),
+          lambda: _from_code_module("ftkit/local/api/app.py", r"max_upload_mb: float = (\d+)")),
     # 03: the epochs rule and the local slice
     Claim("03_cost_math", "aim for {} epochs; if that gives fewer than {} example-passes",
           lambda: (cost.TARGET_EPOCHS, cost.MIN_TARGET_EXAMPLES)),

@@ -401,8 +401,8 @@ def test_general_ability_set():
 @pytest.mark.parametrize("quick", [True, False])
 def test_overfit_settings_make_a_turn_the_kept_checkpoints_can_show(quick):
     from ftkit.course import OVERFIT_SETTINGS, overfit_settings
-    from ftkit.local.training.loop import KEEP_CHECKPOINTS
-    from ftkit.local.training.sft import Supervised
+    from ftkit.local.jobs.training.loop import KEEP_CHECKPOINTS
+    from ftkit.local.jobs.training.sft import Supervised
 
     s = overfit_settings(quick)
     assert s is OVERFIT_SETTINGS["quick" if quick else "full"]

@@ -23,7 +23,7 @@ import pytest
 from conftest import LocalServer, loose_paths, register_tiny_model, tiny_chat_file, wait_for_job
 
 from ftkit import lifecycle as lc
-from ftkit.local.training.loop import MIN_STEP_ENV
+from ftkit.local.jobs.training.loop import MIN_STEP_ENV
 
 pytestmark = pytest.mark.slow
 

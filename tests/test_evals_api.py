@@ -1,5 +1,5 @@
-"""The Evals API (``/v1/evals``, ``ftkit/local/evals.py``) and stored chat completions
-(``ftkit/local/stored.py``) through the official SDK, on the real app with a fake engine: every
+"""The Evals API (``/v1/evals``, ``ftkit/local/services/evals.py``) and stored chat completions
+(``ftkit/local/services/stored_completions.py``) through the official SDK, on the real app with a fake engine: every
 answer checked against OpenAI's spec, runs executed by the background runner with counts for every
 row and one output item each, the graders as testing criteria, cancel and delete, bad requests as
 400s naming the field, and stored completions listed by metadata. Fast: no model is loaded.
@@ -218,7 +218,7 @@ def test_runs_survive_a_restart(tmp_path, fake_engine):
     """A run is kept in the store: a new app over the same home lists it, with its output items."""
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     def client_for(http):
         return openai.OpenAI(base_url="http://local.test/v1", api_key=http.headers["Authorization"][7:],

@@ -583,7 +583,7 @@ def test_rate_limits_are_retried_with_backoff(faulty_server):
 
 
 def test_fault_spec_is_checked():
-    from ftkit.local.middleware import Faults
+    from ftkit.local.api.middleware import Faults
 
     assert Faults("").left == {}
     assert Faults("chat=503:2").left == {"chat": [503, 2]}

@@ -120,9 +120,9 @@ def test_gguf_files_load_in_transformers_and_mostly_agree(exports, server_answer
 def test_gguf_metadata_is_what_llama_cpp_reads(exports):
     import gguf
 
-    from ftkit.local import models
+    from ftkit.local.inference import weights
 
-    source = gguf.GGUFReader(str(models.find_gguf()))
+    source = gguf.GGUFReader(str(weights.find_gguf()))
     for path in sorted(exports["gguf"].glob("*.gguf")):
         ours = gguf.GGUFReader(str(path))
         assert ours.fields["general.architecture"].contents() == "llama"

@@ -70,14 +70,14 @@ def test_qk_rows_are_reordered_as_llama_cpp_does_and_transformers_undoes():
     from safetensors import safe_open
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
-    from ftkit.local import models
     from ftkit.local.export import _hf_to_gguf_qk
+    from ftkit.local.inference import weights
 
-    if models.find_gguf() is None or not models.is_cached():
+    if weights.find_gguf() is None or not weights.is_cached():
         pytest.skip("the SmolLM2 weights are not installed and dequantised here")
     config = {"num_attention_heads": 9, "num_key_value_heads": 3}
-    source = {t.name: t for t in gguf.GGUFReader(str(models.find_gguf())).tensors}
-    with safe_open(str(models.cached_dir() / "model.safetensors"), "np") as f:
+    source = {t.name: t for t in gguf.GGUFReader(str(weights.find_gguf())).tensors}
+    with safe_open(str(weights.cached_dir() / "model.safetensors"), "np") as f:
         for layer in (0, 17):
             for hf, gg, heads in (("q_proj", "attn_q", 9), ("k_proj", "attn_k", 3)):
                 ours = _hf_to_gguf_qk(f.get_tensor(f"model.layers.{layer}.self_attn.{hf}.weight"), heads)

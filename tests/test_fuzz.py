@@ -11,7 +11,7 @@ its background loops off: the worker that would start trainer processes and the 
 never run, so a job the fuzzer creates stays queued and costs nothing.
 
 Deliberate deviations from the spec's response schemas are data in
-``ftkit/local/parameters.py`` (``RESPONSE_DEVIATIONS``, in the README's deviations table); the
+``ftkit/local/api/parameters.py`` (``RESPONSE_DEVIATIONS``, in the README's deviations table); the
 spec is amended by exactly those before fuzzing (``conftest.amend_spec``), no check is silenced.
 
 Bounded and seeded in ``make test`` (``FUZZ_EXAMPLES`` examples per operation and mode, fixed
@@ -44,10 +44,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from ftkit.local.parameters import POLICY  # noqa: E402
-from ftkit.local.wire import APIError  # noqa: E402
+from ftkit.local.api.parameters import POLICY  # noqa: E402
+from ftkit.local.api.wire import APIError  # noqa: E402
 
-# Every operation the local server implements (ftkit/local/routes/), by the spec's operationId.
+# Every operation the local server implements (ftkit/local/api/routes/), by the spec's operationId.
 OPERATIONS = [
     "listModels", "retrieveModel", "deleteModel",
     "createFile", "listFiles", "retrieveFile", "downloadFile", "deleteFile",
@@ -79,7 +79,7 @@ class FuzzTarget:
         import uvicorn
         from fake_engine import FakeEngine
 
-        from ftkit.local.app import create_app
+        from ftkit.local.api.app import create_app
 
         self.log: list[str] = []
         self.app = create_app(home, engine=FakeEngine(), start_background=False, log=self.log.append)

@@ -1,4 +1,4 @@
-"""ftkit.local.grammar: constraint specs -> grammars for SmolLM2's tokenizer; hosted strict-schema refusals.
+"""ftkit.local.inference.grammar: constraint specs -> grammars for SmolLM2's tokenizer; hosted strict-schema refusals.
 
 Fast: the tokenizer only (no model). Documents are fed token by token through the grammar the
 engine would use, so "accepts" means the engine could generate exactly that text.
@@ -13,8 +13,8 @@ from tiny_models import TICKET_SCHEMA, smollm2_tokenizer
 
 pytest.importorskip("llguidance")
 
-from ftkit.local import grammar  # noqa: E402
-from ftkit.local.grammar import UnsupportedSchema, compile_constraint  # noqa: E402
+from ftkit.local.inference import grammar  # noqa: E402
+from ftkit.local.inference.grammar import UnsupportedSchema, compile_constraint  # noqa: E402
 
 EOS = (2,)
 
@@ -181,7 +181,7 @@ SEARCH = {"type": "function", "function": {
 
 
 def test_a_forced_tool_call_is_one_block_in_the_render_format(tok):
-    from ftkit.local.render import parse_tool_calls
+    from ftkit.local.inference.render import parse_tool_calls
 
     spec = {"type": "tool_call", "tools": [WEATHER, SEARCH], "name": "get_weather"}
     text = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}</tool_call>'
@@ -232,7 +232,7 @@ def test_auto_with_a_json_answer_is_calls_or_the_answer(tok):
 
 
 def test_parallel_calls_are_bounded_and_a_repeat_ends_the_answer(tok):
-    from ftkit.local.render import MAX_PARALLEL_CALLS
+    from ftkit.local.inference.render import MAX_PARALLEL_CALLS
 
     spec = {"type": "tool_call", "tools": [WEATHER], "name": None, "parallel": True}
     calls = [f'<tool_call>{{"name": "get_weather", "arguments": {{"city": "c{i}"}}}}</tool_call>'

@@ -801,7 +801,7 @@ def test_ensure_job_runs_a_recipe_through_create_job(fake_client, tmp_path, monk
 def test_hyperparameter_table_reads_the_spec_and_the_local_recipe():
     from ftkit import methods
     from ftkit.jobs import hyperparameter_table
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     table = hyperparameter_table()
     assert list(table.index) == ["n_epochs", "batch_size", "learning_rate_multiplier", "lora_rank", "lora_alpha"]

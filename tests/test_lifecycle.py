@@ -1,4 +1,4 @@
-"""The job state machine (ftkit.local.jobstate) on a temporary store: every transition, its
+"""The job state machine (ftkit.local.jobs.jobstate) on a temporary store: every transition, its
 event, and the races between the HTTP side, the worker and the trainer."""
 
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from ftkit import lifecycle as lc
-from ftkit.local import hyperparameters, jobstate, wire
+from ftkit.local.api import wire
+from ftkit.local.jobs import hyperparameters, jobstate
 from ftkit.local.store import Store, new_id
 
 

@@ -193,8 +193,8 @@ def test_job_lifecycle_events_and_results(client, finished_job, check_schema, lo
     from transformers import AutoTokenizer
 
     from ftkit.data import read_jsonl
-    from ftkit.local.models import cached_dir
-    from ftkit.local.render import encode_for_training
+    from ftkit.local.inference.render import encode_for_training
+    from ftkit.local.inference.weights import cached_dir
 
     tokenizer = AutoTokenizer.from_pretrained(cached_dir())
     content = client.files.content(job.training_file).content
@@ -540,7 +540,7 @@ def test_register_a_base_model_from_a_local_directory(local_server, client):
     import subprocess
     import sys
 
-    from ftkit.local.models import cached_dir
+    from ftkit.local.inference.weights import cached_dir
 
     out = subprocess.run([sys.executable, "-m", "ftkit.local", "--home", str(local_server.home), "register-model",
                           "my-smol", str(cached_dir())], capture_output=True, text=True, timeout=60)

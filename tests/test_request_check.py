@@ -15,8 +15,8 @@ import openai
 import pytest
 from conftest import ROOT, SPEC_PATH
 
-from ftkit.local import request_check
-from ftkit.local.parameters import POLICY, deviations_table
+from ftkit.local.api import request_check
+from ftkit.local.api.parameters import POLICY, deviations_table
 
 MODEL = "SmolLM2-135M-Instruct"
 HI = [{"role": "user", "content": "hi"}]
@@ -46,7 +46,7 @@ def test_committed_schema_extract_is_what_the_script_makes(openapi_spec):
     made = script.render(script.extract(openapi_spec, license_text=(SPEC_PATH.parent / "openai-openapi.LICENSE")
                                         .read_text(encoding="utf-8"),
                                         version=(SPEC_PATH.parent / "openai-openapi.VERSION").read_text(encoding="utf-8")))
-    committed = (ROOT / "ftkit" / "local" / "openapi_requests.json").read_text(encoding="utf-8")
+    committed = (ROOT / "ftkit" / "local" / "api" / "openapi_requests.json").read_text(encoding="utf-8")
     assert made == committed, "run: python scripts/extract_request_schemas.py"
     assert "MIT License" in json.loads(committed)["license"]
 

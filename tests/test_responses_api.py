@@ -1,4 +1,4 @@
-"""The Responses API (``ftkit/local/responses.py``) through the real routes and the official SDK,
+"""The Responses API (``ftkit/local/services/responses.py``) through the real routes and the official SDK,
 on a fake engine: shapes and stream events checked against the spec, text.format and function
 tools through the chat service's constraints, stored responses and ``previous_response_id``, and
 what is refused. Fast: no model is loaded.

@@ -3,7 +3,7 @@
 The task: answer a ticket with one token, rewarded 1 when that token contains the letter "e"
 (``string_check`` ``like``), else 0. The optimum is known -- always such a token, reward 1 -- and
 the tiny random Llama (tests/tiny.py) starts far from it (about 0.09). Whole jobs run through
-the trainer's loop (:class:`ftkit.local.training.loop.JobRun`, what the server's worker runs), and
+the trainer's loop (:class:`ftkit.local.jobs.training.loop.JobRun`, what the server's worker runs), and
 the reward is measured on the *served* models (the start and the job's ``ft:`` model loaded from
 the store as the server loads them), sampled at temperature 1 on held-out prompts with a fixed
 seed. Whatever stops the reward rising fails here: an advantage with the wrong sign and an
@@ -28,11 +28,11 @@ from tiny import load_tiny, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from ftkit import graders  # noqa: E402
 from ftkit import lifecycle as lc  # noqa: E402
-from ftkit.local import jobstate  # noqa: E402
-from ftkit.local.render import render_prompt  # noqa: E402
+from ftkit.local.inference.render import render_prompt  # noqa: E402
+from ftkit.local.jobs import jobstate  # noqa: E402
+from ftkit.local.jobs.training import recipe, rft, sampling, starting, steps  # noqa: E402
+from ftkit.local.jobs.training.loop import JobRun, RunContext  # noqa: E402
 from ftkit.local.store import Store, new_id  # noqa: E402
-from ftkit.local.training import recipe, rft, sampling, starting, steps  # noqa: E402
-from ftkit.local.training.loop import JobRun, RunContext  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket."}
 #: 1 for an answer containing "e" (about 9% of the tiny model's one-token answers), else 0.

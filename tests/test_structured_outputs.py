@@ -2,7 +2,7 @@
 through the official SDK and LangChain, every response checked against the spec.
 
 Tests marked ``needs_constrained_engine`` need the engine side of issue 11 (constrained decoding
-and logprobs, ``ftkit/local/grammar.py``); they are skipped, with that reason, where the engine
+and logprobs, ``ftkit/local/inference/grammar.py``); they are skipped, with that reason, where the engine
 does not support constraints yet. Answers are short (``max_tokens`` <= 40) to keep CI time low.
 """
 
@@ -44,8 +44,8 @@ TRIAGE_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["
 def test_usage_counts_the_prompt_as_the_model_sees_it(client, check_schema):
     from transformers import AutoTokenizer
 
-    from ftkit.local.models import cached_dir
-    from ftkit.local.render import render_prompt
+    from ftkit.local.inference.render import render_prompt
+    from ftkit.local.inference.weights import cached_dir
 
     raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=TICKET, temperature=0, max_tokens=5)
     check_schema(raw.http_response.json(), "CreateChatCompletionResponse")

@@ -55,7 +55,7 @@ def tiny_smollm2(local_server, tmp_path_factory) -> str:
     """The tiny random Llama with SmolLM2's vocabulary, registered on the shared server."""
     from tiny_models import save_tiny_llama, smollm2_tokenizer
 
-    from ftkit.local.service import Platform
+    from ftkit.local.services.platform import Platform
     from ftkit.local.store import Store
 
     store = Store(local_server.home)
@@ -152,7 +152,7 @@ def test_a_cut_off_forced_call_says_length_without_markup(client, tiny_smollm2, 
 
 
 def test_required_parallel_calls_never_repeat_a_call(client, tiny_smollm2, check_schema):
-    from ftkit.local.render import MAX_PARALLEL_CALLS
+    from ftkit.local.inference.render import MAX_PARALLEL_CALLS
 
     raw = client.chat.completions.with_raw_response.create(model=tiny_smollm2, messages=TICKET, tools=[ORDER_TOOL],
                                                            tool_choice="required", temperature=1.0, seed=3, n=3)

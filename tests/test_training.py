@@ -16,11 +16,11 @@ pytest.importorskip("peft")
 from tiny import load_tiny, tiny_llama, tiny_tokenizer  # noqa: E402
 
 from ftkit import lifecycle as lc  # noqa: E402
-from ftkit.local import jobstate  # noqa: E402
-from ftkit.local.render import IGNORE_INDEX  # noqa: E402
+from ftkit.local.inference.render import IGNORE_INDEX  # noqa: E402
+from ftkit.local.jobs import jobstate  # noqa: E402
+from ftkit.local.jobs.training import dpo, recipe, starting, steps  # noqa: E402
+from ftkit.local.jobs.training.loop import JobRun, JobStopped  # noqa: E402
 from ftkit.local.store import Store, new_id  # noqa: E402
-from ftkit.local.training import dpo, recipe, starting, steps  # noqa: E402
-from ftkit.local.training.loop import JobRun, JobStopped  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket. Reply with JSON: category, urgency, product."}
 LABELS = ["billing", "technical", "shipping"]
@@ -197,7 +197,7 @@ def test_dpo_loss_starts_at_log2_and_training_prefers_the_chosen_answers():
 
 
 def _ctx(model, tok, hp):
-    from ftkit.local.training.loop import RunContext
+    from ftkit.local.jobs.training.loop import RunContext
 
     return RunContext(model, tok, {"batch_size": 4, "n_epochs": 1, "learning_rate_multiplier": 1.0, **hp}, 0,
                       "fp32", tok.pad_token_id, 10)
@@ -395,7 +395,7 @@ FUZZY = {"type": "text_similarity", "name": "close", "input": "{{ sample.output_
 
 
 def test_engine_generate_samples_groups_in_shared_batches():
-    from ftkit.local.training import sampling
+    from ftkit.local.jobs.training import sampling
 
     tok = tiny_tokenizer()
     model = tiny_llama(seed=7)
@@ -419,7 +419,7 @@ def test_reinforcement_job_runs_on_the_shared_loop(store):
                                              "eval_interval": 2, "eval_samples": 2}}}
     job = _start_job(store, method, _upload(store, [rft_line(i) for i in range(6)]),
                      _upload(store, [rft_line(10), rft_line(11), rft_line(12)]))
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     rft.MAX_COMPLETION_TOKENS, saved = 8, rft.MAX_COMPLETION_TOKENS
     try:
@@ -445,7 +445,7 @@ def test_reinforcement_job_runs_on_the_shared_loop(store):
 
 def test_reinforcement_steps_raise_the_reward():
     from ftkit import graders
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     tok = tiny_tokenizer()
     model = recipe.LoraRecipe(rank=8, alpha=16).apply(tiny_llama(seed=8))
@@ -476,7 +476,7 @@ def test_reinforcement_log_probabilities_score_only_the_answers():
     """completion_logprobs: each answer token's log-probability as a lone forward pass over its
     prompt + answer gives it, whatever the other rows' prompt and answer lengths; and the LM head
     (vocabulary-sized logits) runs only on the answer positions, never on the prompts'."""
-    from ftkit.local.training import rft
+    from ftkit.local.jobs.training import rft
 
     tok = tiny_tokenizer()
     model = recipe.LoraRecipe(rank=4, alpha=8).apply(tiny_llama(seed=5))

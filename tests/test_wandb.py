@@ -18,10 +18,10 @@ pytest.importorskip("peft")
 from tiny import load_tiny  # noqa: E402
 
 from ftkit import lifecycle as lc  # noqa: E402
-from ftkit.local import jobstate  # noqa: E402
+from ftkit.local.jobs import jobstate  # noqa: E402
+from ftkit.local.jobs.training import tracking  # noqa: E402
+from ftkit.local.jobs.training.loop import JobRun  # noqa: E402
 from ftkit.local.store import Store  # noqa: E402
-from ftkit.local.training import tracking  # noqa: E402
-from ftkit.local.training.loop import JobRun  # noqa: E402
 
 SYSTEM = {"role": "system", "content": "Triage the support ticket. Reply with JSON: category, urgency, product."}
 LABELS = ["billing", "technical", "shipping"]
@@ -104,7 +104,7 @@ def trained(tmp_path_factory):
     from fake_engine import FakeEngine
     from fastapi.testclient import TestClient
 
-    from ftkit.local.app import create_app
+    from ftkit.local.api.app import create_app
 
     home = tmp_path_factory.mktemp("wandb-home")
     Store(home).add_model("tiny", kind="base", owned_by="system", source="tiny")

@@ -1,4 +1,4 @@
-"""The worker's decisions (ftkit.local.worker) as tables, in milliseconds: files -> queue or fail,
+"""The worker's decisions (ftkit.local.jobs.worker) as tables, in milliseconds: files -> queue or fail,
 and status x exit code x stopping -> wait, terminate, requeue, fail or finish.
 
 The end-to-end proof stays with the server tests (kill -9 of the trainer and of the server in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from ftkit import lifecycle as lc
-from ftkit.local import worker
+from ftkit.local.jobs import worker
 from ftkit.tokens import ExampleTokens
 from ftkit.validation import validate
 

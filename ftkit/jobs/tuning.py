@@ -2,9 +2,9 @@
 server's value, and what to try first when a run under- or overfits.
 
 The hosted ranges are read from OpenAI's spec (the request schemas ftkit checks every job
-against, ``ftkit/local/openapi_requests.json``) and the descriptions quote it; the local values
+against, ``ftkit/local/api/openapi_requests.json``) and the descriptions quote it; the local values
 come from the method registry (:mod:`ftkit.methods`) and the LoRA recipe the trainer uses
-(:data:`ftkit.local.training.recipe.RECIPE`), so the table cannot drift from what runs.
+(:data:`ftkit.local.jobs.training.recipe.RECIPE`), so the table cannot drift from what runs.
 
 Taught in notebooks/04_job_lifecycle.ipynb.
 """
@@ -19,7 +19,7 @@ from .. import lifecycle, methods
 
 __all__ = ["hyperparameter_table"]
 
-_SPEC_SCHEMAS = Path(__file__).resolve().parents[1] / "local" / "openapi_requests.json"
+_SPEC_SCHEMAS = Path(__file__).resolve().parents[1] / "local" / "api" / "openapi_requests.json"
 
 #: The spec's own description of each hyperparameter (``FineTuneSupervisedHyperparameters``).
 SPEC_DESCRIPTIONS = {
@@ -75,7 +75,7 @@ def hyperparameter_table(method: str = lifecycle.SUPERVISED):
     """
     import pandas as pd
 
-    from ..local.training.recipe import RECIPE
+    from ..local.jobs.training.recipe import RECIPE
 
     spec = methods.get(method)
     base_lr = spec.base_learning_rate

@@ -47,7 +47,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
 
-        from .app import create_app
+        from .api.app import create_app
     except ImportError as e:
         print(f"the local server needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
         return 2
@@ -99,7 +99,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def register(args: argparse.Namespace) -> int:
-    from .service import APIError, Platform
+    from .services.platform import APIError, Platform
     from .store import Store
 
     home = home_dir(args.home)
@@ -120,7 +120,7 @@ def export(args: argparse.Namespace) -> int:
     """Export a fine-tuned model (ftkit.local.export); a clear message and exit 2 when it cannot."""
     try:
         from .export import ExportError, export_model
-        from .models import ModelNotAvailable
+        from .inference.weights import ModelNotAvailable
     except ImportError as e:
         print(f"export needs the 'local' extra: pip install 'ftkit[local]' ({e})", file=sys.stderr)
         return 2

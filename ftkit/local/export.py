@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ..hashing import sha256_file
 from ..lifecycle import SUPERVISED, results_csv
-from .models import DEFAULT_BASE_MODEL, SOURCES, find_gguf
+from .inference.weights import DEFAULT_BASE_MODEL, SOURCES, find_gguf
 from .store import Store
 
 __all__ = [
@@ -452,7 +452,7 @@ def model_card(facts: dict) -> str:
 
 def _merged_model(src: ExportSource, progress):
     """(model, tokenizer): the base with the adapter merged in, float32, on the CPU."""
-    from .models import load_base_model
+    from .inference.weights import load_base_model
 
     model, tokenizer = load_base_model(src.base_source, progress=progress)
     if src.adapter_path is not None:
@@ -466,7 +466,7 @@ def _base_tokenizer(src: ExportSource):
     """The base model's tokenizer (with its chat template), loaded the way the server loads it."""
     from transformers import AutoTokenizer
 
-    from .models import ensure_cached
+    from .inference.weights import ensure_cached
 
     if src.base_source in SOURCES:
         tokenizer = AutoTokenizer.from_pretrained(ensure_cached(src.base_source, progress=None))

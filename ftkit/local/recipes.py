@@ -13,9 +13,9 @@ GRPO's rollouts -- and takes the trained adapter back, so the course's evaluatio
 
 * ``train.jsonl`` / ``validation.jsonl``: the job's files, unchanged (the data format does not change);
 * ``recipe.json``: the job (method, base model, seed, suffix, its *resolved* hyperparameters as
-  :func:`ftkit.local.hyperparameters.resolve` gives them), the TRL config's arguments
+  :func:`ftkit.local.jobs.hyperparameters.resolve` gives them), the TRL config's arguments
   (``SFTConfig`` / ``DPOConfig`` / ``GRPOConfig``: :func:`trl_arguments`), the LoRA config
-  (:data:`ftkit.local.training.recipe.RECIPE`), and for RFT the job's grader;
+  (:data:`ftkit.local.jobs.training.recipe.RECIPE`), and for RFT the job's grader;
 * ``train.py``: a short script -- tokenizer, model, TRL config, trainer, ``train()``, the adapter;
 * ``accelerate/single_gpu.yaml`` and ``accelerate/multi_gpu_zero2.yaml`` (DeepSpeed ZeRO-2, in
   the shape of TRL's own ``trl/accelerate_configs``);
@@ -23,7 +23,7 @@ GRPO's rollouts -- and takes the trained adapter back, so the course's evaluatio
   rollouts, the import back).
 
 What stays ftkit's, so the run is the *same* job: the supervised examples are tokenised by
-:func:`ftkit.local.render.encode_for_training` (assistant-only loss: the assistant turns whose
+:func:`ftkit.local.inference.render.encode_for_training` (assistant-only loss: the assistant turns whose
 ``weight`` is not 0, with their end-of-turn token; TRL's own ``assistant_only_loss`` needs a chat
 template with ``{% generation %}`` markers, which SmolLM2's lacks, and knows no ``weight``), and
 RFT's reward is the job's grader run by :mod:`ftkit.graders` (:func:`grader_reward`), on the same
@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import lifecycle as lc
-from . import hyperparameters
+from .jobs import hyperparameters
 
 __all__ = [
     "RECIPE_FILE",
@@ -146,13 +146,13 @@ def _method_parts(method: dict | None, legacy_hp: dict | None) -> tuple[str, dic
 
 def _resolve_model(store, model: str) -> tuple[str, str, Path | None]:
     """(base id, base source, starting adapter) of a job's model."""
-    from . import models
+    from .inference import weights
 
     if store is not None and store.get_model(model) is not None:
-        from .training.starting import resolve_start
+        from .jobs.training.starting import resolve_start
 
         return resolve_start(store, model)
-    if model in models.SOURCES:
+    if model in weights.SOURCES:
         return model, model, None
     if model.startswith("ft:"):
         raise RecipeError(f"no fine-tuned model {model!r} in the local server's home: pass --home")
@@ -190,7 +190,7 @@ def recipe_from_spec(spec_path: str | os.PathLike, home: str | os.PathLike | Non
     """The recipe of a job spec not run yet: a JSON file in the shape of ``POST /v1/fine_tuning/jobs``
     (``model``, ``training_file``, ``validation_file``, ``method``, ``seed``, ``suffix``) whose files
     are paths (relative to the spec) or file ids of the local server in ``home``. The
-    hyperparameters are checked and resolved as the server will (:mod:`ftkit.local.hyperparameters`);
+    hyperparameters are checked and resolved as the server will (:mod:`ftkit.local.jobs.hyperparameters`);
     a missing seed is an error here (the server would draw one at random: a recipe must be repeatable)."""
     spec_path = Path(spec_path)
     try:
@@ -263,16 +263,16 @@ def trl_arguments(job: JobRecipe) -> dict:
     * ``n_epochs`` -> ``num_train_epochs``; ``batch_size`` -> ``per_device_train_batch_size`` (one
       process; train.py divides it by the number of processes so the global batch stays the job's);
       RFT's batch is prompts, TRL's is completions: ``batch_size`` x samples per prompt, with
-      ``num_generations`` = samples per prompt (:func:`ftkit.local.hyperparameters.samples_per_prompt`);
+      ``num_generations`` = samples per prompt (:func:`ftkit.local.jobs.hyperparameters.samples_per_prompt`);
     * learning rate = the method's LoRA base rate x ``learning_rate_multiplier``; AdamW without weight
-      decay; linear warm-up over :func:`ftkit.local.training.steps.warmup_steps` steps, then linear
+      decay; linear warm-up over :func:`ftkit.local.jobs.training.steps.warmup_steps` steps, then linear
       decay to 0; gradients clipped at norm 1; the job's seed for the model, the data order and sampling;
     * DPO: ``beta``, the sigmoid loss, reference log-probabilities computed once (as the local
       trainer); RFT: TRL's ``loss_type="grpo"`` with rewards normalised per group, one update per
       batch, answers of at most 128 tokens sampled at temperature 1, no KL term (as the local trainer).
     """
-    from .models import MAX_EXAMPLE_TOKENS
-    from .training.steps import MAX_GRAD_NORM, warmup_steps
+    from .inference.weights import MAX_EXAMPLE_TOKENS
+    from .jobs.training.steps import MAX_GRAD_NORM, warmup_steps
 
     hp, kind = job.hyperparameters, job.method
     steps = total_steps(job)
@@ -304,7 +304,7 @@ def trl_arguments(job: JobRecipe) -> dict:
     elif kind == lc.DPO:
         args.update(beta=hp["beta"], loss_type=["sigmoid"], precompute_ref_log_probs=True)
     else:
-        from .training import rft
+        from .jobs.training import rft
 
         group = hyperparameters.samples_per_prompt(hp["compute_multiplier"])
         args.update(per_device_train_batch_size=hp["batch_size"] * group, num_generations=group,
@@ -316,7 +316,7 @@ def trl_arguments(job: JobRecipe) -> dict:
 
 def lora_arguments() -> dict:
     """``peft.LoraConfig`` keyword arguments of the local server's LoRA recipe."""
-    from .training.recipe import RECIPE
+    from .jobs.training.recipe import RECIPE
 
     return {"r": RECIPE.rank, "lora_alpha": RECIPE.alpha, "lora_dropout": RECIPE.dropout,
             "target_modules": list(RECIPE.target_modules), "task_type": "CAUSAL_LM"}
@@ -335,14 +335,14 @@ def _hub_id(base_id: str) -> str | None:
 
 def sft_dataset(path: str | os.PathLike, tokenizer):
     """A ``datasets.Dataset`` of ``input_ids`` and ``labels``: each supervised line tokenised by
-    the local trainer's own encoder (:func:`ftkit.local.training.steps.encode_example`: the chat
+    the local trainer's own encoder (:func:`ftkit.local.jobs.training.steps.encode_example`: the chat
     template, tools in the system message, labels on assistant turns whose ``weight`` is not 0).
     SFTTrainer trains on a ``labels`` column as given."""
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .models import MAX_EXAMPLE_TOKENS
-    from .training.steps import encode_example
+    from .inference.weights import MAX_EXAMPLE_TOKENS
+    from .jobs.training.steps import encode_example
 
     rows = []
     for line in read_jsonl(path):
@@ -355,11 +355,11 @@ def sft_dataset(path: str | os.PathLike, tokenizer):
 def dpo_dataset(path: str | os.PathLike):
     """A ``datasets.Dataset`` in TRL's conversational preference format (``prompt``, ``chosen``,
     ``rejected``), the messages mapped to plain role/content as the local trainer renders them
-    (:func:`ftkit.local.render.template_messages`: tools in the system message, tool calls as text)."""
+    (:func:`ftkit.local.inference.render.template_messages`: tools in the system message, tool calls as text)."""
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .render import template_messages
+    from .inference.render import template_messages
 
     rows = []
     for line in read_jsonl(path):
@@ -378,7 +378,7 @@ def grpo_dataset(path: str | os.PathLike):
     from datasets import Dataset
 
     from ..data import read_jsonl
-    from .render import template_messages
+    from .inference.render import template_messages
 
     rows = [{"prompt": template_messages(line["messages"], line.get("tools")),
              "ftkit_item": json.dumps(line, ensure_ascii=False)} for line in read_jsonl(path)]
@@ -397,7 +397,7 @@ def grader_reward(grader: dict, tokenizer, *, judge=None) -> Callable[..., list[
     pointed at a server that serves the judge model (train.py does this when the grader needs one).
     """
     from .. import graders
-    from .training.rft import Prompt, Sampled, _choice
+    from .jobs.training.rft import Prompt, Sampled, _choice
 
     compiled = graders.compile_grader(grader)
     if compiled.uses_judge() and judge is None:
@@ -559,7 +559,7 @@ adapter = Path(args.output_dir) / "{adapter}"
 trainer.save_model(str(adapter))
 if trainer.accelerator.is_main_process:
     if recipe["start_adapter"]:  # one adapter over the base, as the local server saves it
-        from ftkit.local.training.starting import combine_adapters
+        from ftkit.local.jobs.training.starting import combine_adapters
 
         combine_adapters([HERE / recipe["start_adapter"], adapter], adapter)
     print(f"adapter: {{adapter}}")
@@ -644,7 +644,7 @@ def write_recipe(job: JobRecipe, out: str | os.PathLike, *, overwrite: bool = Fa
             "trl": {"class": TRL_CONFIG_CLASSES[job.method], "trainer": TRL_TRAINER_CLASSES[job.method],
                     "args": trl_arguments(job)},
             "lora": lora_arguments(),
-            "loss": ("assistant-only: labels from ftkit.local.render.encode_for_training (assistant turns whose "
+            "loss": ("assistant-only: labels from ftkit.local.inference.render.encode_for_training (assistant turns whose "
                      "weight is not 0, with their end-of-turn token)") if job.method == lc.SUPERVISED else
                     ("completion-only (TRL's preference format)" if job.method == lc.DPO else
                      "GRPO on the grader's rewards"),
@@ -705,10 +705,10 @@ def _base_module_shapes(source: str) -> dict[str, tuple[int, int]]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from . import models
+    from .inference import weights
 
-    if source in models.SOURCES:
-        config = AutoConfig.from_pretrained(models.ensure_cached(source, progress=None))
+    if source in weights.SOURCES:
+        config = AutoConfig.from_pretrained(weights.ensure_cached(source, progress=None))
     elif Path(source).suffix == ".gguf":
         config = AutoConfig.from_pretrained(Path(source).parent, gguf_file=Path(source).name)
     else:
@@ -764,7 +764,7 @@ def import_adapter(adapter: str | os.PathLike, base: str, *, suffix: str | None 
     base (:func:`check_adapter`) and copied into the home, so the server -- running or not -- serves it
     and the course's evaluation runs on it."""
     from .control import home_dir
-    from .service import Platform
+    from .services.platform import Platform
     from .store import Store, short_id
 
     adapter = Path(adapter).expanduser().resolve()

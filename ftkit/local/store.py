@@ -419,7 +419,7 @@ class Store:
         ``only_if_status``: only when the job is in one of those states; ``only_if_trainer``: only
         when a trainer process is (True) or is not (False) recorded for it. The conditions make
         each transition atomic -- two processes racing to end a job (cancel vs finish) cannot
-        both win. The transitions themselves live in :mod:`ftkit.local.jobstate`.
+        both win. The transitions themselves live in :mod:`ftkit.local.jobs.jobstate`.
         """
         sets = ", ".join(f"{k} = ?" for k in fields)
         params = [_encode(k, v) for k, v in fields.items()] + [job_id]

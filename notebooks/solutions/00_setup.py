@@ -6,7 +6,7 @@ from unittest import mock
 
 import ftkit
 from ftkit.course import check_environment, environment
-from ftkit.local import models
+from ftkit.local.inference import weights
 
 # ★ Which torch, and is it a CPU build?
 versions = dict(zip(environment()["component"], environment()["version"]))
@@ -29,7 +29,7 @@ print("what-if:", what_if[0])
 # ★★★ A bug report that never leaks a key.
 def bug_report() -> str:
     info = ftkit.backend_info()
-    status = models.status()
+    status = weights.status()
     problems = check_environment()
     lines = [
         f"python {platform.python_version()}, ftkit {ftkit.__version__}",

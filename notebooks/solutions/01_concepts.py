@@ -5,7 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ftkit import concepts
-from ftkit.local.models import load_base_model
+from ftkit.local.inference.weights import load_base_model
 
 model, tokenizer = load_base_model(progress=None)
 

@@ -176,7 +176,7 @@ def exercise_6(client) -> pd.DataFrame:
 
 def exercise_7() -> float:
     """★ A two-turn example: only the second answer (weight 1) and its end-of-turn are learned."""
-    from ftkit.local.models import load_base_model
+    from ftkit.local.inference.weights import load_base_model
     from ftkit.under_the_hood import label_mask_table
 
     first, second = list(read_jsonl(data_path("tickets", "train.jsonl")))[:2]

@@ -67,9 +67,9 @@ def _one_step_logprobs():
     SFT step (adapter on) and under the reference (adapter off)."""
     import torch
 
-    from ftkit.local.models import load_base_model
-    from ftkit.local.training import dpo, steps
-    from ftkit.local.training.recipe import RECIPE
+    from ftkit.local.inference.weights import load_base_model
+    from ftkit.local.jobs.training import dpo, steps
+    from ftkit.local.jobs.training.recipe import RECIPE
 
     settings = pref.tone_settings()
     torch.manual_seed(0)
@@ -93,7 +93,7 @@ def _one_step_logprobs():
 
 def exercise_2() -> pd.DataFrame:
     """★ The same log-probabilities at three betas: rewards, margin and loss."""
-    from ftkit.local.training import dpo
+    from ftkit.local.jobs.training import dpo
 
     chosen, rejected, ref_chosen, ref_rejected = _one_step_logprobs()
     rows = []

@@ -24,7 +24,7 @@ from ftkit import cost, graders, jobs
 from ftkit import evaluate as ev
 from ftkit import reinforcement as rl
 from ftkit.course import data_path, triage_job
-from ftkit.local.hyperparameters import samples_per_prompt
+from ftkit.local.jobs.hyperparameters import samples_per_prompt
 
 
 def first_item(settings) -> dict:

@@ -21,13 +21,14 @@ from pathlib import Path
 import ftkit
 from ftkit import data, reinforcement
 from ftkit.course import data_path, triage_job
-from ftkit.local import control, models, recipes
+from ftkit.local import control, recipes
+from ftkit.local.inference import weights
 
 
 def exercise_1(work: Path) -> dict:
     """★ A recipe for a job not run yet: the full ticket data, epochs "auto"."""
     shutil.copyfile(data_path("tickets", "train.jsonl"), work / "train.jsonl")
-    spec = {"model": models.DEFAULT_BASE_MODEL, "training_file": "train.jsonl", "seed": 42,
+    spec = {"model": weights.DEFAULT_BASE_MODEL, "training_file": "train.jsonl", "seed": 42,
             "method": {"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": "auto"}}}}
     (work / "job.json").write_text(json.dumps(spec))
     job = recipes.recipe_from_spec(work / "job.json", control.home_dir())
@@ -52,7 +53,7 @@ def exercise_2(client, job, work: Path) -> dict:
     print(f"   job batch_size {hp['batch_size']} prompts x {args['num_generations']} samples each = GRPOConfig "
           f"per_device_train_batch_size {args['per_device_train_batch_size']}: TRL counts completions, the job prompts")
     print(f"   starts from {job.fine_tuned_model}: its adapter travels as {recipe['start_adapter']}/")
-    tokenizer = AutoTokenizer.from_pretrained(models.ensure_cached(progress=None))
+    tokenizer = AutoTokenizer.from_pretrained(weights.ensure_cached(progress=None))
     line = settings.training_examples()[0]
     answers = reinforcement.sample_answers(line)
     ids = [tokenizer(a, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for a in answers.values()]
