@@ -499,14 +499,16 @@ class TriageSettings:
 
 #: The course's two recipes. Full: the whole training file, the validation file, hyperparameters
 #: on "auto" (3 epochs for 259 examples). Quick (CI, a first try): a subset small enough to train
-#: in a couple of minutes on a 2-core CPU, yet enough for the model to learn the JSON answer
-#: format (notebook 04 prints the measured time of each run; notebook 05 the accuracies). Validation
-#: tickets are few in quick mode because the trainer evaluates them every tenth of the run.
+#: in about a minute on a 2-core CPU -- 20 tickets x 2 epochs, 40 example-passes (it was 40 x 2
+#: until 2026-12-06; CI's budget) -- the one quick SFT job that notebooks 04, 05, 07, 08 and 10
+#: share (notebook 04 prints the measured time of each run; notebook 05 the accuracies, which in
+#: quick mode are no evidence either way). Validation tickets are few in quick mode because the
+#: trainer evaluates them every tenth of the run.
 TRIAGE_SETTINGS = {
     "full": TriageSettings("full", None, None, None, None, None, seed=42,
                            why="all 259 training tickets, 40 validation tickets, auto hyperparameters"),
-    "quick": TriageSettings("quick", 40, 4, 2, 4, 2.0, seed=42,
-                            why="40 training tickets x 2 epochs, batches of 4, twice the learning rate; 4 validation "
+    "quick": TriageSettings("quick", 20, 4, 2, 4, 2.0, seed=42,
+                            why="20 training tickets x 2 epochs, batches of 4, twice the learning rate; 4 validation "
                                 "tickets"),
 }
 
@@ -546,7 +548,7 @@ def eval_test_tickets(quick: bool | None = None) -> int | None:
 #: itself is the last point. Quick: CI affords no extra training job (each is real CPU training,
 #: about a second per example and step on a 2-core CPU without bf16), so the one smaller point is
 #: notebook 04's quick overfitting run (:data:`OVERFIT_SETTINGS`: the first 10 tickets, reused, not
-#: trained again), and the quick job (40 tickets, 2 epochs) is the last point. Its epochs and
+#: trained again), and the quick job (20 tickets, 2 epochs) is the last point. Its epochs and
 #: learning rate are not the quick job's: quick mode proves the cells run, not the curve's shape.
 LEARNING_CURVE_SIZES = {"full": (25, 50, 100), "quick": (10,)}
 
