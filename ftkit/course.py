@@ -223,7 +223,9 @@ def _execute(path: Path, out_dir: Path, timeout: int) -> dict:
     # transport's "running without encryption" warning on every run.
     sockets = Path(tempfile.mkdtemp(prefix="ftkit-kernel-"))
     config = Config({"KernelManager": {"transport": "ipc", "ip": str(sockets / "kernel")}})
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=config,
+    # startup_timeout: nbclient's default (60 s) fails a notebook whose kernel merely starts slowly
+    # on a busy machine (importing the course's libraries at low priority took longer, 2026-12-06)
+    client = NotebookClient(nb, timeout=timeout, startup_timeout=600, kernel_name="python3", config=config,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.monotonic()
     cpu_start = _cpu_seconds()
