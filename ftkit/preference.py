@@ -325,17 +325,18 @@ def _spread(rows: list, n: int) -> list:
 
 
 #: Full: every example and pair, "auto" epochs (3 for 36 examples, 3 for 48 pairs), all 48
-#: held-out drafts. Quick (CI, a first try): the same steps on less -- 16 SFT examples once and 10
-#: DPO pairs once, both at twice the learning rate, 2 validation pairs, 8 held-out drafts: about 5
-#: CPU-minutes in all, too few drafts to measure a shift.
+#: held-out drafts. Quick (CI, a first try): the same steps on less -- 10 SFT examples once and 10
+#: DPO pairs once (each the API's smallest training file), both at twice the learning rate, 2
+#: validation pairs, 4 held-out drafts (3 naming the customer, 1 naming nobody): every cell runs,
+#: far too few drafts to measure a shift.
 TONE_SETTINGS = {
     "full": ToneSettings("full", why="36 SFT examples, then 48 DPO pairs (auto epochs and batch size, beta 0.1); "
                                      "12 validation pairs; 48 held-out drafts"),
-    "quick": ToneSettings("quick", sft_examples=16, sft_epochs=1, sft_learning_rate_multiplier=2.0, dpo_pairs=10,
+    "quick": ToneSettings("quick", sft_examples=10, sft_epochs=1, sft_learning_rate_multiplier=2.0, dpo_pairs=10,
                           dpo_validation_pairs=2, dpo_epochs=1, dpo_batch_size=5, dpo_learning_rate_multiplier=2.0,
-                          test_prompts=8,
-                          why="16 SFT examples x 1 epoch, then 10 DPO pairs x 1 epoch; 2 validation pairs; "
-                              "8 held-out drafts"),
+                          test_prompts=4,
+                          why="10 SFT examples x 1 epoch, then 10 DPO pairs x 1 epoch; 2 validation pairs; "
+                              "4 held-out drafts"),
 }
 
 

@@ -325,20 +325,21 @@ class RftSettings:
 #: Full: every training ticket once (259 prompts x 4 samples, batches of 4: 65 steps), the 40
 #: validation tickets, 8 of them graded every 10 steps, all 101 test tickets. Quick (CI, a first
 #: try): the same steps on 10 tickets (a training file needs at least 10 lines) -- 2 steps of 5
-#: prompts x 4 samples, 2 validation tickets -- and 24 test tickets: it shows every step and
-#: figure, too short to change the model much. Measured on the course's 2-core machine (AMD EPYC,
-#: AVX2 without AVX512-BF16, so fp32; idle, 2026-11-27): the quick job took 88 s wall / 162 CPU-s
-#: (2 steps of ~30 s: sampling 20 answers and one update each), notebook 07 in quick mode 193 s
-#: with notebook 04's job reused; the full run was not timed.
+#: prompts x 2 samples (compute_multiplier 0.5: the smallest group with a spread), 2 validation
+#: tickets -- and 8 test tickets: it shows every step and figure, too short to change the model
+#: much. Measured on the course's 2-core machine (AMD EPYC, AVX2 without AVX512-BF16, so fp32;
+#: idle, 2026-11-27) with 4 samples per prompt: the quick job took 88 s wall / 162 CPU-s (2 steps
+#: of ~30 s: sampling 20 answers and one update each); 2 samples halve the sampling and the update.
+#: The full run was not timed.
 RFT_SETTINGS = {
     "full": RftSettings("full", n_epochs=1, batch_size=4, compute_multiplier=1.0, eval_interval=10,
                         eval_samples=8,
                         why="259 training tickets x 4 samples, 1 epoch, batches of 4; 40 validation tickets; "
                             "101 test tickets"),
     "quick": RftSettings("quick", train_prompts=10, validation_prompts=2, n_epochs=1, batch_size=5,
-                         compute_multiplier=1.0, eval_interval=100, eval_samples=2, test_tickets=24,
-                         why="10 training tickets x 4 samples, 1 epoch, batches of 5 (2 steps); 2 validation "
-                             "tickets; 24 test tickets"),
+                         compute_multiplier=0.5, eval_interval=100, eval_samples=2, test_tickets=8,
+                         why="10 training tickets x 2 samples, 1 epoch, batches of 5 (2 steps); 2 validation "
+                             "tickets; 8 test tickets"),
 }
 
 

@@ -23,6 +23,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC_PATH = ROOT / "tests" / "data" / "openai-openapi.yaml"
 
 
+#: tests/test_notebooks.py's quick-mode course run, one dict per notebook (``ftkit.course.run``'s
+#: results), filled by its fixture: printed in the terminal summary of every run that ran it, next
+#: to pytest's slowest durations (``--durations=30`` in pyproject.toml), so a CI log shows where
+#: the time went.
+NOTEBOOK_RESULTS: list[dict] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not NOTEBOOK_RESULTS:
+        return
+    tr = terminalreporter
+    tr.section("quick-mode notebooks (tests/test_notebooks.py)")
+    for r in NOTEBOOK_RESULTS:
+        tr.write_line(f"{r['notebook']:40} {'ok' if r['ok'] else 'FAILED':7} {r['seconds']:7.1f} s wall  "
+                      f"{r.get('cpu_seconds', 0):7.1f} CPU-s")
+    wall = sum(r["seconds"] for r in NOTEBOOK_RESULTS)
+    cpu = sum(r.get("cpu_seconds", 0) for r in NOTEBOOK_RESULTS)
+    tr.write_line(f"{'all notebooks':40} {'':7} {wall:7.1f} s wall  {cpu:7.1f} CPU-s  "
+                  f"(load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -32,6 +32,7 @@ from ftkit.course import (
     LEARNING_CURVE_SIZES,
     TRIAGE_SETTINGS,
     learning_curve_settings,
+    overfit_settings,
 )
 from ftkit.local.jobs.training.recipe import RECIPE
 
@@ -107,16 +108,19 @@ CLAIMS = [
     Claim("05_evaluation", "Quick mode evaluates a seeded random {} of each", lambda: (EVAL_TEST_TICKETS["quick"],)),
     Claim("05_evaluation", "(full mode: the first {}, {} and {} training tickets at {} epochs",
           lambda: (*LEARNING_CURVE_SIZES["full"], learning_curve_settings(quick=False)[0].n_epochs)),
-    Claim("05_evaluation", "{} and {} tickets for one epoch",
-          lambda: (*LEARNING_CURVE_SIZES["quick"], 1 if learning_curve_settings(quick=True)[0].n_epochs == 1 else -1)
-          [:2]),
+    Claim("05_evaluation", "its one smaller point is notebook 04's overfitting run (the first {} tickets",
+          lambda: (*LEARNING_CURVE_SIZES["quick"],) if learning_curve_settings(quick=True) == [overfit_settings(True)]
+          else (-1,)),
     Claim("05_evaluation", "(notebook 04's quick model) trained {} epochs", lambda: (QUICK.n_epochs,)),
     Claim("05_evaluation", "`data/general/ability.jsonl` has {} short questions",
           lambda: (_lines(DATA / "general" / "ability.jsonl"),)),
-    Claim("05_evaluation", "quick mode asks every other one, {})",
-          lambda: (len(range(0, _lines(DATA / "general" / "ability.jsonl"), 2)),)),
+    Claim("05_evaluation", "quick mode asks every fourth one, {})",
+          lambda: (len(range(0, _lines(DATA / "general" / "ability.jsonl"), _from_code("05_evaluation", r"ability\[::(\d+)\]")[0])),)),
     Claim("05_evaluation", "With {} questions ({} in quick mode)",
-          lambda: (_lines(DATA / "general" / "ability.jsonl"), len(range(0, _lines(DATA / "general" / "ability.jsonl"), 2)))),
+          lambda: (_lines(DATA / "general" / "ability.jsonl"),
+                   len(range(0, _lines(DATA / "general" / "ability.jsonl"), _from_code("05_evaluation", r"ability\[::(\d+)\]")[0])))),
+    Claim("05_evaluation", "8 samples each; {} of them in quick mode)",
+          lambda: _from_code("05_evaluation", r"tolist\(\)\[: (\d+) if QUICK")),
     # 06: the house-style data
     Claim("06_preference_tuning", "the house style from {} examples", lambda: (_lines(DATA / "tone" / "train.jsonl"),)),
     Claim("06_preference_tuning", "on the {} house-style examples ({} of them",

@@ -637,8 +637,12 @@ def test_learning_curve_jobs_are_their_own_recipes():
         recipes = {s.recipe for s in points} | {main.recipe}
         assert len(recipes) == len(points) + 1  # each point is found again by its own metadata
         for s in points:
-            assert s.metadata["lesson"] == "05" and s.validation_set() == []
             assert s.training_examples() == main.training_examples()[: s.train_examples]  # nested subsets
+        if not quick:
+            assert all(s.metadata["lesson"] == "05" and s.validation_set() == [] for s in points)
     assert course.triage_settings(True).metadata["lesson"] == "04"
-    # quick mode's extra training stays small: at most 30 example-steps in all (about 30 s on 2 cores)
-    assert sum(s.train_examples * s.n_epochs for s in course.learning_curve_settings(True)) <= 30
+    # quick mode trains no job of its own for the curve: its one smaller point is notebook 04's
+    # overfitting run, found again by that job's metadata (lesson 04), so CI trains it once
+    assert course.learning_curve_settings(True) == [course.overfit_settings(True)]
+    assert course.learning_curve_settings(True)[0].metadata == course.overfit_settings(True).metadata
+    assert course.overfit_settings(True).metadata["lesson"] == "04"

@@ -553,20 +553,26 @@ def test_create_job_and_upload_speak_reinforcement():
 # -- real jobs -----------------------------------------------------------------------------------
 
 
+# The jobs below test the lifecycle through ftkit.jobs (watch, events, results, checkpoints,
+# pause, resume, cancel, cleanup, reuse), not what a model learns: they train the tiny registered
+# model (conftest.tiny_model), through the same server, trainer and loop as SmolLM2.
+
+
 @pytest.fixture(scope="module")
-def tiny_job(client, tmp_path_factory):
+def tiny_job(client, tiny_model, tmp_path_factory):
     """One finished tiny job (10 examples, 1 epoch, batches of 5, a 4-example validation file)."""
     folder = tmp_path_factory.mktemp("tiny")
     train = jobs.upload(client, tiny_chat_file(folder / "train.jsonl", n=10, seed=21), verbose=False)
     valid = jobs.upload(client, tiny_chat_file(folder / "valid.jsonl", n=4, seed=22), min_examples=1, verbose=False)
-    job = jobs.create_job(client, train, validation_file=valid, n_epochs=1, batch_size=5, seed=3, suffix="jobs-test",
-                          metadata={"test": "test_jobs"}, verbose=False)
+    job = jobs.create_job(client, train, model=tiny_model, validation_file=valid, n_epochs=1, batch_size=5, seed=3,
+                          suffix="jobs-test", metadata={"test": "test_jobs"}, verbose=False)
+    assert job.model == tiny_model
     assert job.method.type == "supervised" and job.method.supervised.hyperparameters.n_epochs == 1
     return job
 
 
 @pytest.mark.slow
-def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsys, tmp_path):
+def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, tiny_model, capsys, tmp_path):
     tiny_examples = [json.loads(x) for x in tiny_chat_file(tmp_path / "q.jsonl", n=3, seed=99).read_text().splitlines()]
     job = jobs.watch(client, tiny_job, poll=0.5)
     out = capsys.readouterr().out
@@ -602,7 +608,7 @@ def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsy
     assert row["trained_tokens"] == job.trained_tokens > 0
 
     side = jobs.ask_models(client, {"final": job.fine_tuned_model, "checkpoint": ck["checkpoint"].iloc[0],
-                                    "base": MODEL}, tiny_examples[:3], max_tokens=12)
+                                    "base": tiny_model}, tiny_examples[:3], max_tokens=12)
     assert list(side.columns) == ["ticket", "expected", "final", "checkpoint", "base"] and len(side) == 3
     assert side["ticket"].iloc[0] == tiny_examples[0]["messages"][1]["content"]
     assert side["expected"].iloc[0] == tiny_examples[0]["messages"][2]["content"]
@@ -617,13 +623,13 @@ def test_watch_returns_on_success_and_the_job_reads_back(client, tiny_job, capsy
 
 
 @pytest.mark.slow
-def test_watch_returns_on_failure(client, tmp_path, capsys):
+def test_watch_returns_on_failure(client, tiny_model, tmp_path, capsys):
     path = tiny_chat_file(tmp_path / "bad.jsonl", n=12)
     lines = path.read_text().splitlines()
     lines[2] = lines[2].replace('"role": "assistant"', '"role": "assistent"')
     path.write_text("\n".join(lines) + "\n")
     raw = client.files.create(file=path.open("rb"), purpose="fine-tune")  # around upload()'s validation
-    job = jobs.create_job(client, raw, n_epochs=1, verbose=False)
+    job = jobs.create_job(client, raw, model=tiny_model, n_epochs=1, verbose=False)
     job = jobs.watch(client, job, poll=0.5, timeout=300)
     out = capsys.readouterr().out
     assert job.status == "failed" and job.error.code == "invalid_training_file"
@@ -631,9 +637,10 @@ def test_watch_returns_on_failure(client, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_pause_resume_cancel_with_watch_and_monitor(client, tmp_path, capsys):
+def test_pause_resume_cancel_with_watch_and_monitor(client, tiny_model, tmp_path, capsys):
     f = jobs.upload(client, tiny_chat_file(tmp_path / "long.jsonl", n=20, seed=9), verbose=False)
-    job = jobs.create_job(client, f, n_epochs=3, batch_size=1, verbose=False)
+    # 60 steps of at least 50 ms (the test server's FTKIT_MIN_STEP_SECONDS): time to pause and cancel
+    job = jobs.create_job(client, f, model=tiny_model, n_epochs=3, batch_size=1, verbose=False)
     mon = jobs.JobMonitor(client, job, poll=0.5)
 
     def when_step(step, then):
@@ -679,11 +686,15 @@ def _wait_for_event(client, job_id, prefix, timeout=120):
 
 
 @pytest.mark.slow
-def test_triage_job_runs_once_then_reuses(client, monkeypatch, capsys):
+def test_triage_job_runs_once_then_reuses(client, tiny_model, monkeypatch, capsys):
+    from ftkit import backend
+
     tiny = course.TriageSettings("quick", 10, 4, 1, 5, None, seed=1, why="test-sized")
     monkeypatch.setitem(course.TRIAGE_SETTINGS, "quick", tiny)
+    monkeypatch.setitem(backend.DEFAULT_BASE_MODELS, "local", tiny_model)  # the backend's base model: the tiny one
     first = course.triage_job(client, quick=True)
     assert first.status == "succeeded" and first.user_provided_suffix == "ticket-triage"
+    assert first.model == tiny_model
     assert first.metadata == {"course": "ftkit", "lesson": "04", "mode": "quick", "recipe": tiny.recipe}
     assert "Training the ticket-triage model" in capsys.readouterr().out
     again = course.triage_job(client, quick=True)
@@ -693,16 +704,16 @@ def test_triage_job_runs_once_then_reuses(client, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_cleanup_dry_run_then_real(client, tiny_job, tmp_path):
+def test_cleanup_dry_run_then_real(client, tiny_job, tiny_model, tmp_path):
     job = wait_for_job(client, tiny_job.id)
     extra = jobs.upload(client, tiny_chat_file(tmp_path / "old.jsonl", n=10, seed=33), verbose=False)
     named_files = [extra.id, job.training_file]
-    named_models = [job.fine_tuned_model, MODEL]
+    named_models = [job.fine_tuned_model, tiny_model]
 
     dry = jobs.cleanup(client, files=named_files, models=named_models)
     assert set(dry["id"]) == {*named_files, *named_models}
     actions = dict(zip(dry["id"], dry["action"]))
-    assert actions[MODEL] == "kept: a base model is never deleted"
+    assert actions[tiny_model] == "kept: a base model is never deleted"
     assert {actions[i] for i in [*named_files, job.fine_tuned_model]} == {"would delete"}
     assert client.files.retrieve(extra.id).id == extra.id  # a dry run deletes nothing
     assert client.models.retrieve(job.fine_tuned_model).id == job.fine_tuned_model
@@ -717,17 +728,18 @@ def test_cleanup_dry_run_then_real(client, tiny_job, tmp_path):
             client.files.retrieve(file_id)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve(job.fine_tuned_model)
-    assert client.models.retrieve(MODEL).id == MODEL  # the base model is still there
+    assert client.models.retrieve(tiny_model).id == tiny_model  # the base model is still there
     # the upload record forgets deleted files: the same content is uploaded anew
     assert jobs.upload(client, tmp_path / "old.jsonl", verbose=False).reused is False
 
 
 
 @pytest.mark.slow
-def test_resume_right_after_pause_never_trains_while_queued(client, tmp_path):
+def test_resume_right_after_pause_never_trains_while_queued(client, tiny_model, tmp_path):
     """Resuming before the trainer has stopped withdraws the pause; it never trains while queued."""
     f = jobs.upload(client, tiny_chat_file(tmp_path / "race.jsonl", n=16, seed=4), verbose=False)
-    job = jobs.create_job(client, f, n_epochs=1, batch_size=2, verbose=False)
+    # 48 steps of at least 50 ms: the job is still training when the pause and the resume arrive
+    job = jobs.create_job(client, f, model=tiny_model, n_epochs=3, batch_size=1, verbose=False)
     _wait_for_step(client, job.id, 2)
     client.fine_tuning.jobs.pause(job.id)
     client.fine_tuning.jobs.resume(job.id)  # at once: the trainer has not seen the pause yet

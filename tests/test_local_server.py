@@ -30,12 +30,14 @@ def training_file(client, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def finished_job(client, training_file, tmp_path_factory):
-    """One complete tiny job with a validation file, shared by the lifecycle tests."""
+def finished_job(client, training_file, tiny_model, tmp_path_factory):
+    """One complete tiny job with a validation file, shared by the lifecycle tests. It trains the
+    tiny registered model (conftest.tiny_model): these tests are about the job's life and its
+    wire shapes, which the same server, trainer and loop give for any base model."""
     valid = tiny_chat_file(tmp_path_factory.mktemp("data") / "valid.jsonl", n=4, seed=1)
     valid_file = client.files.create(file=valid.open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(
-        model=MODEL, training_file=training_file.id, validation_file=valid_file.id, suffix="tiny", seed=7,
+        model=tiny_model, training_file=training_file.id, validation_file=valid_file.id, suffix="tiny", seed=7,
         method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 2, "batch_size": 5}}},
         metadata={"course": "ftkit", "test": "lifecycle"},
     )
@@ -154,12 +156,12 @@ def test_unknown_route_uses_the_error_envelope(local_server):
 # -- the job lifecycle ---------------------------------------------------------------------------
 
 
-def test_job_lifecycle_events_and_results(client, finished_job, check_schema, local_server):
+def test_job_lifecycle_events_and_results(client, finished_job, tiny_model, check_schema, local_server):
     job = finished_job
     assert job.status == "succeeded", job.error
     raw = client.fine_tuning.jobs.with_raw_response.retrieve(job.id)
     check_schema(raw.http_response.json(), "FineTuningJob")
-    assert job.fine_tuned_model == f"ft:{MODEL}:local:tiny:{job.id[-8:].lower()}"
+    assert job.fine_tuned_model == f"ft:{tiny_model}:local:tiny:{job.id[-8:].lower()}"
     assert job.hyperparameters.n_epochs == 2 and job.hyperparameters.batch_size == 5
     assert job.finished_at >= job.created_at and job.estimated_finish is None
 
@@ -189,14 +191,14 @@ def test_job_lifecycle_events_and_results(client, finished_job, check_schema, lo
     assert done.message == "The job has successfully completed"
     assert done.data["cpu_seconds"] > 0 and done.data["trained_tokens"] == job.trained_tokens
 
-    # trained_tokens are the billed tokens: every token of the training file, per epoch
-    from transformers import AutoTokenizer
+    # trained_tokens are the billed tokens: every token of the training file, per epoch, counted
+    # with the trained model's tokenizer (the tiny model's, tests/tiny.py)
+    from tiny import tiny_tokenizer
 
     from ftkit.data import read_jsonl
     from ftkit.local.inference.render import encode_for_training
-    from ftkit.local.inference.weights import cached_dir
 
-    tokenizer = AutoTokenizer.from_pretrained(cached_dir())
+    tokenizer = tiny_tokenizer()
     content = client.files.content(job.training_file).content
     path = local_server.home / "recount.jsonl"
     path.write_bytes(content)
@@ -242,10 +244,12 @@ def test_fine_tuned_model_and_checkpoint_answer(client, finished_job, check_sche
 
 @needs_constrained_engine
 def test_fine_tuned_model_and_checkpoint_structured_output(client, finished_job):
+    from typing import Literal
+
     from pydantic import BaseModel
 
-    class Category(BaseModel):
-        category: str
+    class Category(BaseModel):  # labels, not free text: the tiny random model's string would never end
+        category: Literal["billing", "technical", "shipping"]
 
     messages = [{"role": "system", "content": "Triage. Reply with JSON."},
                 {"role": "user", "content": "Ticket 42: problem with my billing (123)"}]
@@ -279,13 +283,13 @@ def test_events_pagination(client, finished_job):
     assert [e.id for e in page2.data] == [e.id for e in all_events[3:6]]
 
 
-def test_invalid_training_file_fails_the_job_naming_the_line(client, tmp_path):
+def test_invalid_training_file_fails_the_job_naming_the_line(client, tiny_model, tmp_path):
     path = tiny_chat_file(tmp_path / "bad.jsonl", n=12)
     lines = path.read_text().splitlines()
     lines[4] = lines[4].replace('"role": "assistant"', '"role": "assistent"')
     path.write_text("\n".join(lines) + "\n")
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
-    job = wait_for_job(client, client.fine_tuning.jobs.create(model=MODEL, training_file=f.id).id)
+    job = wait_for_job(client, client.fine_tuning.jobs.create(model=tiny_model, training_file=f.id).id)
     assert job.status == "failed"
     assert job.error.code == "invalid_training_file" and job.error.param == "training_file"
     assert "line 5" in job.error.message and "assistent" in job.error.message

@@ -1,6 +1,10 @@
 """Fine-tuning methods beyond supervised on the real server, driven by the official SDK exactly as
 for OpenAI: a DPO job on top of a supervised one (SFT then DPO), its echo of the method, metrics,
-results file and checkpoints, serving the result, and files of the wrong kind for a method."""
+results file and checkpoints, serving the result, and files of the wrong kind for a method.
+
+What is tested is the methods' plumbing (the API shapes, metrics, checkpoints, chaining an ``ft:``
+model), so the jobs train the tiny registered model (tests/tiny.py) through the same trainer and
+loop as SmolLM2; DPO's maths is checked against TRL in tests/test_reference_losses.py."""
 
 from __future__ import annotations
 
@@ -8,17 +12,17 @@ import csv
 import io
 
 import pytest
-from conftest import tiny_chat_file, tiny_preference_file, wait_for_job
+from conftest import TINY_MODEL, tiny_chat_file, tiny_preference_file, wait_for_job
 
 from ftkit import lifecycle as lc
 
 pytestmark = pytest.mark.slow
 
-MODEL = "SmolLM2-135M-Instruct"
+MODEL = TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def sft_model(client, tmp_path_factory):
+def sft_model(client, tiny_model, tmp_path_factory):
     path = tiny_chat_file(tmp_path_factory.mktemp("m") / "sft.jsonl", n=10)
     f = client.files.create(file=path.open("rb"), purpose="fine-tune")
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=f.id, suffix="sft", seed=3,
@@ -76,7 +80,7 @@ def test_dpo_job_on_a_fine_tuned_model(client, check_schema, sft_model, preferen
         assert answer.choices[0].message.content is not None
 
 
-def test_files_of_the_wrong_kind_fail_the_job_naming_it(client, preference_files, tmp_path):
+def test_files_of_the_wrong_kind_fail_the_job_naming_it(client, tiny_model, preference_files, tmp_path):
     train, _ = preference_files
     job = client.fine_tuning.jobs.create(model=MODEL, training_file=train.id)  # supervised on DPO pairs
     job = wait_for_job(client, job.id)

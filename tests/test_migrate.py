@@ -18,20 +18,25 @@ import sys
 import httpx
 import openai
 import pytest
-from conftest import LocalServer, tiny_chat_file, wait_for_job
+from conftest import TINY_MODEL, LocalServer, register_tiny_model, tiny_chat_file, wait_for_job
 
 from ftkit import migrate
 
 pytestmark = pytest.mark.slow
 
-MODEL = "SmolLM2-135M-Instruct"
+# The round trip moves jobs, files and answers between two servers; what the model learns is not
+# its subject, so both servers train the tiny registered model (tests/tiny.py, the same weights on
+# both), through the same trainer and loop as SmolLM2.
+MODEL = TINY_MODEL
 GOLDEN = 3
 
 
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory):
     """The "hosted platform": a second local server with one finished tiny job."""
-    server = LocalServer(tmp_path_factory.mktemp("hosted-home")).start()
+    home = tmp_path_factory.mktemp("hosted-home")
+    register_tiny_model(home, tmp_path_factory.mktemp("hosted-tiny-llama"))
+    server = LocalServer(home).start()
     client = server.client()
     data = tmp_path_factory.mktemp("hosted-data")
     train = client.files.create(file=tiny_chat_file(data / "train.jsonl", n=10).open("rb"), purpose="fine-tune")
@@ -66,7 +71,8 @@ def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
                           env=env, timeout=900)
 
 
-def test_snapshot_replay_compare_round_trip(hosted, local_server, client, tmp_path):
+def test_snapshot_replay_compare_round_trip(hosted, local_server, client, tiny_model, tmp_path):
+    assert tiny_model == MODEL  # the replay's target knows the same base model
     server, job = hosted
     snap = tmp_path / "snapshot"
     env = {k: v for k, v in os.environ.items() if k not in ("FTKIT_BACKEND", "AZURE_OPENAI_API_KEY")}

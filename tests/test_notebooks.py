@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from conftest import NOTEBOOK_RESULTS
 from test_hygiene import NOTEBOOKS, find_keys
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,7 @@ def course_run(tmp_path_factory):
     os.chdir(out.parent)  # a relative output folder, as `make course` passes (build/course)
     try:
         results = course.run(NOTEBOOKS, out.name, quick=True)
+        NOTEBOOK_RESULTS[:] = results  # printed in the terminal summary (conftest.py)
     finally:
         os.chdir(cwd)
         for k, v in saved.items():

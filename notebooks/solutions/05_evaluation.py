@@ -7,8 +7,8 @@ Run from the repository root:
 It talks to the backend ``ftkit.client()`` picks (the local server by default) and uses the
 course's fine-tuned triage model (``ftkit.course.triage_job``: the one notebook 04 trained, or it
 trains it once). ``--tickets`` sets how many tickets of each test set the exercises evaluate
-(default 24, twice the notebook's quick-mode size of 12; 101 and 100 are the whole sets); ``--quick`` uses the
-quick-mode model. Exercise 7 trains one more job (quick mode: 40 tickets x 2 epochs, about 80
+(default 24, three times the notebook's quick-mode size of 8; 101 and 100 are the whole sets); ``--quick`` uses the
+quick-mode model. Exercise 7 trains one more job (quick mode: 20 tickets x 2 epochs, about 40
 example-steps of CPU; reused on later runs).
 """
 
