@@ -26,7 +26,9 @@ pytestmark = pytest.mark.slow
 
 # The round trip moves jobs, files and answers between two servers; what the model learns is not
 # its subject, so both servers train the tiny registered model (tests/tiny.py, the same weights on
-# both), through the same trainer and loop as SmolLM2.
+# both), through the same trainer and loop as SmolLM2. ftkit's catalog does not price the tiny
+# model, so the golden set is approved with yes=True / --yes (a catalog model on the local backend
+# costs 0 and needs no approval: tests/test_migrate_unit.py).
 MODEL = TINY_MODEL
 GOLDEN = 3
 
@@ -82,7 +84,7 @@ def test_snapshot_replay_compare_round_trip(hosted, local_server, client, tiny_m
     counts: collections.Counter = collections.Counter()
     with pytest.raises(KeyboardInterrupt):
         migrate.snapshot(_counting_client(server, counts, stop_at_chat=2), snap, golden=GOLDEN, max_tokens=12,
-                         concurrency=1, progress=False, say=lambda _m: None)
+                         yes=True, concurrency=1, progress=False, say=lambda _m: None)
     assert counts["download"] == 3  # training, validation and results files
     manifest = migrate.load_manifest(snap)
     record = manifest["jobs"][job.id]
@@ -97,7 +99,7 @@ def test_snapshot_replay_compare_round_trip(hosted, local_server, client, tiny_m
 
     # 2. Resumed: nothing downloaded again, only the two missing answers asked.
     counts.clear()
-    migrate.snapshot(_counting_client(server, counts), snap, golden=GOLDEN, max_tokens=12, concurrency=1,
+    migrate.snapshot(_counting_client(server, counts), snap, golden=GOLDEN, max_tokens=12, yes=True, concurrency=1,
                      progress=False, say=lambda _m: None)
     assert (counts["download"], counts["chat"]) == (0, GOLDEN - 1)
     assert {f: (snap / e["path"]).stat().st_mtime_ns for f, e in files.items()} == stamps
@@ -106,7 +108,7 @@ def test_snapshot_replay_compare_round_trip(hosted, local_server, client, tiny_m
     assert all(g["messages"][-1]["role"] == "user" and g["reference"] for g in golden)
 
     # 3. The CLI, reading OPENAI_BASE_URL / OPENAI_API_KEY like the SDK: all recorded, nothing asked.
-    again = _cli("snapshot", "--out", str(snap), "--golden", str(GOLDEN), "--max-tokens", "12", env=env)
+    again = _cli("snapshot", "--out", str(snap), "--golden", str(GOLDEN), "--max-tokens", "12", "--yes", env=env)
     assert again.returncode == 0, again.stderr
     assert "openai backend" in again.stdout and "every answer is already recorded" in again.stdout
     assert len(golden_path.read_text().splitlines()) == GOLDEN
