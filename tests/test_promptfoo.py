@@ -4,9 +4,10 @@ graders do (Promptfoo's ``echo`` provider returns crafted answers), and the conf
 provider evaluates a model of the real local server, every case graded and the counts equal to
 ftkit's grader on the same answers, with the key in neither the config nor the results.
 
-Slow (Promptfoo is a Node.js program; the second test starts the real server). Skipped, with one
-line, where Node.js is not installed; where it is, Promptfoo is installed once into
-~/.cache/ftkit/promptfoo (``ftkit.promptfoo.install``) and reused.
+The two tests that run Promptfoo are slow (it is a Node.js program; the second starts the real
+server) and skipped, with one line, where Node.js is not installed; where it is, Promptfoo is
+installed once into ~/.cache/ftkit/promptfoo (``ftkit.promptfoo.install``) and reused. The fast
+tests check the config, the test cases and the results reader without Node.js.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from tiny_models import TICKET_SCHEMA
 from ftkit import graders
 from ftkit import promptfoo as pf
 from ftkit import reinforcement as rl
+from ftkit.course import data_path
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(pf.missing() is not None, reason=pf.missing() or "")]
+needs_node = pytest.mark.skipif(pf.missing() is not None, reason=pf.missing() or "")
 
 FIELDS = list(rl.FIELDS)
 CONFIG_DIR = pf.CONFIG.parent
@@ -54,6 +56,62 @@ def _config(tmp_path, **changes) -> dict:
     return config
 
 
+def test_the_test_cases_are_the_notebooks_test_tickets():
+    examples = rl.rft_settings(quick=True).test_examples()
+    cases = pf.test_cases(examples)
+    system = json.loads(data_path("tickets", "prompts.json").read_text(encoding="utf-8"))["short_system"]
+    assert len(cases) == len(examples) == 24 and len({c["description"] for c in cases}) == 24
+    for case, ex in zip(cases, examples):
+        labels = json.loads(ex["messages"][-1]["content"])
+        assert case["vars"] == {"system": system, "ticket": ex["messages"][-2]["content"],
+                                **{f: labels[f] for f in FIELDS}}
+    # the notebook's Evals API items are the same rows
+    assert [{k: v for k, v in c["vars"].items() if k != "system"} for c in cases] == rl.eval_items(examples)
+
+
+def test_the_config_is_the_notebooks_evaluation_and_holds_no_key():
+    text = pf.CONFIG.read_text(encoding="utf-8")
+    config = yaml.safe_load(text)
+    (provider,) = config["providers"]
+    assert provider["id"] == "openai:chat:{{ env.FTKIT_EVAL_MODEL }}"
+    assert provider["config"] == {"temperature": 0, "max_tokens": 40}  # notebook 07's sampling_params
+    assert not {"apiKey", "apiBaseUrl"} & set(provider["config"]) and "sk-" not in text and "ftkit-local-" not in text
+    asserts = config["defaultTest"]["assert"]
+    assert [a["metric"] for a in asserts] == FIELDS and {a["type"] for a in asserts} == {"javascript"}
+    refs = [config["prompts"][0]["id"], config["tests"][0]["path"], *(a["value"] for a in asserts)]
+    for ref in refs:
+        assert ref.startswith("file://") and (CONFIG_DIR / ref[len("file://"):].split(":")[0]).is_file(), ref
+
+
+def test_counts_and_graded_read_a_results_file():
+    def row(desc, output, passes, error=None):
+        return {"testCase": {"description": desc}, "vars": {"ticket": desc}, "response": {"output": output},
+                "error": error, "gradingResult": {"componentResults": [
+                    {"pass": p, "assertion": {"type": "javascript", "metric": f}} for f, p in zip(FIELDS, passes)]}}
+    results = {"results": {"version": 3, "results": [
+        row("a", "{}", (True, True, True)), row("b", "{}", (True, False, True)),
+        row("c", None, (False, False, False), error="timeout")]}}
+    assert pf.counts(results) == {"all checks passed": 1, "category": 2, "product": 2, "urgency": 1,
+                                  "errored": 1, "items": 3}
+    assert pf.graded(results)[1] == {"description": "b", "vars": {"ticket": "b"}, "output": "{}", "error": None,
+                                     "passed": {"category": True, "urgency": False, "product": True}}
+
+
+def test_the_command_and_environment_keep_the_key_out_of_the_command_line(tmp_path):
+    class Client:
+        base_url, api_key = "http://127.0.0.1:9/v1/", "ftkit-local-" + "0" * 48
+
+    cmd = pf.command(tmp_path / "r.json", first=3)
+    assert cmd[:3] == ["npx", "-y", pf.PROMPTFOO] and cmd[3:5] == ["eval", "-c"]
+    assert cmd[-2:] == ["--filter-first-n", "3"] and "--no-cache" in cmd and "--no-share" in cmd
+    env = pf.environment(Client(), "ft:m")
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/v1" and env["OPENAI_API_KEY"] == Client.api_key
+    assert env["FTKIT_EVAL_MODEL"] == "ft:m" and env["PROMPTFOO_DISABLE_TELEMETRY"] == "1"
+    assert Client.api_key not in " ".join(cmd)
+
+
+@pytest.mark.slow
+@needs_node
 def test_the_assertions_grade_as_ftkits_string_check(program, tmp_path):
     """Crafted answers (right, fields wrong, keys reordered, a label that does not exist, prose,
     cut-off JSON, non-string values, not an object) through the config's assertions, with
@@ -83,6 +141,8 @@ def test_the_assertions_grade_as_ftkits_string_check(program, tmp_path):
     assert any(passes) and not all(passes)  # both verdicts were exercised
 
 
+@pytest.mark.slow
+@needs_node
 def test_the_config_evaluates_a_model_of_the_local_server(program, client, tiny_model, tmp_path):
     """The committed config's provider, prompt, test generator and assertions against the real
     server (the tiny model, its answers held to the triage schema so that they parse and some
