@@ -162,16 +162,19 @@ def _rows(results: dict) -> list[dict]:
 
 def graded(results: dict) -> list[dict]:
     """One row per test case of a results file: its ``description``, ``vars``, the model's
-    ``output`` (None on an error), ``error``, and ``passed``: ``{metric: True/False}`` per
-    assertion."""
+    ``output`` (None on an error; Promptfoo parses a JSON answer into an object when the request
+    asked for JSON), ``error`` (a failed request, not a failed assertion), and ``passed``:
+    ``{metric: True/False}`` per assertion."""
     rows = []
     for r in _rows(results):
         components = (r.get("gradingResult") or {}).get("componentResults") or []
+        # Promptfoo puts a failed assertion's reason in "error" too; failureReason 2 is an error
+        failed_request = r.get("failureReason") == 2 or not components
         rows.append({
             "description": (r.get("testCase") or {}).get("description"),
             "vars": r.get("vars") or (r.get("testCase") or {}).get("vars") or {},
             "output": (r.get("response") or {}).get("output"),
-            "error": r.get("error"),
+            "error": r.get("error") if failed_request else None,
             "passed": {c["assertion"].get("metric") or c["assertion"]["type"]: bool(c["pass"]) for c in components},
         })
     return rows
