@@ -7,7 +7,7 @@ each completion's input with ``client.chat.completions.messages.list(...)``, app
 answer, write one ``{"messages": [...]}`` line per completion, then check the file with
 :func:`ftkit.validation.validate`.
 
-Meant for notebooks/08_own_your_model.ipynb (distilling a student); not yet used there.
+Taught in notebooks/08_own_your_model.ipynb (section 8: distilling a student).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ __all__ = [
     "FIELDS",
     "RFT_SETTINGS",
     "RftSettings",
+    "eval_items",
     "exact_match_grader",
     "field_grader",
     "hosted_rft_cost",
@@ -69,6 +70,21 @@ def field_grader(field: str) -> dict:
     """
     return {"type": "string_check", "name": field, "operation": "eq",
             "input": "{{ sample.output_json." + field + " }}", "reference": "{{ item." + field + " }}"}
+
+
+def eval_items(examples: list[dict]) -> list[dict]:
+    """The rows the field graders read, one per chat example: ``ticket`` (the user's message) and
+    the right labels of :data:`FIELDS` (from the assistant's JSON answer). The data of notebook
+    07's Evals API run (``{"item": row}`` each) and of its Promptfoo test cases
+    (:func:`ftkit.promptfoo.test_cases`).
+
+    Taught in notebooks/07_reinforcement_fine_tuning.ipynb.
+    """
+    rows = []
+    for ex in examples:
+        answer = json.loads(ex["messages"][-1]["content"])
+        rows.append({"ticket": ex["messages"][-2]["content"], **{f: answer[f] for f in FIELDS}})
+    return rows
 
 
 def partial_credit_grader(fields=FIELDS) -> dict:

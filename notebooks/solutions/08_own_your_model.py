@@ -7,7 +7,8 @@ Run from the repository root:
 It uses the course's fine-tuned triage model (``ftkit.course.triage_job``: the one notebook 04
 trained, or it trains it once) on the local backend, writes its exports and snapshots to a scratch
 folder it deletes at the end, and for exercises 3 and 5 starts a second local server that plays
-the hosted platform (and stops it again). ``--tickets``: test tickets compared in exercise 2.
+the hosted platform (and stops it again); exercise 6 stores the course model's answers with
+``store=True`` (tagged by a fresh run id) and distils some of them. ``--tickets``: test tickets compared in exercise 2.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ftkit import evaluate as ev
 from ftkit import jobs, migrate
 from ftkit.course import data_path, triage_job
 from ftkit.data import read_jsonl
+from ftkit.distill import distill_file
 from ftkit.local import control, export
 
 
@@ -152,6 +154,38 @@ def exercise_5(client, work: Path, quick: bool) -> dict:
     return rates
 
 
+def exercise_6(client, job) -> dict:
+    """★★ Tags decide what you distil: store the teacher's answers tagged by run and team, list
+    them by each filter, and distil the billing team's."""
+    run = f"exercise-6-{random.Random().getrandbits(32):08x}"  # a fresh tag: earlier runs' answers stay out
+    teacher = job.fine_tuned_model
+    prompts = [ev.prompt_messages(ex) for ex in ev.load_examples(data_path("tickets", "validation.jsonl"))[:10]]
+    teams = collections.Counter()
+    for messages in prompts:
+        first = client.chat.completions.create(model=teacher, messages=messages, temperature=0, max_tokens=40)
+        answer = ev.parse_json(first.choices[0].message.content) or {}
+        team = "billing" if answer.get("category") == "billing" else "other"
+        teams[team] += 1
+        client.chat.completions.create(model=teacher, messages=messages, temperature=0, max_tokens=40, store=True,
+                                       metadata={"purpose": "distill", "run": run, "team": team})
+    listed = {name: len(list(client.chat.completions.list(model=teacher, metadata=tags, limit=100)))
+              for name, tags in (("run", {"run": run}), ("run + billing", {"run": run, "team": "billing"}),
+                                 ("run + other", {"run": run, "team": "other"}))}
+    work = Path(tempfile.mkdtemp(prefix="ftkit-08-ex6-"))
+    try:
+        path, report = distill_file(client, teacher, {"run": run, "team": "billing"}, work / "billing.jsonl")
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"   stored {len(prompts)} answers ({dict(teams)}); listed: {listed}; distilled for billing: {lines} lines "
+          f"({'valid' if report.ok else 'invalid: fewer than 10 examples' if lines < 10 else 'invalid'})")
+    print("   every filter names the run: without it, earlier runs' answers with the same team tag would be "
+          "distilled too (metadata filters match every stored completion that has the pairs)")
+    assert listed["run"] == len(prompts) and listed["run + billing"] == teams["billing"] == lines
+    assert listed["run + billing"] + listed["run + other"] == listed["run"]
+    return {"listed": listed, "billing_lines": lines}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="the quick-mode triage model and small jobs")
@@ -172,6 +206,8 @@ def main(argv=None) -> None:
         exercise_4()
         print("★★★ 5.")
         exercise_5(client, work, args.quick)
+        print("★★ 6.")
+        exercise_6(client, job)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
