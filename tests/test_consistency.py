@@ -157,6 +157,9 @@ ALLOWED = [
     ("04_job_lifecycle", "the first 20 training tickets, 2 epochs", "an exercise's choice"),
     ("04_job_lifecycle", "on 8 held-out tickets", "an exercise's choice"),
     ("05_evaluation", "evaluate 8 tickets", "an exercise's choice"),
+    ("08_own_your_model", "full mode 100 tickets and two epochs, and 60 held-out tickets",
+     "the distillation section's own sizes, set by DISTIL in the code cell right after it"),
+    ("08_own_your_model", "Send the teacher 10 more tickets", "an exercise's choice"),
     ("08_own_your_model", "about 1.3 GB", "the exports' size on disk, measured; the cell prints the real one"),
 ]
 
