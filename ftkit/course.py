@@ -287,7 +287,6 @@ def write_summary(results: list[dict], out_dir: Path, *, quick: bool, started: f
         "wall_seconds": round(sum(r["seconds"] for r in results), 1),
         "cpu_seconds": round(sum(r.get("cpu_seconds", 0.0) for r in results), 1),
         "all_ok": all(r["ok"] for r in results) and not pending,
-        "complete": not pending,
         "pending": list(pending),
         "machine": {**cpu_info(), "load_average_at_start": load_at_start, "python": platform.python_version()},
         "versions": versions,

@@ -39,7 +39,7 @@ def render(summary: dict) -> str:
         f"{load_text}; Python {m.get('python', '?')}, torch {summary['versions'].get('torch')}, "
         f"transformers {summary['versions'].get('transformers')}. "
         f"All notebooks: **{_minutes(summary['wall_seconds'])}** wall, {summary['cpu_seconds']:,.0f} CPU-seconds"
-        f"{'' if summary['all_ok'] or summary.get('pending') else ' -- NOT ALL OK'}"
+        f"{' -- NOT ALL OK' if any(n['status'] != 'ok' for n in summary['notebooks']) else ''}"
         f"{' -- the run was stopped: ' + str(len(summary['pending'])) + ' notebooks not run' if summary.get('pending') else ''}.",
         "",
         "| notebook | status | wall | CPU-s | headline results |",

@@ -50,15 +50,19 @@ def test_a_stopped_run_keeps_what_it_measured(tmp_path):
              "headlines": [], "load_at_end": [2.1, 2.0, 1.5]}]
     path = course.write_summary(done, tmp_path, quick=False, started=time.time(), pending=["05_evaluation.ipynb"])
     summary = json.loads(path.read_text())
-    assert summary["complete"] is False and summary["all_ok"] is False and summary["pending"] == ["05_evaluation.ipynb"]
+    assert summary["all_ok"] is False and summary["pending"] == ["05_evaluation.ipynb"]
     table = _module().render(summary)
     assert "the run was stopped: 1 notebooks not run" in table and "NOT ALL OK" not in table
     assert "| `05_evaluation` | not run (the run was stopped) |" in table
+    failed = {**done[0], "ok": False, "error": "CellTimeoutError"}
+    stopped_and_failed = course.write_summary([failed], tmp_path, quick=False, started=time.time(),
+                                              pending=["05_evaluation.ipynb"])
+    assert "NOT ALL OK" in _module().render(json.loads(stopped_and_failed.read_text()))
 
 
 def test_complete_run_has_nothing_pending(tmp_path):
     summary = _summary(tmp_path)
-    assert summary["complete"] is True and summary["pending"] == []
+    assert summary["all_ok"] is True and summary["pending"] == []
 
 
 def test_readme_block_replaced_and_nothing_else(tmp_path):
