@@ -272,3 +272,19 @@ def test_an_older_loose_home_is_tightened_once_and_a_database_moved_aside_starts
     assert sorted(p.relative_to(home) for p in home.rglob("*")
                   if p.parts[len(home.parts)] in ("files", "models")) == blobs
     assert (home / "files" / uploaded.id).exists()
+
+
+def test_a_server_this_process_started_counts_as_stopped_once_it_exits():
+    """A child that has exited stays a zombie until reaped; stop_server must not wait out its whole
+    timeout on it (notebook 08 stops the server it started: that took 30 s)."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    deadline = time.monotonic() + 30
+    while control._alive(proc.pid):
+        assert time.monotonic() < deadline, "an exited child still counts as alive"
+        time.sleep(0.05)
+    assert not control._alive(proc.pid)
+    assert control._alive(os.getpid())  # this process, not our child, is alive

@@ -57,6 +57,11 @@ class ServerInfo:
 
 
 def _alive(pid: int) -> bool:
+    try:  # a server this process started and that has exited is a zombie until reaped
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    except ChildProcessError:  # not our child: the signal test below decides
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
