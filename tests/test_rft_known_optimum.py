@@ -200,3 +200,11 @@ def test_a_sampled_answer_ends_with_the_end_token_it_drew():
         model.generation_config.eos_token_id = [tok.eos_token_id, other_end]
         ended = sampling.generate(model, tok, [prompt], n=1, max_tokens=3, temperature=0.0, seed=None)[0][0]
     assert ended.finish_reason == "stop" and ended.ids == [other_end], ended
+
+
+def test_answers_are_sampled_in_fp32_on_a_cpu_whatever_the_update_trains_in():
+    """bf16 autocast re-casts every weight at every decoded token (no weight cache without grad):
+    twice as slow as fp32 on a CPU with native bf16, far slower without it."""
+    assert rft.sampling_precision("bf16", "cpu") == "fp32"
+    assert rft.sampling_precision("fp32", "cpu") == "fp32"
+    assert rft.sampling_precision("bf16", "cuda") == "bf16"
