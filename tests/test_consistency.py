@@ -28,12 +28,14 @@ import pytest
 
 from ftkit import cost, toolcalls
 from ftkit.course import (
+    DISTIL_SETTINGS,
     EVAL_TEST_TICKETS,
     LEARNING_CURVE_SIZES,
     TRIAGE_SETTINGS,
     learning_curve_settings,
     overfit_settings,
 )
+from ftkit.evaluate import power
 from ftkit.local.jobs.training.recipe import RECIPE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +132,12 @@ CLAIMS = [
     # README: quick mode
     Claim("README.md", "what CI runs: {} tickets × {} epochs", lambda: (QUICK.train_examples, QUICK.n_epochs)),
     Claim("README.md", "notebook 05's {} quick test tickets", lambda: (EVAL_TEST_TICKETS["quick"],)),
+    # 08: the distillation section
+    Claim("08_own_your_model", "full mode {} tickets and two epochs, and {} held-out tickets",
+          lambda: (DISTIL_SETTINGS["full"].traffic, DISTIL_SETTINGS["full"].held_out)),
+    Claim("08_own_your_model", "at {} tickets the 95% interval is at most about +-{} points",
+          lambda: (DISTIL_SETTINGS["full"].held_out,
+                   round(100 * power.proportion_half_width(0.5, DISTIL_SETTINGS["full"].held_out)))),
 ]
 
 
@@ -157,8 +165,6 @@ ALLOWED = [
     ("04_job_lifecycle", "the first 20 training tickets, 2 epochs", "an exercise's choice"),
     ("04_job_lifecycle", "on 8 held-out tickets", "an exercise's choice"),
     ("05_evaluation", "evaluate 8 tickets", "an exercise's choice"),
-    ("08_own_your_model", "full mode 100 tickets and two epochs, and 60 held-out tickets",
-     "the distillation section's own sizes, set by DISTIL in the code cell right after it"),
     ("08_own_your_model", "Send the teacher 10 more tickets", "an exercise's choice"),
     ("08_own_your_model", "about 1.3 GB", "the exports' size on disk, measured; the cell prints the real one"),
 ]
